@@ -1,0 +1,1 @@
+"""Case dynamic_branching: see spec.py."""

@@ -1,0 +1,1 @@
+"""Case keras_sequential: see spec.py."""

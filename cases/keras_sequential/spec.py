@@ -1,0 +1,57 @@
+"""keras_sequential: the seed's "Keras: High-level API" program.
+
+Dense(H, relu) then Dense(D_out), with biases; mean squared error over every element; SGD.
+Sizes are the seed's: N=16, D_in=1000, H=100, D_out=10; 1000 steps as in the seed.
+
+Two deliberate changes from the seed, both so that bugs cannot hide:
+- learning rate 1e-3, not 1e-6. With MSE averaged over 160 elements the gradients are ~1e-2,
+  so lr 1e-6 gives updates ~1e-8, a couple of float32 ulps of a ~5e-2 weight (ulp ~4e-9), and
+  most of them round away: a broken update would be invisible in float32. At 1e-3 every step
+  moves a weight by ~1e-5, about a thousand ulps, and the loss still falls steadily over the
+  1000 steps (2.7 -> 1e-3) instead of collapsing to rounding noise as it does at 1e-2.
+- biases start non-zero (N(0, 0.1)), not at Keras's zeros, so that a bias that is never loaded
+  or is dropped changes the loss from step 0.
+Kernels are canonical (in, out), drawn Glorot-uniform as Keras's default initializer would.
+"""
+
+import numpy as np
+
+from equiv.case import CaseSpec
+from equiv.flops import two_layer_step_flops
+
+CONFIG = {"N": 16, "D_in": 1000, "H": 100, "D_out": 10, "lr": 1e-3, "optimizer": "sgd"}
+
+
+def glorot_uniform(rng, fan_in, fan_out):
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=(fan_in, fan_out))
+
+
+def draw(rng, cfg):
+    n, d_in, h, d_out = cfg["N"], cfg["D_in"], cfg["H"], cfg["D_out"]
+    data = {"x": rng.standard_normal((n, d_in)), "y": rng.standard_normal((n, d_out))}
+    params = {
+        "w1": glorot_uniform(rng, d_in, h),
+        "b1": 0.1 * rng.standard_normal(h),
+        "w2": glorot_uniform(rng, h, d_out),
+        "b2": 0.1 * rng.standard_normal(d_out),
+    }
+    return data, params
+
+
+SPEC = CaseSpec(
+    name="keras_sequential",
+    title="Sequential Dense(relu) -> Dense with biases, MSE, SGD",
+    seed_source='"Keras: High-level API" (and torch nn.Sequential with mse_loss)',
+    summary="Dense(H, relu), Dense(D_out); mean squared error; SGD lr 1e-3",
+    default_steps=1000,
+    config=CONFIG,
+    param_names=("w1", "b1", "w2", "b2"),
+    draw=draw,
+    flops_per_step=two_layer_step_flops,
+    notes=(
+        "lr 1e-3 instead of the seed's 1e-6, so float32 updates are visible.",
+        "biases start non-zero so that bias bugs show from step 0.",
+        "Keras 3 optimizers have no minimize() (the seed's opt.minimize is Keras 2).",
+    ),
+)

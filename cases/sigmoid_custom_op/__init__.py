@@ -1,0 +1,1 @@
+"""Case sigmoid_custom_op: see spec.py."""

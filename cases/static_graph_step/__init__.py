@@ -1,0 +1,1 @@
+"""Case static_graph_step: see spec.py."""

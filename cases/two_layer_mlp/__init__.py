@@ -1,0 +1,1 @@
+"""Case two_layer_mlp: see spec.py."""

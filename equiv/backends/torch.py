@@ -1,0 +1,96 @@
+"""PyTorch adapter: modes eager, jit (``torch.jit.script``) and compile (``torch.compile``).
+
+Layout: ``nn.Linear.weight`` is (out, in); the canonical kernel is (in, out), so
+``linear_weight`` / ``canonical_kernel`` transpose. Determinism: ``use_deterministic_algorithms``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from equiv.backends.base import Backend
+
+
+class TorchBackend(Backend):
+    framework = "torch"
+    impl_file = "torch_impl"
+    requires = ("torch",)
+
+    def configure(self, threads: int) -> None:
+        import torch
+
+        torch.use_deterministic_algorithms(True)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        # Inter-op threads can only be set before the first parallel work; kept as they are then.
+        with contextlib.suppress(RuntimeError):
+            torch.set_num_interop_threads(threads)
+
+    def to_native(self, array: np.ndarray):
+        import torch
+
+        return torch.from_numpy(np.array(array, copy=True))
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        return value.detach().cpu().numpy().copy()
+
+    def synchronize(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def linear_weight(self, kernel: np.ndarray):
+        """Canonical (in, out) kernel -> ``nn.Linear.weight`` layout (out, in)."""
+        return self.to_native(np.ascontiguousarray(kernel.T))
+
+    def canonical_kernel(self, weight) -> np.ndarray:
+        return np.ascontiguousarray(self.to_numpy(weight).T)
+
+
+class TorchEager(TorchBackend):
+    id = "torch.eager"
+    mode = "eager"
+
+
+class TorchJit(TorchBackend):
+    id = "torch.jit"
+    mode = "jit"
+    compiled = True
+
+    def transform(self, fn: Callable) -> Callable:
+        import torch
+
+        self.traces += 1
+        return torch.jit.script(fn)
+
+
+class TorchCompile(TorchBackend):
+    id = "torch.compile"
+    mode = "compile"
+    compiled = True
+
+    def configure(self, threads: int) -> None:
+        super().configure(threads)
+        import torch._dynamo
+
+        # torch.autograd.grad inside a compiled step (static_graph_step) needs this switch.
+        torch._dynamo.config.trace_autograd_ops = True
+
+    def transform(self, fn: Callable) -> Callable:
+        import torch
+        from torch._inductor.compile_fx import compile_fx
+
+        def counting_inductor(graph_module, example_inputs):
+            self.traces += 1
+            return compile_fx(graph_module, example_inputs)
+
+        return torch.compile(fn, backend=counting_inductor)
+
+
+def backends() -> list[Backend]:
+    return [TorchEager(), TorchJit(), TorchCompile()]

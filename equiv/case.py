@@ -1,0 +1,85 @@
+"""Case specs and their discovery.
+
+A case is a framework-neutral training problem. Its folder in ``cases/`` holds ``spec.py``
+(defining ``SPEC``), ``reference.py`` (numpy, hand-written backward) and one implementation
+file per framework, with the same file names in every case folder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from equiv.records import CaseState
+
+Draw = Callable[[np.random.Generator, dict[str, Any]], tuple[dict, dict]]
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    name: str
+    title: str
+    seed_source: str
+    summary: str
+    default_steps: int
+    config: dict[str, Any]
+    param_names: tuple[str, ...]
+    draw: Draw
+    branching: bool = False
+    flops_per_step: Callable[[dict[str, Any]], int] | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    package: str = "cases"
+
+    def module_name(self, file: str) -> str:
+        return f"{self.package}.{self.name}.{file}"
+
+    def make_state(self, seed: int, dtype: str) -> CaseState:
+        """Draw data and initial parameters in float64 from one generator, then cast.
+
+        The generator depends only on (seed, case name), so every backend and dtype of a case
+        starts from the same numbers; no framework RNG is ever involved.
+        """
+        rng = np.random.default_rng(case_seed_sequence(seed, self.name))
+        data, params = self.draw(rng, self.config)
+        state = CaseState(
+            data={k: np.asarray(v, dtype=np.float64) for k, v in data.items()},
+            params={k: np.asarray(v, dtype=np.float64) for k, v in params.items()},
+            config=dict(self.config),
+            dtype="float64",
+        )
+        if tuple(state.params) != self.param_names:
+            raise ValueError(f"case {self.name}: draw returned params {tuple(state.params)}")
+        return state.astype(dtype)
+
+
+def case_seed_sequence(seed: int, case_name: str) -> np.random.SeedSequence:
+    """(seed, case) -> SeedSequence; crc32 keeps the case part stable across Python runs."""
+    return np.random.SeedSequence([int(seed), zlib.crc32(case_name.encode())])
+
+
+@cache
+def all_cases() -> dict[str, CaseSpec]:
+    """The built-in cases: every sub-package of ``cases`` that defines ``spec.SPEC``."""
+    import cases
+
+    found: dict[str, CaseSpec] = {}
+    for info in sorted(pkgutil.iter_modules(cases.__path__), key=lambda m: m.name):
+        if not info.ispkg:
+            continue
+        spec = importlib.import_module(f"cases.{info.name}.spec").SPEC
+        found[spec.name] = spec
+    return found
+
+
+def get_case(name: str) -> CaseSpec:
+    cases = all_cases()
+    if name not in cases:
+        raise KeyError(f"unknown case {name!r}; valid cases: {', '.join(cases)}")
+    return cases[name]

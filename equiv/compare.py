@@ -1,0 +1,164 @@
+"""Step-by-step comparison of an implementation's records with the float64 reference.
+
+Streaming: one step's arrays at a time, so that a 500-step trajectory of a 100k-parameter model
+never sits in memory. Imports no framework.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from equiv.case import CaseSpec
+from equiv.records import StepRecord
+from equiv.tolerance import Calibration, max_abs_diff, quantity_keys, record_values
+
+GROUPS = ("loss", "grads", "params")
+# Pipeline order inside one step: the branch is decided first (on the previous loss), then the
+# forward pass gives the loss, the backward pass the gradients, the update the parameters.
+PHASE = {"branch": "control flow", "loss": "forward", "grads": "backward", "params": "update"}
+SERIES_POINTS = 250
+
+
+class NonFinite(Exception):
+    def __init__(self, step: int, key: str):
+        super().__init__(f"non-finite value (NaN or Inf) first at step {step} in {key}")
+        self.step, self.key = step, key
+
+
+class ShapeMismatch(Exception):
+    pass
+
+
+def group_of(key: str) -> str:
+    return key.split("/", 1)[0]
+
+
+def divergence(step: int, key: str, error: float | None = None, tol: float | None = None):
+    group, _, name = key.partition("/")
+    out: dict[str, Any] = {"step": step, "quantity": group, "name": name or None}
+    out["phase"] = PHASE.get(group, group)
+    if error is not None:
+        out["error"] = error
+        out["tolerance"] = tol
+    return out
+
+
+@dataclass
+class Comparison:
+    spec: CaseSpec
+    calibration: Calibration
+    dtype: str
+    keys: list[str] = field(init=False)
+    max_error: dict[str, float] = field(default_factory=dict)
+    max_ratio: dict[str, float] = field(default_factory=dict)
+    first_divergence: dict[str, Any] | None = None
+    branches_impl: list[str | None] = field(default_factory=list)
+    branches_ref: list[str | None] = field(default_factory=list)
+    ambiguous: list[int] = field(default_factory=list)
+    stopped_at: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    _error: dict[str, list[float]] = field(default_factory=dict)
+    _tol: dict[str, list[float]] = field(default_factory=dict)
+    compared: int = 0
+
+    def __post_init__(self) -> None:
+        self.keys = quantity_keys(self.spec)
+        self._error = {k: [] for k in self.keys}
+        self._tol = {k: [] for k in self.keys}
+
+    def _diverge(self, div: dict[str, Any]) -> None:
+        if self.first_divergence is None:
+            self.first_divergence = div
+
+    def add(self, step: int, impl: StepRecord, ref: StepRecord) -> bool:
+        """Compare one step; False when the rest of the run cannot be compared meaningfully."""
+        if self.spec.branching and not self._compare_branch(step, impl.branch, ref.branch):
+            return False
+        values, ref_values = record_values(impl), record_values(ref)
+        missing = [k for k in self.keys if k not in values]
+        if missing:
+            raise ShapeMismatch(f"step {step}: implementation did not report {', '.join(missing)}")
+        for key in self.keys:  # keys are already in pipeline order: loss, grads, params
+            got, want = values[key], ref_values[key]
+            if np.shape(got) != np.shape(want):
+                raise ShapeMismatch(
+                    f"step {step}: {key} has shape {np.shape(got)}, expected {np.shape(want)}"
+                )
+            if not np.all(np.isfinite(got)):
+                raise NonFinite(step, key)
+            if key != "loss" and np.asarray(got).dtype != np.dtype(self.dtype):
+                self._diverge(
+                    {
+                        **divergence(step, key),
+                        "quantity": "dtype",
+                        "detail": f"{np.asarray(got).dtype} in a {self.dtype} cell",
+                    }
+                )
+            err = max_abs_diff(got, want)
+            tol = self.calibration.tolerance(key, step)
+            self._error[key].append(err)
+            self._tol[key].append(tol)
+            group = group_of(key)
+            ratio = err / tol if tol > 0 else (0.0 if err == 0 else math.inf)
+            self.max_error[group] = max(self.max_error.get(group, 0.0), err)
+            self.max_ratio[group] = max(self.max_ratio.get(group, 0.0), ratio)
+            if err > tol:
+                self._diverge(divergence(step, key, err, tol))
+        self.compared = step + 1
+        return True
+
+    def _compare_branch(self, step: int, got: str | None, want: str | None) -> bool:
+        self.branches_impl.append(got)
+        self.branches_ref.append(want)
+        ambiguous = self.calibration.ambiguous(step, self.spec.config["threshold"])
+        if ambiguous:
+            self.ambiguous.append(step)
+        if got == want:
+            return True
+        if ambiguous:
+            self.stopped_at = step
+            self.warnings.append(
+                f"numerically ambiguous branch at step {step}: the previous loss is within "
+                f"tolerance of the threshold and the implementation took {got} where the "
+                f"reference took {want}; steps from {step} on are not compared"
+            )
+            return False
+        self._diverge({**divergence(step, "branch"), "detail": f"took {got}, reference {want}"})
+        self.compared = step
+        return False
+
+    def series(self) -> dict[str, Any]:
+        """Per-quantity error and tolerance against step, max-pooled to <= SERIES_POINTS."""
+        n = len(self._error[self.keys[0]]) if self.keys else 0
+        if n == 0:
+            return {}
+        bins = np.array_split(np.arange(n), min(n, SERIES_POINTS))
+        out: dict[str, Any] = {"step": [int(b[np.argmax(b)]) for b in bins]}
+        for key in self.keys:
+            err = np.asarray(self._error[key][:n])
+            tol = np.asarray(self._tol[key][:n])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(tol > 0, err / tol, np.where(err > 0, np.inf, 0.0))
+            picks = [int(b[np.argmax(ratio[b])]) for b in bins]
+            out[key] = {
+                "error": [float(f"{err[i]:.4g}") for i in picks],
+                "tolerance": [float(f"{tol[i]:.4g}") for i in picks],
+            }
+        return out
+
+    def branch_summary(self) -> dict[str, Any] | None:
+        if not self.spec.branching:
+            return None
+        return {
+            "implementation": self.branches_impl,
+            "reference": self.branches_ref,
+            "ambiguous_steps": self.ambiguous,
+            "stopped_at": self.stopped_at,
+            "counts": {
+                b: self.branches_ref.count(b) for b in sorted(set(filter(None, self.branches_ref)))
+            },
+        }

@@ -1,0 +1,86 @@
+"""Selecting cells and running a selection, in-process or in per-backend worker processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from equiv.case import all_cases
+from equiv.records import DTYPES, Cell, CellResult
+from equiv.registry import all_backends
+from equiv.runner import RunOptions, run_cell
+from equiv.workers import run_group
+
+ISOLATION = ("none", "backend")
+
+
+class SelectionError(ValueError):
+    """An unknown case, backend or dtype; the message names the valid ones."""
+
+
+def _check(kind: str, asked: Sequence[str], valid: Sequence[str]) -> list[str]:
+    unknown = [a for a in asked if a not in valid]
+    if unknown:
+        raise SelectionError(
+            f"unknown {kind} {', '.join(map(repr, unknown))}; valid {kind}s: {', '.join(valid)}"
+        )
+    return list(asked) or list(valid)
+
+
+def select_cells(
+    cases: Sequence[str] = (), backends: Sequence[str] = (), dtypes: Sequence[str] = ()
+) -> list[Cell]:
+    case_names = _check("case", cases, list(all_cases()))
+    backend_ids = _check("backend", backends, list(all_backends()))
+    dtype_names = _check("dtype", dtypes, list(DTYPES))
+    return [Cell(c, b, d) for d in dtype_names for c in case_names for b in backend_ids]
+
+
+@dataclass
+class Progress:
+    """Plain progress lines, one per finished cell (CI logs and terminals alike)."""
+
+    total: int
+    emit: Callable[[str], None] = print
+    done: int = 0
+
+    def start(self, cell: Cell) -> None:
+        pass
+
+    def finish(self, result: CellResult) -> None:
+        self.done += 1
+        detail = f" - {result.reason}" if result.reason and result.status != "pass" else ""
+        self.emit(
+            f"[{self.done}/{self.total}] {result.cell.id}: {result.status}"
+            f" ({result.duration_s:.1f}s){detail}"
+        )
+
+
+def run_cells(
+    cells: Sequence[Cell], options: RunOptions, isolate: str = "backend", progress=None
+) -> list[CellResult]:
+    """Run every cell; cells of a backend that needs its own process always get one."""
+    backends = all_backends()
+    results: list[CellResult] = []
+
+    def collect(stream: Iterable[CellResult]) -> None:
+        for result in stream:
+            results.append(result)
+            if progress:
+                progress.finish(result)
+
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(cell.backend, []).append(cell)
+    for backend_id, group in groups.items():
+        backend = backends[backend_id]
+        reason = backend.availability()
+        if reason:  # no need to start a process to learn that
+            collect(CellResult(cell=c, status="skip", reason=reason) for c in group)
+        elif isolate == "backend" or backend.needs_own_process:
+            jobs = [(c, None) for c in group]
+            on_start = progress.start if progress else None
+            collect(run_group(jobs, options, env=dict(backend.worker_env), on_start=on_start))
+        else:
+            collect(run_cell(c, options) for c in group)
+    return results

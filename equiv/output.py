@@ -1,0 +1,35 @@
+"""Everything a run writes into its output folder, in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from equiv.environment import environment
+from equiv.records import CellResult
+from equiv.registry import all_backends
+from equiv.results import build_document, write_json, write_trajectories
+from equiv.runner import RunOptions
+
+
+def run_settings(options: RunOptions) -> dict:
+    return {
+        "seed": options.seed,
+        "steps": options.steps,
+        "threads": options.threads,
+        "bench_rounds": options.bench_rounds,
+        "bench_warmup": options.bench_warmup,
+        "timeout_s": options.timeout_s,
+    }
+
+
+def write_outputs(
+    out: Path, results: list[CellResult], options: RunOptions, argv: list[str] | None = None
+) -> list[Path]:
+    used = {r.cell.backend for r in results}
+    backends = [b for b in all_backends().values() if b.id in used]
+    env = environment(options.seed, options.threads, backends, argv)
+    document = build_document(results, env, run_settings(options))
+    write_trajectories(out, results)
+    target = out / "parity.json"
+    write_json(target, document)
+    return [target]

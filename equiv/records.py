@@ -1,0 +1,111 @@
+"""The framework-neutral data that flows through the harness: states, step records, cells.
+
+Everything here is plain numpy and Python so that it can cross a process boundary (pickle keeps
+float64 bit-exact) and be compared without importing any framework.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+DTYPES = ("float64", "float32")
+
+
+@dataclass(frozen=True)
+class CaseState:
+    """One cell's starting point: data and initial parameters, canonical names and layout."""
+
+    data: dict[str, np.ndarray]
+    params: dict[str, np.ndarray]
+    config: dict[str, Any]
+    dtype: str
+
+    def astype(self, dtype: str) -> CaseState:
+        cast = {k: v.astype(dtype) for k, v in self.data.items()}
+        return CaseState(
+            data=cast,
+            params={k: v.astype(dtype) for k, v in self.params.items()},
+            config=self.config,
+            dtype=dtype,
+        )
+
+
+@dataclass
+class StepRecord:
+    """What one training step produced, as numpy arrays in the canonical layout.
+
+    ``loss`` is the loss computed from the parameters *before* the update, ``grads`` its
+    gradients, ``params`` the parameters *after* the update; ``branch`` names the branch taken
+    for cases with data-dependent control flow (None otherwise).
+    """
+
+    loss: float
+    grads: dict[str, np.ndarray]
+    params: dict[str, np.ndarray]
+    branch: str | None = None
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """The unit of verdict: (case, backend, dtype)."""
+
+    case: str
+    backend: str
+    dtype: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.case}-{self.backend}-{self.dtype}"
+
+
+STATUSES = ("pass", "fail", "error", "timeout", "skip", "explained")
+
+
+@dataclass
+class CellResult:
+    """A cell's verdict and evidence; ``to_json`` is the cell's entry in ``parity.json``."""
+
+    cell: Cell
+    status: str
+    reason: str = ""
+    steps: int = 0
+    compared_steps: int = 0
+    max_error: dict[str, float] = field(default_factory=dict)
+    max_ratio: dict[str, float] = field(default_factory=dict)
+    first_divergence: dict[str, Any] | None = None
+    branches: dict[str, Any] | None = None
+    traces: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    series: dict[str, Any] = field(default_factory=dict)
+    benchmark: dict[str, Any] | None = None
+    traceback: str | None = None
+    duration_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: arrays for DIR/trajectories/*.npz (not part of the JSON)
+    trajectory: dict[str, np.ndarray] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "case": self.cell.case,
+            "backend": self.cell.backend,
+            "dtype": self.cell.dtype,
+            "id": self.cell.id,
+            "status": self.status,
+            "reason": self.reason,
+            "steps": self.steps,
+            "compared_steps": self.compared_steps,
+            "max_error": self.max_error,
+            "max_ratio": self.max_ratio,
+            "first_divergence": self.first_divergence,
+            "branches": self.branches,
+            "traces": self.traces,
+            "warnings": self.warnings,
+            "series": self.series,
+            "benchmark": self.benchmark,
+            "traceback": self.traceback,
+            "duration_s": round(self.duration_s, 3),
+            **self.extra,
+        }

@@ -1,0 +1,67 @@
+"""Runs a case's numpy reference step by step, with the same trainer protocol as a framework.
+
+A reference module defines ``forward_backward(params, data, cfg, prev_loss, force_branch)``
+returning (loss, grads, branch); the update rule comes from ``equiv.optim``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+
+from equiv.case import CaseSpec
+from equiv.optim import make_optimizer
+from equiv.records import CaseState, StepRecord
+
+
+class ReferenceTrainer:
+    def __init__(
+        self,
+        spec: CaseSpec,
+        state: CaseState,
+        module=None,
+        force_branches: Sequence[str | None] | None = None,
+        flip_eps: float = 0.0,
+    ):
+        self.flip_eps = flip_eps
+        self.module = module or importlib.import_module(spec.module_name("reference"))
+        self.data = state.data
+        self.params = {k: v.copy() for k, v in state.params.items()}
+        self.cfg = state.config
+        self.optimizer = make_optimizer(self.cfg)
+        self.prev_loss = self.cfg.get("initial_prev_loss")
+        self.force_branches = force_branches
+        self.t = 0
+        self.last: StepRecord | None = None
+
+    def run_step(self) -> None:
+        forced = self.force_branches[self.t] if self.force_branches else None
+        loss, grads, branch = self.module.forward_backward(
+            self.params, self.data, self.cfg, self.prev_loss, forced, self.flip_eps
+        )
+        self.params = self.optimizer.step(self.params, grads)
+        self.prev_loss = loss
+        self.last = StepRecord(loss=loss, grads=grads, params=self.params, branch=branch)
+        self.t += 1
+
+    def record(self) -> StepRecord:
+        assert self.last is not None, "record() before run_step()"
+        return self.last
+
+
+def reference_trajectory(
+    spec: CaseSpec,
+    state: CaseState,
+    steps: int,
+    force_branches: Sequence[str | None] | None = None,
+):
+    """Yield the reference's StepRecords one at a time (a whole trajectory would not fit)."""
+    trainer = ReferenceTrainer(spec, state, force_branches=force_branches)
+    for _ in range(steps):
+        trainer.run_step()
+        yield trainer.record()
+
+
+def as_float64(state: CaseState) -> CaseState:
+    """The same starting numbers (already rounded to the cell's dtype), computed in float64."""
+    return state.astype("float64")

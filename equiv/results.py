@@ -1,0 +1,111 @@
+"""parity.json: building, validating, and writing it atomically (with the trajectories).
+
+Schema: see docs/parity-json.md. Writes go to a temporary file in the target folder and are
+moved into place with ``os.replace``, so an interrupted run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from equiv.records import STATUSES, CellResult
+from equiv.tolerance import policy_summary
+
+SCHEMA = "equiv.parity/1"
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no Inf/NaN: write them as strings so the file stays standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (np.floating, np.integer)):
+        return _clean(value.item())
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def summarize(cells: list[dict[str, Any]]) -> dict[str, int]:
+    counts = Counter(c["status"] for c in cells)
+    return {status: counts.get(status, 0) for status in STATUSES} | {"total": len(cells)}
+
+
+def build_document(results: list[CellResult], environment: dict[str, Any], run: dict[str, Any]):
+    cells = [_clean(r.to_json()) for r in sorted(results, key=lambda r: r.cell)]
+    return {
+        "schema": SCHEMA,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment,
+        "run": run,
+        "tolerance_policy": _clean(policy_summary()),
+        "summary": summarize(cells),
+        "cells": cells,
+    }
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    atomic_write_bytes(path, json.dumps(document, indent=1, allow_nan=False).encode())
+
+
+def write_trajectories(out_dir: Path, results: list[CellResult]) -> None:
+    folder = out_dir / "trajectories"
+    for r in results:
+        if not r.trajectory:
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{r.cell.case}__{r.cell.backend}__{r.cell.dtype}.npz"
+        fd, tmp = tempfile.mkstemp(prefix=".traj.", suffix=".npz", dir=folder)
+        os.close(fd)
+        try:
+            np.savez_compressed(tmp, **r.trajectory)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class InvalidResults(ValueError):
+    pass
+
+
+def load_document(path: Path) -> dict[str, Any]:
+    """Read and minimally validate a parity.json; one-line errors for anything foreign."""
+    try:
+        document = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise InvalidResults(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidResults(f"{path} is not valid JSON ({exc})") from exc
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+        raise InvalidResults(f"{path} is not an equiv parity file (expected schema {SCHEMA!r})")
+    cells = document.get("cells")
+    if not isinstance(cells, list) or not all(
+        isinstance(c, dict) and {"case", "backend", "dtype", "status"} <= c.keys() for c in cells
+    ):
+        raise InvalidResults(
+            f"{path}: 'cells' must be a list of cells with case/backend/dtype/status"
+        )
+    return document

@@ -1,0 +1,71 @@
+"""Planted bugs must turn the right cells to ``fail`` with the right first divergence.
+
+Each mutant changes one line of a correct implementation (as data, see
+``equiv.implementations``); the original file is untouched.
+"""
+
+import pytest
+
+from equiv.case import get_case
+from equiv.implementations import ImplSource, Patch
+from equiv.records import Cell
+from equiv.registry import get_backend
+from equiv.runner import RunOptions, run_cell
+
+OPTIONS = RunOptions(steps=6, bench_rounds=0, keep_trajectories=False)
+
+
+def needs(backend_id):
+    reason = get_backend(backend_id).availability()
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+def mutant(case, backend, *patches):
+    module = get_case(case).module_name(get_backend(backend).impl_file)
+    return ImplSource(module, tuple(Patch(old, new) for old, new in patches))
+
+
+NO_ZERO_GRAD = (
+    "            self.w1.grad.zero_()\n            self.w2.grad.zero_()\n",
+    "",
+)
+WRONG_SIGMOID_BACKWARD = ("return grad_y * y * (1.0 - y)", "return grad_y * y * (1.0 + y)")
+
+
+@pytest.mark.parametrize("backend", ["torch.eager", "torch.jit", "torch.compile"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_missing_zero_grad_diverges_in_gradients_at_step_1(backend, dtype):
+    if reason := get_backend(backend).availability():
+        pytest.skip(reason)
+    impl = mutant("two_layer_mlp", backend, NO_ZERO_GRAD)
+    result = run_cell(Cell("two_layer_mlp", backend, dtype), OPTIONS, impl=impl)
+    assert result.status == "fail", result.reason
+    div = result.first_divergence
+    assert (div["step"], div["quantity"], div["phase"]) == (1, "grads", "backward")
+
+
+@pytest.mark.parametrize("backend", ["torch.eager", "torch.jit", "torch.compile"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_wrong_custom_sigmoid_backward_diverges_in_gradients_at_step_0(backend, dtype):
+    if reason := get_backend(backend).availability():
+        pytest.skip(reason)
+    impl = mutant("sigmoid_custom_op", backend, WRONG_SIGMOID_BACKWARD)
+    result = run_cell(Cell("sigmoid_custom_op", backend, dtype), OPTIONS, impl=impl)
+    assert result.status == "fail", result.reason
+    div = result.first_divergence
+    assert (div["step"], div["quantity"], div["name"]) == (0, "grads", "w1")
+
+
+def test_the_unpatched_implementation_passes_the_same_short_run():
+    """The mutants fail because of the planted change, not because of the short run."""
+    if reason := get_backend("torch.eager").availability():
+        pytest.skip(reason)
+    for case in ("two_layer_mlp", "sigmoid_custom_op"):
+        result = run_cell(Cell(case, "torch.eager", "float32"), OPTIONS)
+        assert result.status == "pass", result.reason
+
+
+def test_a_patch_that_does_not_apply_is_an_error_not_a_pass():
+    impl = ImplSource("cases.two_layer_mlp.torch_impl", (Patch("no such line", ""),))
+    result = run_cell(Cell("two_layer_mlp", "torch.eager", "float64"), OPTIONS, impl=impl)
+    assert result.status in ("error", "skip")
