@@ -111,12 +111,12 @@ def _run(cell, backend, options, steps, impl, bench_fixture, benchmark, result) 
     _configure_backend(backend, options.threads)
     state = spec.make_state(options.seed, cell.dtype)
     calibration = calibrate(spec, options.seed, steps, cell.dtype)
-    source = impl or ImplSource(spec.module_name(backend.impl_file))
+    source = impl or ImplSource(backend.implementation_module(spec))
     try:
         module = source.load()
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith(spec.package):
-            raise CellSkip(f"no {backend.impl_file}.py in cases/{spec.name}") from exc
+        if exc.name and source.module.startswith(exc.name):
+            raise CellSkip(f"{backend.id} has no implementation of {spec.name}: {exc.name}") from exc
         raise
     traces_before = backend.traces
     trainer = backend.build_trainer(spec, state, module)

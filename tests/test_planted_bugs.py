@@ -21,7 +21,7 @@ def needs(backend_id):
 
 
 def mutant(case, backend, *patches):
-    module = get_case(case).module_name(get_backend(backend).impl_file)
+    module = get_backend(backend).implementation_module(get_case(case))
     return ImplSource(module, tuple(Patch(old, new) for old, new in patches))
 
 

@@ -73,6 +73,11 @@ class Backend(ABC):
         """Apply this backend's mode to a step function (identity for eager)."""
         return fn
 
+    def implementation_module(self, spec) -> str:
+        """Where this backend's code for a case lives: ``cases/<case>/<impl_file>.py`` for the
+        built-ins; a plugin package returns a module of its own."""
+        return spec.module_name(self.impl_file)
+
     def build_trainer(self, spec, state, module):
         """Turn a case's implementation module into a trainer (``run_step``, ``record``)."""
         build = getattr(module, "build", None)
