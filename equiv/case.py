@@ -7,6 +7,7 @@ file per framework, with the same file names in every case folder.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import pkgutil
 import zlib
@@ -23,6 +24,26 @@ Draw = Callable[[np.random.Generator, dict[str, Any]], tuple[dict, dict]]
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """A declared, documented semantic difference of some backends from the reference.
+
+    ``variant`` overrides the reference's config so that it reproduces the backends' semantics;
+    the harness proves the explanation by checking that the variant matches where the original
+    reference does not (verdict ``explained``).
+    """
+
+    backends: str  # fnmatch pattern over backend ids, e.g. "keras.*"
+    reason: str
+    variant: dict[str, Any]
+
+    def applies_to(self, backend_id: str) -> bool:
+        return fnmatch.fnmatchcase(backend_id, self.backends)
+
+    def variant_key(self) -> tuple:
+        return tuple(sorted(self.variant.items()))
+
+
+@dataclass(frozen=True)
 class CaseSpec:
     name: str
     title: str
@@ -35,12 +56,16 @@ class CaseSpec:
     branching: bool = False
     flops_per_step: Callable[[dict[str, Any]], int] | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    explanations: tuple[Explanation, ...] = ()
     package: str = "cases"
+
+    def explanation_for(self, backend_id: str) -> Explanation | None:
+        return next((e for e in self.explanations if e.applies_to(backend_id)), None)
 
     def module_name(self, file: str) -> str:
         return f"{self.package}.{self.name}.{file}"
 
-    def make_state(self, seed: int, dtype: str) -> CaseState:
+    def make_state(self, seed: int, dtype: str, variant: tuple = ()) -> CaseState:
         """Draw data and initial parameters in float64 from one generator, then cast.
 
         The generator depends only on (seed, case name), so every backend and dtype of a case
@@ -51,7 +76,7 @@ class CaseSpec:
         state = CaseState(
             data={k: np.asarray(v, dtype=np.float64) for k, v in data.items()},
             params={k: np.asarray(v, dtype=np.float64) for k, v in params.items()},
-            config=dict(self.config),
+            config={**self.config, **dict(variant)},
             dtype="float64",
         )
         if tuple(state.params) != self.param_names:

@@ -45,7 +45,26 @@ class Adam:
         return out
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+class AdamEpsilonHat(Adam):
+    """Adam in the paper's "epsilon hat" form (end of section 2), as Keras implements it:
+    alpha_t = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t); p <- p - alpha_t * m / (sqrt(v) + eps).
+    Algebraically Adam with eps replaced by eps * sqrt(1 - beta_2^t): early steps differ most."""
+
+    def step(self, params: Arrays, grads: Arrays) -> Arrays:
+        self.t += 1
+        alpha = self.lr * np.sqrt(1 - self.b2**self.t) / (1 - self.b1**self.t)
+        out = {}
+        for k, p in params.items():
+            g = grads[k]
+            m = self.m.get(k, np.zeros_like(p))
+            v = self.v.get(k, np.zeros_like(p))
+            self.m[k] = m + (g - m) * (1 - self.b1)
+            self.v[k] = v + (g * g - v) * (1 - self.b2)
+            out[k] = p - (self.m[k] * alpha) / (np.sqrt(self.v[k]) + self.eps)
+        return out
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adam_epsilon_hat": AdamEpsilonHat}
 
 
 def make_optimizer(cfg: dict[str, Any]):

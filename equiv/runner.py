@@ -21,10 +21,10 @@ from equiv.bench import benchmark_steps
 from equiv.case import get_case
 from equiv.compare import Comparison, NonFinite, ShapeMismatch
 from equiv.implementations import ImplSource
-from equiv.records import Cell, CellResult, StepRecord
+from equiv.records import CaseState, Cell, CellResult, StepRecord
 from equiv.reference import ReferenceTrainer
 from equiv.registry import get_backend
-from equiv.tolerance import calibrate
+from equiv.tolerance import calibrate, calibrate_state
 
 
 @dataclass(frozen=True)
@@ -105,57 +105,72 @@ def run_cell(
     return result
 
 
+@dataclass
+class Check:
+    """One reference the implementation is compared with, in lockstep."""
+
+    label: str
+    reference: ReferenceTrainer
+    comparison: Comparison
+    active: bool = True
+
+
+REPRODUCIBILITY_STEPS = 5
+
+
 def _run(cell, backend, options, steps, impl, bench_fixture, benchmark, result) -> None:
     spec = get_case(cell.case)
     configure_process(options.threads)
     _configure_backend(backend, options.threads)
     state = spec.make_state(options.seed, cell.dtype)
-    calibration = calibrate(spec, options.seed, steps, cell.dtype)
     source = impl or ImplSource(backend.implementation_module(spec))
     try:
         module = source.load()
     except ModuleNotFoundError as exc:
         if exc.name and source.module.startswith(exc.name):
-            raise CellSkip(f"{backend.id} has no implementation of {spec.name}: {exc.name}") from exc
+            missing = f"{backend.id} has no implementation of {spec.name}: {exc.name}"
+            raise CellSkip(missing) from exc
         raise
+    checks = [_check("reference", spec, state, options.seed, steps, ())]
+    explanation = spec.explanation_for(backend.id)
+    if explanation:
+        variant = explanation.variant_key()
+        checks.append(_check("variant", spec, state, options.seed, steps, variant))
+
     traces_before = backend.traces
     trainer = backend.build_trainer(spec, state, module)
-    reference = ReferenceTrainer(spec, state.astype("float64"))
-    comparison = Comparison(spec, calibration, cell.dtype)
     losses = np.full(steps, np.nan)
     snapshots: dict[str, StepRecord] = {}
+    early: list[StepRecord] = []
     timing = {"first_call": 0.0}
     # numpy's BLAS threads and the framework's OpenMP threads spin-wait on each other when they
     # alternate step by step (measured: 13x slower); the parity phase gives numpy one thread.
     with threadpool_limits(limits=1, user_api="blas"):
-        _lockstep(trainer, reference, backend, comparison, steps, losses, snapshots, timing)
-    first_call = timing["first_call"]
+        _lockstep(trainer, checks, backend, steps, losses, snapshots, early, timing)
     result.traces = backend.traces - traces_before if backend.compiled else None
-    result.compared_steps = comparison.compared
-    result.max_error = comparison.max_error
-    result.max_ratio = comparison.max_ratio
-    result.first_divergence = comparison.first_divergence
-    result.branches = comparison.branch_summary()
-    result.series = comparison.series()
-    result.warnings = list(comparison.warnings)
-    if (
-        result.traces is not None
-        and result.compared_steps > 2
-        and result.traces >= result.compared_steps
-    ):
+
+    main = checks[0].comparison
+    result.compared_steps = main.compared
+    result.max_error = main.max_error
+    result.max_ratio = main.max_ratio
+    result.first_divergence = main.first_divergence
+    result.branches = main.branch_summary()
+    result.series = main.series()
+    result.warnings = list(main.warnings)
+    if result.traces is not None and main.compared > 2 and result.traces >= main.compared:
         result.warnings.append(
             f"retraced on every step: {result.traces} traces or compilations in "
-            f"{result.compared_steps} steps"
+            f"{main.compared} steps"
         )
-    if comparison.first_divergence is not None:
-        result.status = "fail"
-        result.reason = describe_divergence(comparison.first_divergence)
-    else:
-        result.status = "pass"
-        result.reason = ""
+    _verdict(result, checks, explanation)
+    if result.status == "fail":
+        with threadpool_limits(limits=1, user_api="blas"):
+            result.extra["localization"] = _localize(spec, backend, module, state, main)
+    with threadpool_limits(limits=1, user_api="blas"):
+        result.extra["reproducible"] = _reproducible(spec, backend, module, state, early)
     if options.keep_trajectories:
-        result.trajectory = _trajectory(state, losses, comparison, snapshots)
-    result.benchmark = {"first_call_s": first_call}
+        result.trajectory = _trajectory(state, losses, main, snapshots)
+    result.benchmark = {"first_call_s": timing["first_call"]}
     if benchmark and options.bench_rounds > 0:
 
         def one_step():
@@ -177,7 +192,17 @@ def _run(cell, backend, options, steps, impl, bench_fixture, benchmark, result) 
                 result.benchmark["gflops"] = flops / timed["median_s"] / 1e9
 
 
-def _lockstep(trainer, reference, backend, comparison, steps, losses, snapshots, timing) -> None:
+def _check(label, spec, state, seed, steps, variant) -> Check:
+    start = state if not variant else spec.make_state(seed, state.dtype, variant)
+    calibration = calibrate(spec, seed, steps, state.dtype, variant)
+    return Check(
+        label,
+        ReferenceTrainer(spec, start.astype("float64")),
+        Comparison(spec, calibration, state.dtype),
+    )
+
+
+def _lockstep(trainer, checks, backend, steps, losses, snapshots, early, timing) -> None:
     for t in range(steps):
         tick = time.perf_counter()
         trainer.run_step()
@@ -185,13 +210,153 @@ def _lockstep(trainer, reference, backend, comparison, steps, losses, snapshots,
         if t == 0:
             timing["first_call"] = time.perf_counter() - tick
         record = trainer.record()
-        reference.run_step()
         losses[t] = record.loss
         if t == 0:
             snapshots["first"] = record
         snapshots["last"] = record
-        if not comparison.add(t, record, reference.record()):
+        if t < REPRODUCIBILITY_STEPS:
+            early.append(record)
+        for check in checks:
+            if check.active:
+                check.reference.run_step()
+                check.active = check.comparison.add(t, record, check.reference.record())
+        if not any(c.active for c in checks):
             return
+
+
+def _verdict(result: CellResult, checks: list[Check], explanation) -> None:
+    main = checks[0].comparison
+    if main.first_divergence is None:
+        result.status, result.reason = "pass", ""
+        if explanation:
+            result.warnings.append(
+                "a difference is declared for this backend but it matches the reference: "
+                "the declaration may be out of date"
+            )
+        return
+    result.status = "fail"
+    result.reason = describe_divergence(main.first_divergence)
+    if not explanation:
+        return
+    variant = checks[1].comparison
+    proved = (
+        variant.first_divergence is None
+        and variant.stopped_at is None
+        and variant.compared >= main.compared
+    )
+    result.extra["explanation"] = {
+        "reason": explanation.reason,
+        "variant": explanation.variant,
+        "proved": proved,
+        "reference": {"max_ratio": main.max_ratio, "first_divergence": main.first_divergence},
+        "variant_result": {
+            "max_ratio": variant.max_ratio,
+            "max_error": variant.max_error,
+            "compared_steps": variant.compared,
+            "first_divergence": variant.first_divergence,
+        },
+    }
+    if proved:
+        result.status = "explained"
+        result.reason = (
+            f"{explanation.reason}. Proof: the reference variant {explanation.variant} matches "
+            f"(max {max(variant.max_ratio.values(), default=0):.2g} of tolerance over "
+            f"{variant.compared} steps) where the reference does not "
+            f"({describe_divergence(main.first_divergence)})"
+        )
+    else:
+        result.reason += (
+            f"; the declared explanation ({explanation.reason}) does not account for it: "
+            + (
+                describe_divergence(variant.first_divergence)
+                if variant.first_divergence
+                else f"variant compared only {variant.compared} steps"
+            )
+        )
+
+
+def _localize(spec, backend, module, state, main: Comparison) -> dict[str, Any]:
+    """Name the phase that disagrees first and tell a one-step bug from accumulated drift by
+    re-running the failing step from the reference's own state (teacher forcing)."""
+    div = main.first_divergence
+    out: dict[str, Any] = {
+        "step": div["step"],
+        "phase": div.get("phase", div["quantity"]),
+        "quantity": div["quantity"],
+        "name": div.get("name"),
+    }
+    step = div["step"]
+    if step == 0:
+        out["teacher_forced"] = None
+        out["diagnosis"] = f"wrong at the very first step, in the {out['phase']} phase"
+        return out
+    if spec.config.get("optimizer", "sgd") != "sgd":
+        out["teacher_forced"] = None
+        out["diagnosis"] = (
+            f"first wrong at step {step} ({out['phase']}); not teacher-forced: the optimizer's "
+            "state is not part of the canonical state"
+        )
+        return out
+    reference = ReferenceTrainer(spec, state.astype("float64"))
+    for _ in range(step):
+        reference.run_step()
+    config = dict(state.config)
+    if spec.branching:
+        config["initial_prev_loss"] = float(reference.prev_loss)
+    forced = CaseState(
+        data=state.data,
+        params={k: v.astype(state.dtype) for k, v in reference.params.items()},
+        config=config,
+        dtype=state.dtype,
+    )
+    check = Check(
+        "teacher-forced",
+        ReferenceTrainer(spec, forced.astype("float64")),
+        Comparison(spec, calibrate_state(spec, forced, 1), state.dtype),
+    )
+    trainer = backend.build_trainer(spec, forced, module)
+    trainer.run_step()
+    check.reference.run_step()
+    check.comparison.add(0, trainer.record(), check.reference.record())
+    again = check.comparison.first_divergence
+    out["teacher_forced"] = {"from_step": step, "first_divergence": again}
+    if again:
+        out["diagnosis"] = (
+            f"a one-step bug: started from the reference's own state at step {step}, the "
+            f"implementation's {again.get('phase', again['quantity'])} phase disagrees at once"
+        )
+    else:
+        out["diagnosis"] = (
+            f"not a one-step bug: from the reference's state at step {step} the step is right; "
+            "the divergence comes from state carried across steps (for example gradients that "
+            "are not reset) or from drift accumulated over earlier steps"
+        )
+    return out
+
+
+def _reproducible(spec, backend, module, state, early: list[StepRecord]) -> bool | None:
+    """Whether a second, fresh run gives bitwise the same first steps."""
+    if not early:
+        return None
+    trainer = backend.build_trainer(spec, state, module)
+    for first in early:
+        trainer.run_step()
+        again = trainer.record()
+        if not _bitwise_equal(first, again):
+            return False
+    return True
+
+
+def _bitwise_equal(a: StepRecord, b: StepRecord) -> bool:
+    if np.asarray(a.loss).tobytes() != np.asarray(b.loss).tobytes() or a.branch != b.branch:
+        return False
+    for group in ("grads", "params"):
+        x, y = getattr(a, group), getattr(b, group)
+        if x.keys() != y.keys():
+            return False
+        if any(np.asarray(x[k]).tobytes() != np.asarray(y[k]).tobytes() for k in x):
+            return False
+    return True
 
 
 def _trajectory(state, losses, comparison, snapshots) -> dict[str, np.ndarray]:

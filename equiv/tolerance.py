@@ -86,14 +86,24 @@ def envelope(values: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(values)
 
 
-def calibrate(spec: CaseSpec, seed: int, steps: int, dtype: str) -> Calibration:
-    return _calibrate_cached(spec.name, seed, steps, dtype)
+def calibrate(
+    spec: CaseSpec, seed: int, steps: int, dtype: str, variant: tuple = ()
+) -> Calibration:
+    """Tolerances for the cells of (case, seed, steps, dtype), optionally for a reference
+    variant (a declared explanation's config overrides)."""
+    return _calibrate_cached(spec.name, seed, steps, dtype, variant)
 
 
 @lru_cache(maxsize=16)
-def _calibrate_cached(case: str, seed: int, steps: int, dtype: str) -> Calibration:
+def _calibrate_cached(case: str, seed: int, steps: int, dtype: str, variant: tuple) -> Calibration:
     spec = get_case(case)
-    start = spec.make_state(seed, dtype)
+    return calibrate_state(spec, spec.make_state(seed, dtype, variant), steps)
+
+
+def calibrate_state(spec: CaseSpec, start, steps: int) -> Calibration:
+    """Calibrate from any starting state (of the cell's dtype): the teacher-forced check starts
+    from the reference's state at a later step."""
+    dtype = start.dtype
     keys = quantity_keys(spec)
     scale = {k: np.zeros(steps) for k in keys}
     spread = {k: np.zeros(steps) for k in keys}

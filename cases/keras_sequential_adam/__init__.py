@@ -1,0 +1,1 @@
+"""Case keras_sequential_adam: see spec.py."""
