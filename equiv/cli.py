@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("list", "run")
+COMMANDS = ("list", "run", "selftest")
 
 
 class OneLineParser(argparse.ArgumentParser):

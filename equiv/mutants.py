@@ -1,0 +1,171 @@
+"""The planted-bug catalogue for ``equiv selftest``: realistic bugs, one line each, as data.
+
+Each mutant names a cell, the source change that plants the bug in an otherwise correct
+implementation (applied by ``equiv.implementations``; the file on disk is untouched), and the
+first divergence the harness must report. Backends that are not installed skip their mutants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from equiv.implementations import Patch
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str
+    kind: str
+    case: str
+    backend: str
+    dtype: str
+    patches: tuple[Patch, ...]
+    expected: dict[str, Any]  # step, quantity, and optionally name
+    steps: int = 8
+    note: str = ""
+    #: the module to patch when the case re-uses another case's implementation file
+    module: str | None = None
+
+    def matches(self, divergence: dict[str, Any] | None) -> bool:
+        if not divergence:
+            return False
+        return all(divergence.get(k) == v for k, v in self.expected.items())
+
+
+def _m(id, kind, case, backend, dtype, old, new, expected, **kw) -> Mutant:
+    return Mutant(id, kind, case, backend, dtype, (Patch(old, new),), expected, **kw)
+
+
+TORCH = [
+    _m(
+        "torch-missing-zero-grad",
+        "gradients never reset (missing zero_grad)",
+        "two_layer_mlp",
+        "torch.eager",
+        "float64",
+        "            self.w1.grad.zero_()\n            self.w2.grad.zero_()\n",
+        "",
+        {"step": 1, "quantity": "grads", "name": "w1"},
+    ),
+    _m(
+        "torch-custom-backward",
+        "wrong custom backward: y*(1+y) for the sigmoid",
+        "sigmoid_custom_op",
+        "torch.jit",
+        "float64",
+        "return grad_y * y * (1.0 - y)",
+        "return grad_y * y * (1.0 + y)",
+        {"step": 0, "quantity": "grads", "name": "w1"},
+    ),
+    _m(
+        "torch-update-sign",
+        "flipped update sign (gradient ascent)",
+        "sigmoid_custom_op",
+        "torch.eager",
+        "float32",
+        "self.w1 -= self.lr * self.w1.grad",
+        "self.w1 += self.lr * self.w1.grad",
+        {"step": 0, "quantity": "params", "name": "w1"},
+    ),
+    _m(
+        "torch-learning-rate",
+        "wrong learning rate (the seed's 1e-2 hard-coded)",
+        "keras_sequential",
+        "torch.eager",
+        "float32",
+        'return torch.optim.SGD(params, lr=cfg["lr"])',
+        "return torch.optim.SGD(params, lr=1e-2)",
+        {"step": 0, "quantity": "params", "name": "w1"},
+    ),
+    _m(
+        "torch-reshape-not-transpose",
+        "kernel loaded with reshape instead of transpose",
+        "keras_sequential",
+        "torch.eager",
+        "float64",
+        'self.dense1.weight.copy_(backend.linear_weight(p["w1"]))',
+        'self.dense1.weight.copy_(backend.to_native(p["w1"].reshape(cfg["H"], cfg["D_in"])))',
+        {"step": 0, "quantity": "loss"},
+    ),
+    _m(
+        "torch-sum-not-mean",
+        "sum instead of mean in the loss",
+        "keras_sequential",
+        "torch.compile",
+        "float32",
+        "F.mse_loss(self.model(self.x), self.y)",
+        'F.mse_loss(self.model(self.x), self.y, reduction="sum")',
+        {"step": 0, "quantity": "loss"},
+    ),
+    _m(
+        "torch-threshold-le",
+        "<= instead of < at the branch threshold",
+        "dynamic_branching",
+        "torch.eager",
+        "float64",
+        "self.prev_loss < self.threshold",
+        "self.prev_loss <= self.threshold",
+        {"step": 0, "quantity": "branch"},
+    ),
+    Mutant(
+        "torch-update-branch-not-taken",
+        "update applied to the branch not taken",
+        "static_graph_step",
+        "torch.jit",
+        "float64",
+        (
+            Patch(
+                "        g2b = torch.zeros_like(w2b)\n    with torch.no_grad():\n"
+                "        w1.sub_(lr * g1)\n        w2a.sub_(lr * g2a)\n        w2b.sub_(lr * g2b)",
+                "        g2b = torch.zeros_like(w2b)\n    with torch.no_grad():\n"
+                "        w1.sub_(lr * g1)\n        w2a.sub_(lr * g2b)\n        w2b.sub_(lr * g2a)",
+            ),
+        ),
+        {"step": 0, "quantity": "params", "name": "w2a"},
+    ),
+    _m(
+        "torch-float32-in-float64",
+        "float32 arithmetic inside a float64 cell",
+        "two_layer_mlp",
+        "torch.eager",
+        "float64",
+        "y_pred = x.mm(w1).clamp(min=0).mm(w2)",
+        "y_pred = x.float().mm(w1.float()).clamp(min=0).mm(w2.float()).double()",
+        {"step": 0, "quantity": "loss"},
+    ),
+    _m(
+        "torch-adam-beta",
+        "wrong Adam beta_2 (0.99 for 0.999)",
+        "keras_sequential_adam",
+        "torch.eager",
+        "float64",
+        'betas=(cfg.get("beta_1", 0.9), cfg.get("beta_2", 0.999)),',
+        'betas=(cfg.get("beta_1", 0.9), 0.99),',
+        {"step": 1, "quantity": "params", "name": "w1"},
+        note="at step 0 Adam's update is lr*g/(|g|+eps) whatever the betas: it shows at step 1",
+        module="cases.keras_sequential.torch_impl",
+    ),
+    _m(
+        "torch-bias-not-loaded",
+        "a bias never loaded from the canonical state",
+        "keras_sequential",
+        "torch.jit",
+        "float32",
+        '            self.dense2.bias.copy_(backend.to_native(p["b2"]))\n',
+        "",
+        {"step": 0, "quantity": "loss"},
+    ),
+    _m(
+        "torch-sigmoid-forward",
+        "wrong sign in the custom op's forward",
+        "sigmoid_custom_op",
+        "torch.compile",
+        "float32",
+        "return 1.0 / (1.0 + (-h).exp())",
+        "return 1.0 / (1.0 + h.exp())",
+        {"step": 0, "quantity": "loss"},
+    ),
+]
+
+CATALOGUE: list[Mutant] = [*TORCH]

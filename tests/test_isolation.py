@@ -1,0 +1,134 @@
+"""One backend that raises, returns NaN, kills its process or hangs must not take the run down."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from equiv.implementations import ImplSource, Patch
+from equiv.records import Cell
+from equiv.registry import get_backend
+from equiv.runner import RunOptions, run_cell
+from equiv.workers import run_group
+
+MODULE = "cases.two_layer_mlp.torch_impl"
+OPTIONS = RunOptions(steps=4, bench_rounds=0, keep_trajectories=False, timeout_s=60)
+
+pytestmark = pytest.mark.skipif(
+    get_backend("torch.eager").availability() is not None, reason="needs torch"
+)
+
+
+def planted(old, new):
+    return ImplSource(MODULE, (Patch(old, new),))
+
+
+CELL = Cell("two_layer_mlp", "torch.eager", "float64")
+GOOD = Cell("two_layer_mlp", "torch.eager", "float32")
+
+
+def test_an_exception_becomes_an_error_cell_with_its_traceback():
+    impl = planted("        loss.backward()\n", "        raise RuntimeError('planted failure')\n")
+    result = run_cell(CELL, OPTIONS, impl=impl)
+    assert result.status == "error"
+    assert "planted failure" in result.reason
+    assert "Traceback" in result.traceback
+
+
+def test_nan_becomes_an_error_naming_the_step_and_quantity():
+    impl = planted("self.w1 -= self.lr * self.w1.grad", "self.w1 -= float('nan') * self.w1.grad")
+    result = run_cell(CELL, OPTIONS, impl=impl)
+    assert result.status == "error"
+    assert result.first_divergence == {"step": 0, "quantity": "non-finite", "name": "params/w1"}
+    assert "step 0" in result.reason and "params/w1" in result.reason
+
+
+def test_a_killed_worker_is_an_error_and_the_group_goes_on():
+    crash = planted("        loss.backward()\n", "        import os; os._exit(7)\n")
+    results = list(run_group([(CELL, crash), (GOOD, None)], OPTIONS))
+    assert [r.status for r in results] == ["error", "pass"]
+    assert "exit code 7" in results[0].reason
+
+
+def test_a_hanging_cell_times_out_and_the_group_goes_on():
+    hang = planted("        loss.backward()\n", "        import time; time.sleep(600)\n")
+    options = RunOptions(steps=4, bench_rounds=0, keep_trajectories=False, timeout_s=8)
+    results = list(run_group([(CELL, hang), (GOOD, None)], options))
+    assert [r.status for r in results] == ["timeout", "pass"]
+
+
+def test_worker_records_are_float64_bit_exact():
+    (in_worker,) = run_group([(CELL, None)], RunOptions(steps=3, bench_rounds=0))
+    here = run_cell(CELL, RunOptions(steps=3, bench_rounds=0))
+    for key, value in here.trajectory.items():
+        assert in_worker.trajectory[key].dtype == value.dtype
+        assert in_worker.trajectory[key].tobytes() == value.tobytes(), key
+
+
+PLUGIN = """
+import os
+from equiv.backends.numpy import NumpyBackend
+from equiv.reference import ReferenceTrainer
+
+class Crashing(ReferenceTrainer):
+    def run_step(self):
+        if self.t == 1:
+            os._exit(9)
+        super().run_step()
+
+class CrashBackend(NumpyBackend):
+    id = "toy.crash"
+    framework = "toy"
+    def build_trainer(self, spec, state, module):
+        return Crashing(spec, state, module=module)
+
+def backends():
+    return [CrashBackend()]
+"""
+
+
+def test_a_crashing_backend_in_a_full_run_gives_exit_1_and_a_complete_report(tmp_path):
+    site = tmp_path / "site"
+    (site / "toy_crash-0.1.dist-info").mkdir(parents=True)
+    (site / "toy_crash-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: toy-crash\nVersion: 0.1\n"
+    )
+    (site / "toy_crash-0.1.dist-info" / "entry_points.txt").write_text(
+        "[equiv.backends]\ntoy = toy_crash:backends\n"
+    )
+    (site / "toy_crash.py").write_text(textwrap.dedent(PLUGIN))
+    out = tmp_path / "out"
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "equiv",
+            "run",
+            "--case",
+            "two_layer_mlp",
+            "--backend",
+            "numpy",
+            "--backend",
+            "toy.crash",
+            "--steps",
+            "3",
+            "--bench-rounds",
+            "0",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    doc = json.loads((out / "parity.json").read_text())
+    status = {(c["backend"], c["dtype"]): c["status"] for c in doc["cells"]}
+    assert status[("numpy", "float64")] == "pass"
+    assert status[("toy.crash", "float64")] == "error"
+    assert status[("toy.crash", "float32")] == "error"
