@@ -81,6 +81,7 @@ def run_selftest(
     detected = sum(o.detected for o in counted)
     kinds = len({o.mutant.kind for o in counted})
     emit(
-        f"detected {detected}/{len(counted)} ({kinds} bug kinds; {len(outcomes) - len(counted)} skipped)"
+        f"detected {detected}/{len(counted)} ({kinds} bug kinds; "
+        f"{len(outcomes) - len(counted)} skipped)"
     )
     return outcomes
