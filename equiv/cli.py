@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("list", "run", "selftest")
+COMMANDS = ("list", "run", "selftest", "sweep")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -1,0 +1,42 @@
+"""``equiv sweep``: the matrix over many seeds; exit 1 on any false alarm."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from equiv.commands.run_cmd import check_writable, positive_int
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sweep", help="run the matrix over many seeds and report the margins")
+    p.add_argument("--seeds", type=positive_int, default=20, help="seeds 0..N-1 (default 20)")
+    p.add_argument("--case", action="append", default=[])
+    p.add_argument("--backend", action="append", default=[])
+    p.add_argument("--dtype", action="append", default=[])
+    p.add_argument("--steps", type=positive_int, help="default: each case's own")
+    p.add_argument("--out", default="reports", help="writes DIR/sweep.json")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from equiv.matrix import SelectionError, select_cells
+    from equiv.results import atomic_write_bytes
+    from equiv.sweep import markdown_table, run_sweep
+
+    try:
+        select_cells(args.case, args.backend, args.dtype)
+    except SelectionError as exc:
+        print(f"equiv sweep: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if problem := check_writable(out):
+        print(f"equiv sweep: error: {problem}", file=sys.stderr)
+        return 2
+    report = run_sweep(range(args.seeds), args.case, args.backend, args.dtype, args.steps)
+    atomic_write_bytes(out / "sweep.json", json.dumps(report, indent=1).encode())
+    print(markdown_table(report["summary"]))
+    print(f"false alarms: {report['summary']['false_alarms']}; wrote {out / 'sweep.json'}")
+    return 1 if report["summary"]["false_alarms"] else 0

@@ -1,0 +1,89 @@
+"""The false-alarm sweep: the whole matrix over many seeds, recording each cell's margin.
+
+A correct implementation must never fail. For every (seed, cell) the margin is the largest
+error as a fraction of its tolerance (max over loss, gradients, parameters); the sweep reports
+their distribution per backend and dtype and every non-passing cell. docs/tolerances.md shows
+the published numbers and the command that reproduces them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from equiv.matrix import run_cells, select_cells
+from equiv.records import CellResult
+from equiv.runner import RunOptions
+
+QUANTILES = (0.5, 0.9, 0.99, 1.0)
+
+
+def margin(result: CellResult) -> float:
+    return max(result.max_ratio.values(), default=0.0)
+
+
+def run_sweep(
+    seeds: Sequence[int],
+    cases: Sequence[str] = (),
+    backends: Sequence[str] = (),
+    dtypes: Sequence[str] = (),
+    steps: int | None = None,
+    emit: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    cells = select_cells(cases, backends, dtypes)
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        options = RunOptions(seed=seed, steps=steps, bench_rounds=0, keep_trajectories=False)
+        results = run_cells(cells, options, isolate="none")
+        bad = [r for r in results if r.status not in ("pass", "explained", "skip")]
+        emit(f"seed {seed}: {len(results)} cells, {len(bad)} not passing")
+        for r in bad:
+            emit(f"  {r.cell.id}: {r.status}: {r.reason}")
+        rows += [
+            {
+                "seed": seed,
+                "case": r.cell.case,
+                "backend": r.cell.backend,
+                "dtype": r.cell.dtype,
+                "status": r.status,
+                "margin": margin(r),
+                "max_ratio": r.max_ratio,
+                "reason": r.reason,
+                "ambiguous_stop": (r.branches or {}).get("stopped_at"),
+            }
+            for r in results
+        ]
+    return {"seeds": list(seeds), "steps": steps, "rows": rows, "summary": summarize(rows)}
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    groups: dict[str, list[float]] = {}
+    for row in rows:
+        if row["status"] == "skip":
+            continue
+        groups.setdefault(f"{row['backend']} {row['dtype']}", []).append(row["margin"])
+    table = {}
+    for key, values in sorted(groups.items()):
+        arr = np.asarray(values)
+        table[key] = {"cells": len(values)} | {
+            f"q{int(q * 100)}": float(np.quantile(arr, q)) if len(arr) else math.nan
+            for q in QUANTILES
+        }
+    false_alarms = [r for r in rows if r["status"] not in ("pass", "explained", "skip")]
+    return {"false_alarms": len(false_alarms), "by_backend_dtype": table}
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    lines = [
+        "| backend, dtype | cells | median | 90% | 99% | max |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, row in summary["by_backend_dtype"].items():
+        lines.append(
+            f"| {key} | {row['cells']} | {row['q50']:.3f} | {row['q90']:.3f} | "
+            f"{row['q99']:.3f} | {row['q100']:.3f} |"
+        )
+    return "\n".join(lines)
