@@ -1,21 +1,39 @@
 """Backend discovery through the ``equiv.backends`` entry-point group.
 
 Built-in backends are registered in equiv's own ``pyproject.toml`` and found the same way as a
-third-party package's. A plugin that fails to load, lacks the adapter methods or reuses an id
-becomes an unavailable backend carrying the reason; it never breaks the others.
+third-party package's. A plugin that fails to load, returns something that is not a complete
+adapter, or reuses an id becomes an unavailable backend carrying the reason; it never breaks the
+others. equiv's own entry points are loaded first and the rest in a fixed order, so that a clash
+never takes a built-in id away: the first registrant keeps the id and the later one is listed as
+``<id>@<entry point>``, unavailable, with the reason.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 import numpy as np
 
 from equiv.backends.base import Backend
 
 GROUP = "equiv.backends"
-REQUIRED_METHODS = ("to_native", "to_numpy", "build_trainer", "configure", "availability")
+#: everything the harness calls on an adapter (runner, workers, ``equiv list``, outputs); an
+#: adapter without one is reported at discovery instead of failing in the middle of a run
+REQUIRED_METHODS = (
+    "availability",
+    "configure",
+    "to_native",
+    "to_numpy",
+    "synchronize",
+    "transform",
+    "implementation_module",
+    "build_trainer",
+    "describe",
+    "versions",
+)
 
 
 class BrokenBackend(Backend):
@@ -37,19 +55,52 @@ class BrokenBackend(Backend):
         raise RuntimeError(self.reason)
 
 
-def _load_group(name: str, loader) -> list[Backend]:
+def _guard_availability(backend: Backend, origin: str) -> None:
+    """``availability()`` is called by ``equiv list`` and before every cell: a plugin's that
+    raises or returns something odd must make its backend unavailable, not end the command."""
+    check = backend.availability
+
+    def availability() -> str | None:
+        try:
+            reason = check()
+        except Exception as exc:
+            return f"{origin}: availability() raised {exc!r}"
+        if reason is None or (isinstance(reason, str) and reason):
+            return reason
+        return f"{origin}: availability() returned {reason!r}, not None or a reason"
+
+    backend.availability = availability  # type: ignore[method-assign]
+
+
+def _check_adapter(item: Any) -> str | None:
+    """Why ``item`` cannot serve as a backend, or None."""
+    missing = [m for m in REQUIRED_METHODS if not callable(getattr(item, m, None))]
+    if not isinstance(item, Backend):
+        lacks = f" (lacks {', '.join(missing)})" if missing else ""
+        return f"{type(item).__name__} is not an equiv.backends.base.Backend{lacks}"
+    if missing:
+        return f"adapter {type(item).__name__} lacks {', '.join(missing)}"
+    if not isinstance(item.id, str) or not item.id:
+        return f"adapter {type(item).__name__} has no id"
+    return None
+
+
+def _load_group(name: str, loader: Callable[[], Any], origin: str = "") -> list[Backend]:
+    origin = origin or f"plugin {name!r}"
     try:
         made = loader()
         items = list(made() if callable(made) else made)
-    except Exception as exc:  # a broken plugin must not break discovery
-        return [BrokenBackend(f"{name}.?", f"plugin {name!r} failed to load: {exc!r}")]
+    except (Exception, SystemExit) as exc:  # a broken plugin must not break discovery
+        return [BrokenBackend(name, f"{origin} failed to load: {exc!r}")]
     out: list[Backend] = []
-    for item in items:
-        missing = [m for m in REQUIRED_METHODS if not callable(getattr(item, m, None))]
-        bid = getattr(item, "id", "") or f"{name}.?"
-        if missing:
-            out.append(BrokenBackend(bid, f"plugin {name!r}: adapter lacks {', '.join(missing)}"))
+    for index, item in enumerate(items):
+        problem = _check_adapter(item)
+        if problem:
+            bid = getattr(item, "id", None)
+            bid = bid if isinstance(bid, str) and bid else f"{name}[{index}]"
+            out.append(BrokenBackend(bid, f"{origin}: {problem}"))
         else:
+            _guard_availability(item, origin)
             out.append(item)
     return out
 
@@ -61,20 +112,56 @@ def _builtin_loaders():
     return [("numpy", lambda: np_backend.backends), ("torch", lambda: torch_backend.backends)]
 
 
+def _describe_entry_point(ep: EntryPoint) -> tuple[bool, str, str]:
+    """(is equiv's own, distribution name, 'plugin ... (dist version)') for ordering and
+    messages."""
+    dist = getattr(ep, "dist", None)
+    dist_name = dist.name if dist is not None else ""
+    version = dist.version if dist is not None else ""
+    own = dist_name == "equiv" or ep.value.startswith("equiv.")
+    where = f" ({dist_name} {version})" if dist_name else ""
+    return own, dist_name, f"plugin {ep.name!r}{where}"
+
+
+def _loaders() -> list[tuple[str, Callable[[], Any], str]]:
+    try:
+        eps = list(entry_points(group=GROUP))
+    except Exception:  # unreadable metadata of some distribution: fall back to the built-ins
+        eps = []
+    # equiv's own first, in their declared order (numpy, the baseline row, leads); then the
+    # plugins sorted, so that which of two clashing plugins keeps an id does not depend on
+    # the order of sys.path.
+    described = sorted(
+        ((ep, *_describe_entry_point(ep)) for ep in eps),
+        key=lambda row: (False, "", "") if row[1] else (True, row[2], row[0].name),
+    )
+    loaders = [(ep.name, ep.load, origin) for ep, _, _, origin in described]
+    if not any(own for _, own, _, _ in described):  # a checkout that was never installed
+        builtins = [(name, load, f"built-in {name!r}") for name, load in _builtin_loaders()]
+        loaders = builtins + loaders
+    return loaders
+
+
 @cache
 def all_backends() -> dict[str, Backend]:
-    loaders = [(ep.name, ep.load) for ep in entry_points(group=GROUP)]
-    if not loaders:  # running from a checkout that was never installed
-        loaders = _builtin_loaders()
     found: dict[str, Backend] = {}
-    for name, loader in loaders:
-        for backend in _load_group(name, loader):
-            if backend.id in found:
-                found[backend.id] = BrokenBackend(
-                    backend.id, f"backend id {backend.id!r} is registered twice (plugin {name!r})"
-                )
-            else:
+    owner: dict[str, str] = {}
+    for name, loader, origin in _loaders():
+        for backend in _load_group(name, loader, origin):
+            if backend.id not in found:
                 found[backend.id] = backend
+                owner[backend.id] = origin
+                continue
+            alias = f"{backend.id}@{name}"
+            n = 2
+            while alias in found:
+                alias, n = f"{backend.id}@{name}#{n}", n + 1
+            found[alias] = BrokenBackend(
+                alias,
+                f"{origin} registers backend id {backend.id!r}, which {owner[backend.id]} "
+                "already registered; this one is ignored",
+            )
+            owner[alias] = origin
     return found
 
 
