@@ -1,25 +1,64 @@
 """ReLU masks for the references, with the calibration's "adversarial rounding" switch.
 
-A ReLU's gradient jumps at 0. Where a pre-activation lies within rounding distance of 0, a
-correct float32 implementation may land on either side and its gradient legitimately differs
-from the reference's by a whole unit's contribution, and its trajectory carries that difference
+A ReLU's gradient jumps at 0. Where a pre-activation lies close enough to 0 that a correct
+float32 implementation may put it on the other side, that implementation's gradient differs
+from the reference's by a whole unit's contribution, and its trajectory carries the difference
 on. The tolerance calibration therefore runs a float32 shadow that flips every such unit
-(``flip_eps`` > 0): whatever a float32 rounding could flip, the shadow flips, so the measured
-spread covers it. The reference proper always runs with ``flip_eps = 0``.
+(``Flip``) to the side opposite the float64 reference's: whatever a float32 implementation
+could flip, the shadow flips, so the measured spread covers it. The reference proper never
+flips (``flip=None``).
+
+"Close enough" is the rounding of this step's dot product, eps * sum_i |x_i w_i| (+ |b|), the
+classical first-order bound, plus how far a float32 state may have drifted from the float64
+one by now: sum_i |x_i| |dw_i| (+ |db|), with dw the shadow's own measured drift. Without the
+drift term an implementation whose state differs from the shadow's by earlier rounding can
+flip units the shadow does not (measured: two_layer_mlp, numpy float32 with one BLAS thread,
+failed at step 23).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 
-def relu_mask(h: np.ndarray, magnitude: np.ndarray | None = None, flip_eps: float = 0.0):
-    """``h > 0``; with ``flip_eps``, units with |h| <= flip_eps * magnitude are flipped.
+@dataclass
+class Flip:
+    eps: float
+    #: |shadow - float64 reference| per parameter, before the current step
+    drift: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the float64 reference's masks at this step, per layer (filled by a recording Flip)
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    recording: bool = False
 
-    ``magnitude`` is sum_i |x_i w_i| (+ |b|) for each pre-activation: eps times it is the
-    classical first-order bound on the rounding error of that dot product.
-    """
+    def radius(self, x: np.ndarray, params: dict, w: str, b: str | None = None) -> np.ndarray:
+        ax = np.abs(x)
+        r = self.eps * (ax @ np.abs(params[w]))
+        if w in self.drift:
+            r = r + ax @ self.drift[w]
+        if b is not None:
+            r = r + self.eps * np.abs(params[b]) + self.drift.get(b, 0.0)
+        return r
+
+
+def relu_mask(
+    h: np.ndarray,
+    flip: Flip | None = None,
+    x: np.ndarray | None = None,
+    params: dict | None = None,
+    w: str = "w1",
+    b: str | None = None,
+) -> np.ndarray:
+    """``h > 0``; with a recording ``flip``, the mask is kept for the shadow; with a flipping
+    one, every unit within its radius of the kink takes the side *opposite to the float64
+    reference's* (flipping relative to its own rounding could undo a real float32 flip)."""
     mask = h > 0
-    if flip_eps and magnitude is not None:
-        mask ^= np.abs(h) <= flip_eps * magnitude
-    return mask
+    if flip is None:
+        return mask
+    if flip.recording:
+        flip.masks[w] = mask
+        return mask
+    at_risk = np.abs(h) <= flip.radius(x, params, w, b)
+    reference = flip.masks.get(w, mask)
+    return np.where(at_risk, ~reference, mask)

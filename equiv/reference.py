@@ -10,6 +10,7 @@ import importlib
 from collections.abc import Sequence
 
 from equiv.case import CaseSpec
+from equiv.kinks import Flip
 from equiv.optim import make_optimizer
 from equiv.records import CaseState, StepRecord
 
@@ -21,9 +22,9 @@ class ReferenceTrainer:
         state: CaseState,
         module=None,
         force_branches: Sequence[str | None] | None = None,
-        flip_eps: float = 0.0,
+        flip: Flip | None = None,
     ):
-        self.flip_eps = flip_eps
+        self.flip = flip
         self.module = module or importlib.import_module(spec.module_name("reference"))
         self.data = state.data
         self.params = {k: v.copy() for k, v in state.params.items()}
@@ -37,7 +38,7 @@ class ReferenceTrainer:
     def run_step(self) -> None:
         forced = self.force_branches[self.t] if self.force_branches else None
         loss, grads, branch = self.module.forward_backward(
-            self.params, self.data, self.cfg, self.prev_loss, forced, self.flip_eps
+            self.params, self.data, self.cfg, self.prev_loss, forced, self.flip
         )
         self.params = self.optimizer.step(self.params, grads)
         self.prev_loss = loss

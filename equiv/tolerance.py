@@ -28,6 +28,7 @@ from functools import lru_cache
 import numpy as np
 
 from equiv.case import CaseSpec, get_case
+from equiv.kinks import Flip
 from equiv.reference import ReferenceTrainer
 
 K = 8.0
@@ -109,14 +110,18 @@ def calibrate_state(spec: CaseSpec, start, steps: int) -> Calibration:
     spread = {k: np.zeros(steps) for k in keys}
     branches: list[str | None] = []
     losses = np.zeros(steps)
-    ref64 = ReferenceTrainer(spec, start.astype("float64"))
+    recorder = Flip(0.0, recording=True) if dtype == "float32" else None
+    ref64 = ReferenceTrainer(spec, start.astype("float64"), flip=recorder)
     # For float32 cells the shadow also flips every ReLU unit within float32 rounding distance of
     # its kink (equiv.kinks): such flips are legitimate for a float32 implementation.
-    flip_eps = EPS["float32"] if dtype == "float32" else 0.0
-    shadow = ReferenceTrainer(
-        spec, start.astype("float32"), force_branches=branches, flip_eps=flip_eps
-    )
+    flip = Flip(EPS["float32"], masks=recorder.masks) if recorder else None
+    shadow = ReferenceTrainer(spec, start.astype("float32"), force_branches=branches, flip=flip)
     for t in range(steps):
+        if flip is not None:
+            flip.drift = {
+                k: np.abs(shadow.params[k].astype(np.float64) - ref64.params[k])
+                for k in ref64.params
+            }
         ref64.run_step()
         r64 = ref64.record()
         branches.append(r64.branch)

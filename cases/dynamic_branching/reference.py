@@ -9,14 +9,14 @@ def choose_branch(prev_loss, cfg):
     return "w2a" if prev_loss < cfg["threshold"] else "w2b"
 
 
-def forward_backward(params, data, cfg, prev_loss, force_branch=None, flip_eps=0.0):
-    """``force_branch`` and ``flip_eps`` are for the tolerance calibration only (see
+def forward_backward(params, data, cfg, prev_loss, force_branch=None, flip=None):
+    """``force_branch`` and ``flip`` are for the tolerance calibration only (see
     ``equiv.tolerance``); implementations never see them."""
     branch = force_branch or choose_branch(prev_loss, cfg)
     x, y = data["x"], data["y"]
     w1, w2 = params["w1"], params[branch]
     h = x @ w1
-    active = relu_mask(h, np.abs(x) @ np.abs(w1) if flip_eps else None, flip_eps)
+    active = relu_mask(h, flip, x, params, "w1")
     h_relu = h * active
     y_pred = h_relu @ w2
     diff = y_pred - y

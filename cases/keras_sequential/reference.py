@@ -5,11 +5,10 @@ import numpy as np
 from equiv.kinks import relu_mask
 
 
-def forward_backward(params, data, cfg, prev_loss=None, force_branch=None, flip_eps=0.0):
+def forward_backward(params, data, cfg, prev_loss=None, force_branch=None, flip=None):
     x, y = data["x"], data["y"]
     h = x @ params["w1"] + params["b1"]
-    magnitude = np.abs(x) @ np.abs(params["w1"]) + np.abs(params["b1"]) if flip_eps else None
-    active = relu_mask(h, magnitude, flip_eps)
+    active = relu_mask(h, flip, x, params, "w1", "b1")
     h_relu = h * active
     y_pred = h_relu @ params["w2"] + params["b2"]
     diff = y_pred - y

@@ -11,8 +11,8 @@ def sigmoid_backward(grad_y, y):
     return grad_y * y * (1.0 - y)
 
 
-def forward_backward(params, data, cfg, prev_loss=None, force_branch=None, flip_eps=0.0):
-    del flip_eps  # smooth everywhere: no kinks to flip
+def forward_backward(params, data, cfg, prev_loss=None, force_branch=None, flip=None):
+    del flip  # smooth everywhere: no kinks to flip
     x, y = data["x"], data["y"]
     w1, w2 = params["w1"], params["w2"]
     h = x @ w1

@@ -5,11 +5,11 @@ import numpy as np
 from equiv.kinks import relu_mask
 
 
-def forward_backward(params, data, cfg, prev_loss=None, force_branch=None, flip_eps=0.0):
+def forward_backward(params, data, cfg, prev_loss=None, force_branch=None, flip=None):
     x, y = data["x"], data["y"]
     w1, w2 = params["w1"], params["w2"]
     h = x @ w1
-    active = relu_mask(h, np.abs(x) @ np.abs(w1) if flip_eps else None, flip_eps)
+    active = relu_mask(h, flip, x, params, "w1")
     h_relu = h * active
     y_pred = h_relu @ w2
     diff = y_pred - y
