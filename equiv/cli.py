@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("list", "run", "selftest", "sweep")
+COMMANDS = ("list", "run", "selftest", "sweep", "report")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -38,22 +38,72 @@ def select_cells(
 
 @dataclass
 class Progress:
-    """Plain progress lines, one per finished cell (CI logs and terminals alike)."""
+    """How far a run is. On a terminal: one bar, redrawn in place, with the tally so far and the
+    cell being run, plus a kept line for each cell that is not a pass (so problems stay on
+    screen). Elsewhere (CI logs, pipes): one plain line per finished cell, nothing redrawn."""
 
     total: int
     emit: Callable[[str], None] = print
     done: int = 0
+    #: where the bar goes (default: sys.stderr)
+    stream: object = None
+    #: draw a bar; None: when ``stream`` is a terminal (and TERM is not "dumb")
+    bar: bool | None = None
+    counts: dict[str, int] | None = None
+    current: str = ""
+
+    def __post_init__(self) -> None:
+        import os
+        import sys
+        import time
+
+        self.stream = self.stream if self.stream is not None else sys.stderr
+        if self.bar is None:
+            isatty = getattr(self.stream, "isatty", None)
+            self.bar = bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
+        self.counts = {} if self.counts is None else self.counts
+        self._began = time.monotonic()
 
     def start(self, cell: Cell) -> None:
-        pass
+        self.current = cell.id
+        if self.bar:
+            self._draw()
 
     def finish(self, result: CellResult) -> None:
         self.done += 1
+        self.counts[result.status] = self.counts.get(result.status, 0) + 1
         detail = f" - {result.reason}" if result.reason and result.status != "pass" else ""
-        self.emit(
+        line = (
             f"[{self.done}/{self.total}] {result.cell.id}: {result.status}"
             f" ({result.duration_s:.1f}s){detail}"
         )
+        if not self.bar:
+            self.emit(line)
+            return
+        self.current = ""
+        if result.status != "pass":
+            self.stream.write("\r\x1b[K" + line + "\n")
+        self._draw()
+        if self.done >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+    def _draw(self) -> None:
+        import shutil
+        import time
+
+        columns = shutil.get_terminal_size((100, 24)).columns
+        width = max(10, min(30, columns // 4))
+        filled = round(width * self.done / self.total) if self.total else width
+        tally = " ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
+        elapsed = time.monotonic() - self._began
+        text = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {elapsed:.0f}s"
+        if tally:
+            text += f"  {tally}"
+        if self.current:
+            text += f"  running {self.current}"
+        self.stream.write("\r" + text[: columns - 1] + "\x1b[K")
+        self.stream.flush()
 
 
 def run_cells(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from equiv.environment import environment
@@ -30,6 +31,27 @@ def write_outputs(
     env = environment(options.seed, options.threads, backends, argv)
     document = build_document(results, env, run_settings(options))
     write_trajectories(out, results)
+    html = _render(document, out)  # rendered before anything is replaced
     target = out / "parity.json"
     write_json(target, document)
-    return [target]
+    if html is None:  # never leave an old page beside new results
+        (out / "parity.html").unlink(missing_ok=True)
+        return [target]
+    from equiv.report.render import write_html
+
+    write_html(out / "parity.html", html)
+    return [target, out / "parity.html"]
+
+
+def _render(document: dict, out: Path) -> str | None:
+    """parity.html from the document; a bug in the report must not cost the run its JSON."""
+    try:
+        from equiv.report.render import render_html
+
+        return render_html(document, out_dir=out, json_dir=out)
+    except Exception as exc:
+        print(
+            f"equiv: warning: parity.html not written ({type(exc).__name__}: {exc})",
+            file=sys.stderr,
+        )
+        return None

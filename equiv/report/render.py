@@ -1,0 +1,343 @@
+"""parity.html: one self-contained page rendered from a parity document alone.
+
+The page reads only the JSON (never a framework, never the network): CSS, script and the
+matplotlib SVG plots are inlined, so the file can be mailed, archived as a CI artifact or
+opened from disk. It is rendered into memory first and moved into place atomically, so an
+interrupted run leaves the previous page or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from equiv.records import DTYPES, STATUSES
+from equiv.report import model, plots
+from equiv.results import atomic_write_bytes
+
+
+def _static(name: str) -> str:
+    return (resources.files("equiv.report") / "static" / name).read_text(encoding="utf-8")
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("equiv.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.ChainableUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["seconds"] = model.fmt_seconds
+    env.filters["number"] = model.fmt_number
+    env.filters["ratio"] = model.fmt_ratio
+    env.filters["pretty"] = lambda v: json.dumps(v, indent=1, sort_keys=True, default=str)
+    return env
+
+
+def _ordered(values: list[str], first: tuple[str, ...]) -> list[str]:
+    seen = list(dict.fromkeys(values))
+    return [v for v in first if v in seen] + sorted(v for v in seen if v not in first)
+
+
+class _Links:
+    """Where each cell's trajectory file lies, as a link relative to the page (or None)."""
+
+    def __init__(self, out_dir: Path | None, json_dir: Path | None):
+        self.out_dir, self.json_dir = out_dir, json_dir
+
+    def __call__(self, cell: dict[str, Any]) -> str | None:
+        if self.out_dir is None:
+            return None
+        folders = []
+        if isinstance(cell.get("source"), str):
+            folders.append(Path(cell["source"]).parent)
+        if self.json_dir is not None:
+            folders.append(self.json_dir)
+        for folder in folders:
+            path = folder / "trajectories" / model.trajectory_name(cell)
+            if path.is_file():
+                return Path(os.path.relpath(path.resolve(), self.out_dir.resolve())).as_posix()
+        return None
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _cell_view(
+    cell: dict[str, Any], links: _Links, plot: bool = True, anchor: str | None = None
+) -> dict[str, Any]:
+    """What the templates show of one cell; ``anchor`` names a conflicting result's section
+    (and prefixes its SVG ids, which must be unique in the page)."""
+    status = model.status_of(cell)
+    cid = str(cell.get("id") or f"{cell.get('case')}-{cell.get('backend')}-{cell.get('dtype')}")
+    ratio = model.largest_ratio(cell)
+    max_error = cell.get("max_error") if isinstance(cell.get("max_error"), dict) else {}
+    max_ratio = cell.get("max_ratio") if isinstance(cell.get("max_ratio"), dict) else {}
+    groups = [
+        {
+            "title": model.GROUP_TITLES.get(g, g),
+            "error": model.fmt_number(max_error.get(g)),
+            "ratio": model.fmt_ratio(model.as_float(max_ratio.get(g))),
+            "over": (model.as_float(max_ratio.get(g)) or 0) > 1,
+        }
+        for g in _ordered(list(max_error) + list(max_ratio), tuple(model.GROUP_TITLES))
+    ]
+    div = cell.get("first_divergence") if isinstance(cell.get("first_divergence"), dict) else None
+    branches = cell.get("branches") if isinstance(cell.get("branches"), dict) else None
+    anchor = anchor or "cell-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in cid)
+    view: dict[str, Any] = {
+        "raw": cell,
+        "id": cid,
+        "anchor": anchor,
+        "case": str(cell.get("case")),
+        "backend": str(cell.get("backend")),
+        "dtype": str(cell.get("dtype")),
+        "status": status,
+        "raw_status": str(cell.get("status")),
+        "reason": cell.get("reason") or "",
+        "ratio": ratio,
+        "ratio_text": model.fmt_ratio(ratio),
+        "groups": groups,
+        "divergence": div,
+        "divergence_text": model.describe_divergence(div),
+        "where": f"step {div.get('step')} · {model.quantity_label(div)}" if div else "",
+        "warnings": [str(w) for w in _list(cell.get("warnings")) if w],
+        "traceback": cell.get("traceback") if isinstance(cell.get("traceback"), str) else None,
+        "traces": cell.get("traces"),
+        "steps": cell.get("steps"),
+        "compared_steps": cell.get("compared_steps"),
+        "duration_s": cell.get("duration_s"),
+        "benchmark": cell.get("benchmark") if isinstance(cell.get("benchmark"), dict) else None,
+        "source": cell.get("source"),
+        "sources": [str(s) for s in _list(cell.get("sources"))],
+        "superseded": [s for s in _list(cell.get("superseded")) if isinstance(s, dict)],
+        "trajectory": model.trajectory_name(cell),
+        "trajectory_href": links(cell),
+        "extra": {k: v for k, v in cell.items() if k not in model.KNOWN_CELL_FIELDS},
+        "branches": None,
+        "plot": None,
+        "conflicts": [],
+    }
+    if branches:
+        impl = _list(branches.get("implementation"))
+        ref = _list(branches.get("reference"))
+        differ = [i for i, (a, b) in enumerate(zip(impl, ref, strict=False)) if a != b]
+        view["branches"] = {
+            "raw": branches,
+            "reference": model.runs_text(ref),
+            "implementation": model.runs_text(impl),
+            "differ": differ,
+            "ambiguous": _list(branches.get("ambiguous_steps")),
+            "stopped_at": branches.get("stopped_at"),
+            "counts": branches.get("counts") if isinstance(branches.get("counts"), dict) else {},
+            "svg": plots.branch_plot(branches, anchor + "-branches") if plot else None,
+        }
+    if plot and isinstance(cell.get("series"), dict):
+        view["plot"] = plots.error_plot(cell["series"], div, anchor + "-errors")
+    view["localization"] = _localization(cell.get("localization"))
+    view["explanation"] = _explanation(cell.get("explanation"))
+    view["reproducible"] = cell.get("reproducible")
+    if view["explanation"] and view["explanation"]["variant_ratio"] is not None:
+        view["where"] = (
+            view["where"] or f"variant {model.fmt_ratio(view['explanation']['variant_ratio'])}× tol"
+        )
+    conflicts = [c for c in _list(cell.get("conflicts")) if isinstance(c, dict)]
+    for i, other in enumerate(conflicts):
+        view["conflicts"].append(_cell_view(other, links, plot, anchor=f"{anchor}-conflict{i + 1}"))
+    return view
+
+
+def _localization(loc: Any) -> dict[str, Any] | None:
+    """``localization`` of a failing cell (docs/verdicts.md): the diagnosis in words, and
+    whether re-running the failing step from the reference's own state still disagrees."""
+    if not isinstance(loc, dict):
+        return None
+    forced = loc.get("teacher_forced") if isinstance(loc.get("teacher_forced"), dict) else None
+    return {
+        "diagnosis": str(loc.get("diagnosis") or ""),
+        "phase": loc.get("phase"),
+        "forced_from": forced.get("from_step") if forced else None,
+        "forced_divergence": model.describe_divergence(forced.get("first_divergence"))
+        if forced
+        else "",
+    }
+
+
+def _explanation(expl: Any) -> dict[str, Any] | None:
+    """``explanation`` of a cell with a declared difference: the reason, the reference variant
+    that reproduces it, and both sides' largest error so that its size stays visible."""
+    if not isinstance(expl, dict):
+        return None
+    ref = expl.get("reference") if isinstance(expl.get("reference"), dict) else {}
+    var = expl.get("variant_result") if isinstance(expl.get("variant_result"), dict) else {}
+    variant = expl.get("variant")
+    return {
+        "reason": str(expl.get("reason") or ""),
+        "variant": ", ".join(f"{k} = {v}" for k, v in variant.items())
+        if isinstance(variant, dict)
+        else str(variant or ""),
+        "proved": expl.get("proved"),
+        "reference_ratio": model.largest_ratio(ref),
+        "variant_ratio": model.largest_ratio(var),
+        "variant_compared": var.get("compared_steps"),
+        "variant_divergence": model.describe_divergence(var.get("first_divergence")),
+    }
+
+
+def _matrices(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cases (rows) by backends (columns), one table per dtype, with ok-counts per row/column."""
+    out = []
+    for dtype in _ordered([v["dtype"] for v in views], DTYPES):
+        mine = [v for v in views if v["dtype"] == dtype]
+        backends = _ordered([v["backend"] for v in mine], ("numpy",))
+        cases = _ordered([v["case"] for v in mine], ())
+        index = {(v["case"], v["backend"]): v for v in mine}
+        rows = []
+        for case in cases:
+            cells = [index.get((case, b)) for b in backends]
+            present = [c for c in cells if c]
+            ok = sum(c["status"] in model.OK_STATUSES for c in present)
+            ran = sum(c["status"] != "skip" for c in present)
+            rows.append({"case": case, "cells": cells, "ok": ok, "ran": ran})
+        columns = []
+        for b in backends:
+            present = [index[(c, b)] for c in cases if (c, b) in index]
+            columns.append(
+                {
+                    "ok": sum(c["status"] in model.OK_STATUSES for c in present),
+                    "ran": sum(c["status"] != "skip" for c in present),
+                }
+            )
+        out.append({"dtype": dtype, "backends": backends, "rows": rows, "columns": columns})
+    return out
+
+
+BENCH_FIELDS = ("median_s", "iqr_s", "stddev_s", "min_s", "max_s", "first_call_s", "gflops")
+
+
+def _benchmarks(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per case: each timed (backend, dtype) relative to the fastest backend of that dtype."""
+    out = []
+    for case in _ordered([v["case"] for v in views], ()):
+        rows, untimed = [], []
+        for v in views:
+            if v["case"] != case:
+                continue
+            bench = v["benchmark"] or {}
+            row = {k: model.as_float(bench.get(k)) for k in BENCH_FIELDS}
+            if not row["median_s"] and not row["first_call_s"]:
+                untimed.append(v)
+                continue
+            row.update(
+                backend=v["backend"],
+                dtype=v["dtype"],
+                status=v["status"],
+                anchor=v["anchor"],
+                rounds=bench.get("rounds"),
+                flops=model.as_float(bench.get("flops_per_step")),
+            )
+            rows.append(row)
+        dtypes = _ordered([r["dtype"] for r in rows], DTYPES)
+        rows.sort(key=lambda r: (dtypes.index(r["dtype"]), r["median_s"] or float("inf")))
+        for dtype in dtypes:
+            medians = [r["median_s"] for r in rows if r["dtype"] == dtype and r["median_s"]]
+            fastest = min(medians) if medians else None
+            for r in rows:
+                if r["dtype"] == dtype and fastest and r["median_s"]:
+                    r["relative"] = r["median_s"] / fastest
+        svg = plots.benchmark_plot(rows, f"bench-{case}") if rows else None
+        out.append({"case": case, "rows": rows, "untimed": untimed, "svg": svg})
+    return out
+
+
+def _headline(summary: dict[str, int]) -> str:
+    total = summary.get("total", 0)
+    bad = {s: summary.get(s, 0) for s in ("fail", "error", "timeout") if summary.get(s)}
+    ran = total - summary.get("skip", 0)
+    if total == 0:
+        return "This run holds no cells."
+    if not bad:
+        text = f"All {ran} cells that ran agree with the float64 reference"
+        if summary.get("explained"):
+            text += f" ({summary['explained']} through an explained difference)"
+        text += "."
+    else:
+        parts = ", ".join(f"{n} {s}" for s, n in bad.items())
+        text = f"{sum(bad.values())} of {ran} cells that ran do not agree: {parts}."
+    if summary.get("skip"):
+        text += f" {summary['skip']} skipped."
+    if summary.get("conflict"):
+        text += f" {summary['conflict']} cells have conflicting results from different inputs."
+    return text
+
+
+def build_context(
+    document: dict[str, Any], out_dir: Path | None = None, json_dir: Path | None = None
+) -> dict[str, Any]:
+    links = _Links(out_dir, json_dir)
+    cells = [c for c in document.get("cells", []) if isinstance(c, dict)]
+    views = [_cell_view(c, links) for c in cells]
+    counts = {s: sum(v["status"] == s for v in views) for s in STATUSES}
+    counts["unknown"] = sum(v["status"] == "unknown" for v in views)
+    summary = {**counts, "total": len(views), "conflict": sum(bool(v["conflicts"]) for v in views)}
+    problems = [v for v in views if v["status"] not in ("pass",) or v["conflicts"]]
+    problems.sort(key=lambda v: (model.severity(v["status"]), v["case"], v["backend"]))
+    by_case: dict[str, list[dict[str, Any]]] = {}
+    for case in _ordered([v["case"] for v in views], ()):
+        group = [v for v in views if v["case"] == case]
+        dtypes = _ordered([v["dtype"] for v in group], DTYPES)
+        backends = _ordered([v["backend"] for v in group], ("numpy",))
+        group.sort(key=lambda v: (dtypes.index(v["dtype"]), backends.index(v["backend"])))
+        by_case[case] = group
+    env = document.get("environment") if isinstance(document.get("environment"), dict) else {}
+    return {
+        "document": document,
+        "schema": document.get("schema"),
+        "created": document.get("created"),
+        "environment": env,
+        "run": document.get("run") if isinstance(document.get("run"), dict) else {},
+        "policy": document.get("tolerance_policy")
+        if isinstance(document.get("tolerance_policy"), dict)
+        else {},
+        "sources": [s for s in document.get("sources") or [] if isinstance(s, dict)],
+        "summary": summary,
+        "headline": _headline(summary),
+        "statuses": [s for s in STATUSES if counts[s]] + (["unknown"] if counts["unknown"] else []),
+        "all_statuses": STATUSES,
+        "status_help": model.STATUS_HELP,
+        "matrices": _matrices(views),
+        "problems": problems,
+        "benchmarks": _benchmarks(views),
+        "by_case": by_case,
+        "css": _static("report.css"),
+        "js": _static("report.js"),
+    }
+
+
+def render_html(
+    document: dict[str, Any], out_dir: Path | None = None, json_dir: Path | None = None
+) -> str:
+    """The page as a string. ``out_dir`` is where it will lie (for relative links to the
+    trajectories, which are looked for beside the JSON in ``json_dir``)."""
+    context = build_context(document, out_dir=out_dir, json_dir=json_dir)
+    return _environment().get_template("parity.html.j2").render(**context)
+
+
+def write_html(path: Path, html: str) -> None:
+    atomic_write_bytes(path, html.encode("utf-8"))
+
+
+def write_report(out_dir: Path, document: dict[str, Any], json_dir: Path | None = None) -> Path:
+    """Render ``document`` and move it into ``out_dir/parity.html`` in one step."""
+    out_dir = Path(out_dir)
+    html = render_html(document, out_dir=out_dir, json_dir=json_dir or out_dir)
+    target = out_dir / "parity.html"
+    write_html(target, html)
+    return target

@@ -1,0 +1,113 @@
+"""The report in a real browser: headless Chromium (Debian's ``chromium``) through Playwright.
+
+Checks that the matrix renders with the right counts, that the status filter and links work,
+and that the page logs no console error; saves a screenshot to reports/parity-report.png.
+Skipped, with the reason, where Playwright or Chromium is missing (CI installs both: the
+``dev`` extra and ``apt-get install -y chromium``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from equiv.report.render import write_report
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "report" / "parity_mixed.json"
+# As root, in a container: no sandbox, no GPU, and nothing that reaches out to the network.
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("EQUIV_CHROMIUM"), "/usr/bin/chromium", "chromium"):
+        if candidate and (found := shutil.which(candidate)):
+            return found
+    return None
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
+    )
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("no Chromium here (apt-get install -y chromium)")
+    out = tmp_path_factory.mktemp("report")
+    document = json.loads(FIXTURE.read_text())
+    write_report(out, document)
+    messages: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(out / "profile"),  # a fresh --user-data-dir
+            executable_path=executable,
+            headless=True,
+            args=FLAGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            tab = context.new_page()
+            tab.set_default_timeout(30_000)
+            tab.on(
+                "console",
+                lambda m: messages.append(f"{m.type}: {m.text}") if m.type == "error" else None,
+            )
+            tab.on("pageerror", lambda e: messages.append(f"page error: {e}"))
+            tab.on("requestfailed", lambda r: messages.append(f"request failed: {r.url}"))
+            tab.goto((out / "parity.html").as_uri(), wait_until="load")
+            yield tab, document, messages
+        finally:
+            context.close()
+
+
+def test_matrix_counts_match_the_summary(page):
+    tab, document, messages = page
+    summary = document["summary"]
+    cells = tab.locator("table.matrix td.cell[data-status]")
+    assert cells.count() == summary["total"]
+    for status in ("pass", "fail", "error", "timeout", "skip", "explained"):
+        shown = tab.locator(f'table.matrix td.cell[data-status="{status}"]').count()
+        assert shown == summary[status], status
+        if summary[status]:
+            chip = tab.locator(f'button[data-filter="{status}"] b').inner_text()
+            assert int(chip) == summary[status]
+    assert tab.locator("table.matrix").count() == 2  # float64 and float32
+    assert tab.locator("#problems tbody tr").count() == summary["total"] - summary["pass"]
+    assert not messages
+
+
+def test_filter_link_and_screenshot(page):
+    tab, document, messages = page
+    passing = tab.locator('table.matrix td.cell[data-status="pass"]').first
+    detail = tab.locator('details.cell-detail[data-status="pass"]').first
+    assert detail.is_visible()
+    tab.locator('button[data-filter="pass"]').click()
+    assert tab.locator('button[data-filter="pass"]').get_attribute("aria-pressed") == "false"
+    assert float(passing.evaluate("e => getComputedStyle(e).opacity")) < 0.5
+    assert not detail.is_visible()
+    tab.locator('button[data-only="all"]').click()
+    assert detail.is_visible() and not detail.evaluate("e => e.open")
+    # a square links to its details, and opens them
+    passing.locator("a").click()
+    tab.wait_for_function("id => document.getElementById(id).open", arg=detail.get_attribute("id"))
+    tab.evaluate("window.scrollTo(0, 0)")
+    reports = ROOT / "reports"
+    reports.mkdir(exist_ok=True)
+    tab.screenshot(path=str(reports / "parity-report.png"), full_page=True)
+    assert (reports / "parity-report.png").stat().st_size > 10_000
+    assert not messages

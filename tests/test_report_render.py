@@ -1,0 +1,240 @@
+"""parity.html: rendered from the JSON alone, every status shown, self-contained, atomic."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+from html import unescape
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from equiv.records import Cell, CellResult
+from equiv.report.render import render_html, write_report
+from equiv.results import build_document
+
+FIXTURE = Path(__file__).parent / "fixtures" / "report" / "parity_mixed.json"
+
+
+class Cells(HTMLParser):
+    """The matrix squares (status per cell id), the details' ids and open state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.matrix: dict[str, str] = {}
+        self.details: dict[str, bool] = {}
+        self.scripts_with_src: list[str] = []
+        self.stylesheets: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "td" and "cell" in (a.get("class") or "").split() and a.get("data-cell"):
+            self.matrix[a["data-cell"]] = a.get("data-status") or ""
+        if tag == "details" and "cell-detail" in (a.get("class") or ""):
+            self.details[a["id"] or ""] = "open" in a
+        if tag == "script" and a.get("src"):
+            self.scripts_with_src.append(a["src"] or "")
+        if tag == "link" and a.get("rel") == "stylesheet":
+            self.stylesheets.append(a.get("href") or "")
+
+
+def parse(html: str) -> Cells:
+    parser = Cells()
+    parser.feed(html)
+    return parser
+
+
+@pytest.fixture(scope="module")
+def document() -> dict:
+    return json.loads(FIXTURE.read_text())
+
+
+@pytest.fixture(scope="module")
+def html(document) -> str:
+    return render_html(document)
+
+
+def test_fixture_holds_every_status(document):
+    statuses = {c["status"] for c in document["cells"]}
+    assert statuses == {"pass", "fail", "error", "timeout", "skip", "explained"}
+
+
+def test_matrix_has_every_cell_with_its_status(document, html):
+    page = parse(html)
+    assert page.matrix == {c["id"]: c["status"] for c in document["cells"]}
+    for status, count in document["summary"].items():
+        if status != "total":
+            assert f'data-count="{status}">{count}<' in html or count == 0
+
+
+def test_headline_counts(html):
+    assert "5 of 15 cells that ran do not agree: 2 fail, 2 error, 1 timeout. 5 skipped." in html
+
+
+def test_failing_cell_says_step_quantity_and_parameter(document, html):
+    cell = next(c for c in document["cells"] if c["id"] == "two_layer_mlp-torch.eager-float32")
+    div = cell["first_divergence"]
+    assert (div["step"], div["quantity"], div["name"], div["phase"]) == (
+        1,
+        "grads",
+        "w1",
+        "backward",
+    )
+    assert "step 1 · grads/w1" in html  # in the matrix square
+    assert "step 1: gradient of w1 (backward)" in html  # in the details' summary
+    assert cell["localization"]["diagnosis"] in unescape(html)
+
+
+def test_details_open_for_problems_only(document, html):
+    details = parse(html).details
+    assert len(details) == len(document["cells"])
+    for cell in document["cells"]:
+        anchor = "cell-" + cell["id"]
+        assert details[anchor] == (cell["status"] not in ("pass", "skip")), cell["id"]
+
+
+def test_error_shows_reason_and_folds_the_traceback(document, html):
+    cell = next(c for c in document["cells"] if c["traceback"])
+    assert "RuntimeError: planted: no backward" in html
+    folded = re.search(
+        r'<details class="traceback"><summary>traceback</summary><pre>(.*?)</pre>', html, re.S
+    )
+    assert folded and "Traceback (most recent call last)" in folded.group(1)
+    assert cell["traceback"].splitlines()[-1].strip() in folded.group(1)
+
+
+def test_skip_and_timeout_reasons(html):
+    assert "<b>Skipped:</b> tensorflow is not installed" in html
+    assert "<b>Timed out:</b> no result within 900 s; the worker was killed" in html
+
+
+def test_warnings_traces_and_explanation(html):
+    warnings = re.search(r'<div class="warnings">(.*?)</div>', html, re.S)
+    assert warnings and "retraced on every step: 30 traces" in warnings.group(1)
+    assert "<tr><th>traces / compiles</th><td>30 in 30 steps</td></tr>" in html
+    assert "— (not a compiled mode)" in html
+    assert "yes: the variant matches where the reference does not" in html
+
+
+def test_plots_are_inline_svg_with_unique_ids(html):
+    svgs = re.findall(r"<svg\b", html)
+    assert len(svgs) >= 10
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids)), "duplicate ids clash between inline SVGs"
+
+
+def test_branch_trace_and_benchmarks(html):
+    assert "Branch trace" in html and "took w2a, reference w2b" in html
+    assert "1.00× fastest" in html and "GFLOP/s" in html
+
+
+def test_self_contained(html):
+    page = parse(html)
+    assert not page.scripts_with_src and not page.stylesheets
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", html)
+    assert not re.search(r"url\(\s*['\"]?(?:https?:)?//", html)
+    assert "@import" not in html
+
+
+def test_renders_a_minimal_or_odd_document():
+    odd = {
+        "case": "c",
+        "backend": "b",
+        "dtype": "float32",
+        "status": "weird",
+        "max_ratio": {"loss": "inf"},
+        "series": {"step": [0, 1], "loss": {"error": [0, "nan"]}},
+        "first_divergence": {"step": 3},
+        "branches": {"reference": ["a"]},
+        "benchmark": 5,
+        "note": {"from": "a plugin"},
+    }
+    minimal = {"case": "c", "backend": "b", "dtype": "float64", "status": "pass"}
+    out = render_html({"schema": "equiv.parity/1", "cells": [minimal, odd]})
+    assert 'data-status="unknown"' in out and "∞× tol" in out and "a plugin" in out
+
+
+def _result(case: str, status: str, **kw) -> CellResult:
+    return CellResult(cell=Cell(case, "numpy", "float64"), status=status, steps=2, **kw)
+
+
+def test_trajectory_links_relative_to_the_page(tmp_path):
+    results = [_result("a", "pass"), _result("b", "skip", reason="nope")]
+    doc = build_document(results, {"seed": 0}, {"steps": 2})
+    folder = tmp_path / "trajectories"
+    folder.mkdir()
+    np.savez(folder / "a__numpy__float64.npz", losses=np.zeros(2))
+    write_report(tmp_path, doc)
+    page = (tmp_path / "parity.html").read_text()
+    assert 'href="trajectories/a__numpy__float64.npz"' in page
+    other = tmp_path / "elsewhere"
+    write_report(other, doc, json_dir=tmp_path)
+    assert 'href="../trajectories/a__numpy__float64.npz"' in (other / "parity.html").read_text()
+
+
+def test_every_run_writes_parity_html(tmp_path):
+    from equiv.output import write_outputs
+    from equiv.runner import RunOptions
+
+    results = [_result("a", "pass"), _result("b", "error", reason="boom", traceback="Traceback")]
+    paths = write_outputs(tmp_path, results, RunOptions(steps=2), argv=["equiv", "run"])
+    assert paths == [tmp_path / "parity.json", tmp_path / "parity.html"]
+    assert "boom" in (tmp_path / "parity.html").read_text()
+
+
+def test_interrupted_write_keeps_the_old_page_whole(tmp_path, monkeypatch):
+    import equiv.results
+
+    doc = build_document([_result("a", "pass")], {}, {})
+    write_report(tmp_path, doc)
+    before = (tmp_path / "parity.html").read_bytes()
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(equiv.results.os, "replace", interrupted)
+    changed = build_document([_result("a", "fail", reason="new")], {}, {})
+    with pytest.raises(KeyboardInterrupt):
+        write_report(tmp_path, changed)
+    assert (tmp_path / "parity.html").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parity.html"]
+
+
+def test_interrupted_render_replaces_neither_file(tmp_path, monkeypatch):
+    import equiv.report.render
+    from equiv.output import write_outputs
+    from equiv.runner import RunOptions
+
+    write_outputs(tmp_path, [_result("a", "pass")], RunOptions(steps=2), argv=["equiv"])
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert set(before) == {"parity.json", "parity.html"}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(equiv.report.render, "render_html", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_outputs(tmp_path, [_result("a", "fail")], RunOptions(steps=2), argv=["equiv"])
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_report_imports_no_framework(tmp_path, document):
+    small = copy.deepcopy(document)
+    small["cells"] = small["cells"][:3]
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(small))
+    code = (
+        "import sys; from equiv.cli import main;"
+        f"rc = main(['report', {str(path)!r}, '--out', {str(tmp_path / 'out')!r}]);"
+        "bad = [m for m in ('torch', 'tensorflow', 'jax', 'keras') if m in sys.modules];"
+        "print('IMPORTED', bad); sys.exit(rc or (1 if bad else 0))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "out" / "parity.html").exists()
