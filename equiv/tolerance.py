@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from equiv.case import CaseSpec, get_case
 from equiv.kinks import Flip
@@ -103,7 +104,15 @@ def _calibrate_cached(case: str, seed: int, steps: int, dtype: str, variant: tup
 
 def calibrate_state(spec: CaseSpec, start, steps: int) -> Calibration:
     """Calibrate from any starting state (of the cell's dtype): the teacher-forced check starts
-    from the reference's state at a later step."""
+    from the reference's state at a later step.
+
+    One BLAS thread: the reference's summation order then does not depend on ``--threads``
+    (nor on a loaded machine, where multi-threaded BLAS also slows down by 10x and more)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _calibrate(spec, start, steps)
+
+
+def _calibrate(spec: CaseSpec, start, steps: int) -> Calibration:
     dtype = start.dtype
     keys = quantity_keys(spec)
     scale = {k: np.zeros(steps) for k in keys}
