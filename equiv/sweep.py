@@ -32,11 +32,14 @@ def run_sweep(
     dtypes: Sequence[str] = (),
     steps: int | None = None,
     emit: Callable[[str], None] = print,
+    threads: int = 1,
 ) -> dict[str, Any]:
     cells = select_cells(cases, backends, dtypes)
     rows: list[dict[str, Any]] = []
     for seed in seeds:
-        options = RunOptions(seed=seed, steps=steps, bench_rounds=0, keep_trajectories=False)
+        options = RunOptions(
+            seed=seed, steps=steps, threads=threads, bench_rounds=0, keep_trajectories=False
+        )
         results = run_cells(cells, options, isolate="none")
         bad = [r for r in results if r.status not in ("pass", "explained", "skip")]
         emit(f"seed {seed}: {len(results)} cells, {len(bad)} not passing")
@@ -56,7 +59,13 @@ def run_sweep(
             }
             for r in results
         ]
-    return {"seeds": list(seeds), "steps": steps, "rows": rows, "summary": summarize(rows)}
+    return {
+        "seeds": list(seeds),
+        "steps": steps,
+        "threads": threads,
+        "rows": rows,
+        "summary": summarize(rows),
+    }
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -18,6 +18,12 @@ def register(sub) -> None:
     p.add_argument("--dtype", action="append", default=[])
     p.add_argument("--steps", type=positive_int, help="default: each case's own")
     p.add_argument("--out", default="reports", help="writes DIR/sweep.json")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="threads per framework (default 1: no timing here, and no oversubscription)",
+    )
     p.set_defaults(func=run)
 
 
@@ -35,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     if problem := check_writable(out):
         print(f"equiv sweep: error: {problem}", file=sys.stderr)
         return 2
-    report = run_sweep(range(args.seeds), args.case, args.backend, args.dtype, args.steps)
+    report = run_sweep(
+        range(args.seeds), args.case, args.backend, args.dtype, args.steps, threads=args.threads
+    )
     atomic_write_bytes(out / "sweep.json", json.dumps(report, indent=1).encode())
     print(markdown_table(report["summary"]))
     print(f"false alarms: {report['summary']['false_alarms']}; wrote {out / 'sweep.json'}")
