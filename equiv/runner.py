@@ -162,14 +162,9 @@ def _run(cell, backend, options, steps, impl, bench_fixture, benchmark, result) 
             f"retraced on every step: {result.traces} traces or compilations in "
             f"{main.compared} steps"
         )
+    if result.traces == 0:
+        result.warnings.append("a compiled mode recorded no trace: it may have run eagerly")
     _verdict(result, checks, explanation)
-    if result.status == "fail":
-        with threadpool_limits(limits=1, user_api="blas"):
-            result.extra["localization"] = _localize(spec, backend, module, state, main)
-    with threadpool_limits(limits=1, user_api="blas"):
-        result.extra["reproducible"] = _reproducible(spec, backend, module, state, early)
-    if options.keep_trajectories:
-        result.trajectory = _trajectory(state, losses, main, snapshots)
     result.benchmark = {"first_call_s": timing["first_call"]}
     if benchmark and options.bench_rounds > 0:
 
@@ -190,6 +185,13 @@ def _run(cell, backend, options, steps, impl, bench_fixture, benchmark, result) 
             if flops:
                 result.benchmark["flops_per_step"] = flops
                 result.benchmark["gflops"] = flops / timed["median_s"] / 1e9
+    if result.status == "fail":
+        with threadpool_limits(limits=1, user_api="blas"):
+            result.extra["localization"] = _localize(spec, backend, module, state, main)
+    with threadpool_limits(limits=1, user_api="blas"):
+        result.extra["reproducible"] = _reproducible(spec, backend, module, state, early)
+    if options.keep_trajectories:
+        result.trajectory = _trajectory(state, losses, main, snapshots)
 
 
 def _check(label, spec, state, seed, steps, variant) -> Check:

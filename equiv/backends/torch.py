@@ -83,7 +83,13 @@ class TorchCompile(TorchBackend):
 
     def transform(self, fn: Callable) -> Callable:
         import torch
+        import torch._dynamo
         from torch._inductor.compile_fx import compile_fx
+
+        # Every build starts from an empty cache: otherwise cells that share a function pile up
+        # cache entries until dynamo's recompile limit silently falls back to eager (seen in a
+        # 20-seed sweep), and the trace count would depend on which cells ran before.
+        torch._dynamo.reset()
 
         def counting_inductor(graph_module, example_inputs):
             self.traces += 1
