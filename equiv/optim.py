@@ -21,7 +21,11 @@ class SGD:
 
 class Adam:
     """Adam as in the paper's Algorithm 1 and ``torch.optim.Adam``:
-    p <- p - lr * m_hat / (sqrt(v_hat) + eps), bias corrections applied to m and v."""
+    p <- p - lr * m_hat / (sqrt(v_hat) + eps), bias corrections applied to m and v.
+
+    Scalars (betas, their powers, the bias corrections) are computed in the parameters' dtype:
+    a float32 run then shows the cancellation in 1 - beta_2^t that float32 frameworks
+    (Keras) have, so the float32 calibration allows for it."""
 
     def __init__(self, cfg: dict[str, Any]):
         self.lr = cfg["lr"]
@@ -37,11 +41,13 @@ class Adam:
         out = {}
         for k, p in params.items():
             g = grads[k]
-            self.m[k] = self.b1 * self.m.get(k, np.zeros_like(p)) + (1 - self.b1) * g
-            self.v[k] = self.b2 * self.v.get(k, np.zeros_like(p)) + (1 - self.b2) * g * g
-            m_hat = self.m[k] / (1 - self.b1**self.t)
-            v_hat = self.v[k] / (1 - self.b2**self.t)
-            out[k] = p - self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+            dt = p.dtype.type
+            b1, b2, t = dt(self.b1), dt(self.b2), dt(self.t)
+            self.m[k] = b1 * self.m.get(k, np.zeros_like(p)) + (dt(1) - b1) * g
+            self.v[k] = b2 * self.v.get(k, np.zeros_like(p)) + (dt(1) - b2) * g * g
+            m_hat = self.m[k] / (dt(1) - b1**t)
+            v_hat = self.v[k] / (dt(1) - b2**t)
+            out[k] = p - dt(self.lr) * m_hat / (np.sqrt(v_hat) + dt(self.eps))
         return out
 
 
@@ -52,15 +58,17 @@ class AdamEpsilonHat(Adam):
 
     def step(self, params: Arrays, grads: Arrays) -> Arrays:
         self.t += 1
-        alpha = self.lr * np.sqrt(1 - self.b2**self.t) / (1 - self.b1**self.t)
         out = {}
         for k, p in params.items():
             g = grads[k]
+            dt = p.dtype.type
+            b1, b2, t = dt(self.b1), dt(self.b2), dt(self.t)
+            alpha = dt(self.lr) * np.sqrt(dt(1) - b2**t) / (dt(1) - b1**t)
             m = self.m.get(k, np.zeros_like(p))
             v = self.v.get(k, np.zeros_like(p))
-            self.m[k] = m + (g - m) * (1 - self.b1)
-            self.v[k] = v + (g * g - v) * (1 - self.b2)
-            out[k] = p - (self.m[k] * alpha) / (np.sqrt(self.v[k]) + self.eps)
+            self.m[k] = m + (g - m) * (dt(1) - b1)
+            self.v[k] = v + (g * g - v) * (dt(1) - b2)
+            out[k] = p - (self.m[k] * alpha) / (np.sqrt(self.v[k]) + dt(self.eps))
         return out
 
 

@@ -1,0 +1,5 @@
+"""keras_sequential_adam: keras_sequential's code; Adam is chosen from the case config."""
+
+from cases.keras_sequential.tf_impl import build
+
+__all__ = ["build"]

@@ -1,0 +1,223 @@
+"""Keras 3 adapter: one backend per Keras backend (tensorflow, torch, jax), one case file.
+
+Keras picks its backend once per process, when it is first imported (``KERAS_BACKEND``), so
+``keras.torch`` and ``keras.jax`` always run in a worker process of their own; ``keras.tensorflow``
+may share a process with the ``tf.*`` backends as long as nothing imported Keras with another
+backend first. Layout: a ``Dense`` kernel is (in, out), the canonical layout, so nothing is
+transposed.
+
+Keras 3 has no backend-neutral gradient (``opt.minimize`` is gone, and a custom ``train_step``
+is written per backend), so the adapter supplies the one backend-specific piece,
+``value_and_grad``: ``tf.GradientTape`` on TensorFlow, ``torch.autograd.grad`` on torch, and
+``jax.value_and_grad`` over the variables' values (a ``StatelessScope``, as ``stateless_call``
+does) on jax. Everything else in the case code (layers, losses, ``apply_gradients``) is the
+same Keras code on all three.
+
+Two float64 traps handled here: Keras creates an optimizer's learning rate as a variable of
+``floatx()`` (float32 by default), so SGD on float64 weights would step with a float32-rounded
+learning rate; ``floatx(dtype)`` scopes the optimizer's construction. And jax is float32-only
+unless ``jax_enable_x64`` is set before arrays are made. Not worked around, since it is what
+the float64 cells are there to show: Keras 3.15 demotes float64 to float32 in the ops that
+use its ``result_type`` on non-TF backends (``ops.matmul``, so ``Dense``, on torch;
+``ops.mean``, so ``MeanSquaredError``, on torch and jax; keras-team/keras#23704).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import sys
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from equiv.backends.base import Backend, CellSkip
+from equiv.backends.tensorflow import configure_tensorflow, tensorflow_version
+
+#: which ``pip install 'equiv[...]'`` extra brings each module (Keras 3 comes with tensorflow)
+EXTRA = {"keras": "tensorflow", "tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}
+
+
+class KerasBackend(Backend):
+    framework = "keras"
+    impl_file = "keras_impl"
+    keras_backend = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trainers: weakref.WeakSet = weakref.WeakSet()
+
+    @property
+    def requires(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("keras", self.keras_backend)
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import version
+
+        out = {"keras": version("keras")}
+        if self.keras_backend == "tensorflow":
+            out["tensorflow"] = tensorflow_version()
+        else:
+            out[self.keras_backend] = version(self.keras_backend)
+        return out
+
+    def imported_backend(self) -> str | None:
+        """The backend of the Keras already imported in this process, if any."""
+        keras = sys.modules.get("keras")
+        return keras.backend.backend() if keras is not None else None
+
+    def availability(self) -> str | None:
+        for name in self.requires:
+            if importlib.util.find_spec(name) is None:
+                return f"{name} is not installed (pip install 'equiv[{EXTRA[name]}]')"
+        if self.needs_own_process:
+            return None  # always runs in a worker with KERAS_BACKEND set
+        current = self.imported_backend()
+        if current is not None and current != self.keras_backend:
+            return (
+                f"Keras was already imported in this process with backend {current!r}; "
+                f"{self.id} needs a process of its own (--isolate backend)"
+            )
+        return None  # not imported yet: ``configure`` sets KERAS_BACKEND before importing it
+
+    def configure(self, threads: int) -> None:
+        if "keras" not in sys.modules:  # neither the caller's KERAS_BACKEND nor keras.json
+            os.environ["KERAS_BACKEND"] = self.keras_backend
+        self.configure_framework(threads)
+        import keras  # noqa: F401
+
+    def configure_framework(self, threads: int) -> None:  # noqa: B027 - per backend
+        pass
+
+    def build_trainer(self, spec, state, module):
+        current = self.imported_backend()
+        if current != self.keras_backend:
+            raise CellSkip(
+                f"Keras runs on {current!r} in this process, not {self.keras_backend!r}: "
+                f"{self.id} needs its own process (KERAS_BACKEND={self.keras_backend})"
+            )
+        trainer = super().build_trainer(spec, state, module)
+        self.trainers.add(trainer)
+        return trainer
+
+    def to_native(self, array: np.ndarray):
+        from keras import ops
+
+        array = np.array(array, copy=True)
+        return ops.convert_to_tensor(array, dtype=str(array.dtype))
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        import keras
+
+        if isinstance(value, keras.Variable):
+            value = value.value
+        # The native ways out: ``np.array`` on a tf.Variable is deprecated (numpy-1 __array__).
+        if hasattr(value, "detach"):
+            value = value.detach().cpu()
+        if hasattr(value, "numpy"):
+            value = value.numpy()
+        return np.array(value, copy=True)
+
+    @contextlib.contextmanager
+    def floatx(self, dtype: str) -> Iterator[None]:
+        """Keras's default float type set to ``dtype`` for what is built inside (optimizers)."""
+        import keras
+
+        before = keras.config.floatx()
+        keras.config.set_floatx(dtype)
+        try:
+            yield
+        finally:
+            keras.config.set_floatx(before)
+
+    def value_and_grad(self, loss_fn: Callable[[], Any], variables: Sequence) -> tuple[Any, list]:
+        """``loss_fn()`` and its gradient with respect to ``variables`` (zeros where the loss
+        does not depend on one), computed by the backend's own autodiff."""
+        raise NotImplementedError
+
+
+class KerasTensorFlow(KerasBackend):
+    id = "keras.tensorflow"
+    keras_backend = "tensorflow"
+    worker_env = {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def configure_framework(self, threads: int) -> None:
+        configure_tensorflow(threads)
+
+    def value_and_grad(self, loss_fn, variables):
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        grads = tape.gradient(loss, variables)  # Keras variables: None where unconnected
+        grads = [
+            tf.zeros(v.shape, v.dtype) if g is None else g
+            for v, g in zip(variables, grads, strict=True)
+        ]
+        return loss, grads
+
+
+class KerasTorch(KerasBackend):
+    id = "keras.torch"
+    keras_backend = "torch"
+    worker_env = {"KERAS_BACKEND": "torch"}
+    needs_own_process = True
+
+    def configure_framework(self, threads: int) -> None:
+        import torch
+
+        torch.use_deterministic_algorithms(True)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        with contextlib.suppress(RuntimeError):
+            torch.set_num_interop_threads(threads)
+
+    def value_and_grad(self, loss_fn, variables):
+        import torch
+
+        loss = loss_fn()
+        values = [v.value for v in variables]
+        grads = torch.autograd.grad(loss, values, allow_unused=True)
+        grads = [
+            torch.zeros_like(v) if g is None else g for v, g in zip(values, grads, strict=True)
+        ]
+        return loss.detach(), grads
+
+
+class KerasJax(KerasBackend):
+    """jax dispatches asynchronously: ``synchronize`` waits for the variables of the live
+    trainers (a Keras trainer lists them in ``variables``), which a step's update writes."""
+
+    id = "keras.jax"
+    keras_backend = "jax"
+    worker_env = {"KERAS_BACKEND": "jax", "JAX_ENABLE_X64": "1"}
+    needs_own_process = True
+
+    def configure_framework(self, threads: int) -> None:
+        import jax
+
+        # XLA's CPU thread pool is fixed when jax starts; it is not set to ``threads`` here.
+        jax.config.update("jax_enable_x64", True)
+
+    def value_and_grad(self, loss_fn, variables):
+        import jax
+        import keras
+
+        def pure(values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
+                return loss_fn()
+
+        return jax.value_and_grad(pure)([v.value for v in variables])
+
+    def synchronize(self) -> None:
+        import jax
+
+        for trainer in list(self.trainers):
+            jax.block_until_ready([v.value for v in getattr(trainer, "variables", ())])
+
+
+def backends() -> list[Backend]:
+    return [KerasTensorFlow(), KerasTorch(), KerasJax()]

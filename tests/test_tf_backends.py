@@ -1,0 +1,166 @@
+"""The TensorFlow and Keras backends: planted bugs are caught where they are planted, compiled
+steps trace once, and equiv imports no framework until a cell needs it."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from equiv.case import all_cases, get_case
+from equiv.implementations import ImplSource, Patch
+from equiv.records import Cell
+from equiv.registry import get_backend
+from equiv.runner import RunOptions, run_cell
+from equiv.workers import run_group
+
+OPTIONS = RunOptions(steps=5, bench_rounds=0, keep_trajectories=False)
+TF_MODES = ["tf.eager", "tf.function", "tf.xla", "tf.v1graph"]
+KERAS = ["keras.tensorflow", "keras.torch", "keras.jax"]
+
+
+def skip_unless_available(backend_id):
+    if reason := get_backend(backend_id).availability():
+        pytest.skip(reason)
+
+
+def mutant(case, backend, *patches):
+    module = get_backend(backend).implementation_module(get_case(case))
+    return ImplSource(module, tuple(Patch(old, new) for old, new in patches))
+
+
+def run(cell, impl=None):
+    """In this process, or in a worker for a backend that needs its own (Keras on torch, jax)."""
+    backend = get_backend(cell.backend)
+    if backend.needs_own_process:
+        (result,) = run_group([(cell, impl)], OPTIONS, env=dict(backend.worker_env))
+        return result
+    return run_cell(cell, OPTIONS, impl=impl)
+
+
+def first_divergence(result):
+    div = result.first_divergence
+    return div["step"], div["quantity"], div["name"], div["phase"]
+
+
+FLIPPED_GRAPH_UPDATE = (
+    "w.assign_sub(lr * g) for w, g in zip(self.weights",
+    "w.assign_add(lr * g) for w, g in zip(self.weights",
+)
+# Loading a canonical (in, out) kernel as if Keras wanted (out, in), "fixed" with a reshape
+# because set_weights rejects the transposed shape.
+RESHAPED_KERNEL = (
+    ("import keras\n", "import keras\nimport numpy as np\n"),
+    (
+        "layer.set_weights([kernel, bias])",
+        "layer.set_weights([np.reshape(kernel.T, kernel.shape), bias])",
+    ),
+)
+WRONG_SIGMOID_BACKWARD = ("return grad_y * y * (1.0 - y)", "return grad_y * y * (1.0 + y)")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_flipped_update_sign_in_the_tf1_graph_diverges_in_the_update_at_step_0(dtype):
+    skip_unless_available("tf.v1graph")
+    impl = mutant("two_layer_mlp", "tf.v1graph", FLIPPED_GRAPH_UPDATE)
+    result = run_cell(Cell("two_layer_mlp", "tf.v1graph", dtype), OPTIONS, impl=impl)
+    assert result.status == "fail", result.reason
+    assert first_divergence(result) == (0, "params", "w1", "update")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_reshaped_instead_of_transposed_keras_kernel_diverges_in_the_forward_at_step_0(dtype):
+    skip_unless_available("keras.tensorflow")
+    impl = mutant("keras_sequential", "keras.tensorflow", *RESHAPED_KERNEL)
+    result = run_cell(Cell("keras_sequential", "keras.tensorflow", dtype), OPTIONS, impl=impl)
+    assert result.status == "fail", result.reason
+    assert first_divergence(result) == (0, "loss", None, "forward")
+
+
+@pytest.mark.parametrize("backend", TF_MODES + KERAS)
+def test_wrong_custom_sigmoid_backward_diverges_in_gradients_at_step_0(backend):
+    """The hand-written backward is what computes the gradient, in every mode and backend."""
+    skip_unless_available(backend)
+    impl = mutant("sigmoid_custom_op", backend, WRONG_SIGMOID_BACKWARD)
+    result = run(Cell("sigmoid_custom_op", backend, "float32"), impl)
+    assert result.status == "fail", result.reason
+    assert first_divergence(result) == (0, "grads", "w1", "backward")
+
+
+def test_the_unpatched_implementations_pass_the_same_short_runs():
+    """The mutants fail because of the planted change, not because of the short run."""
+    for case, backend in [
+        ("two_layer_mlp", "tf.v1graph"),
+        ("keras_sequential", "keras.tensorflow"),
+        ("sigmoid_custom_op", "tf.xla"),
+    ]:
+        if get_backend(backend).availability():
+            continue
+        for dtype in ("float64", "float32"):
+            result = run_cell(Cell(case, backend, dtype), OPTIONS)
+            assert result.status == "pass", f"{case} {backend} {dtype}: {result.reason}"
+
+
+@pytest.mark.parametrize("backend", ["tf.function", "tf.xla", "tf.v1graph"])
+@pytest.mark.parametrize("case", sorted(all_cases()))
+def test_compiled_tf_steps_are_traced_once_per_run(backend, case):
+    skip_unless_available(backend)
+    result = run_cell(Cell(case, backend, "float32"), OPTIONS)
+    assert result.status == "pass", result.reason
+    assert result.traces == 1
+
+
+@pytest.mark.parametrize("backend", ["tf.function", "tf.xla"])
+def test_both_branches_share_one_trace(backend):
+    """The short runs above never switch branch; force both, several times, on one trainer."""
+    skip_unless_available(backend)
+    tf_backend = get_backend(backend)
+    tf_backend.configure(os.cpu_count() or 1)
+    for case in ("dynamic_branching", "static_graph_step"):
+        spec = get_case(case)
+        module = ImplSource(tf_backend.implementation_module(spec)).load()
+        before = tf_backend.traces
+        trainer = tf_backend.build_trainer(spec, spec.make_state(0, "float32"), module)
+        branches = []
+        for prev_loss in (0.0, 1e30, 0.0, 1e30):
+            if case == "dynamic_branching":
+                trainer.prev_loss = prev_loss
+            else:
+                trainer.prev_loss.assign(prev_loss)
+            trainer.run_step()
+            branches.append(trainer.record().branch)
+        assert branches == ["w2a", "w2b", "w2a", "w2b"]
+        assert tf_backend.traces - before == 1, case
+
+
+FRAMEWORKS = ("tensorflow", "keras", "jax", "torch")
+
+
+def test_importing_and_listing_the_tf_and_keras_backends_imports_no_framework():
+    code = (
+        "import sys\n"
+        "import equiv.backends.tensorflow as t, equiv.backends.keras as k\n"
+        "for b in t.backends() + k.backends():\n"
+        "    b.describe(); b.versions()\n"
+        f"bad = [m for m in {FRAMEWORKS!r} if m in sys.modules]\n"
+        "print('IMPORTED', bad); sys.exit(1 if bad else 0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_keras_tensorflow_says_why_not_after_keras_was_imported_with_another_backend():
+    if get_backend("keras.jax").availability():
+        pytest.skip("needs keras on jax")
+    code = (
+        "import keras\n"
+        "from equiv.registry import get_backend\n"
+        "print(get_backend('keras.tensorflow').availability())\n"
+        "print(get_backend('keras.torch').availability())\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    tf_line, torch_line = out.stdout.strip().splitlines()[-2:]
+    assert "'jax'" in tf_line and "own" in tf_line
+    assert torch_line == "None"  # it runs in a worker of its own anyway
