@@ -54,12 +54,20 @@ def build_document(results: list[CellResult], environment: dict[str, Any], run: 
     }
 
 
+def _readable(tmp: str) -> None:
+    """mkstemp makes 0600 files; a report should be as readable as any file the user writes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        _readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -81,6 +89,7 @@ def write_trajectories(out_dir: Path, results: list[CellResult]) -> None:
         os.close(fd)
         try:
             np.savez_compressed(tmp, **r.trajectory)
+            _readable(tmp)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
