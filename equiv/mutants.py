@@ -168,4 +168,30 @@ TORCH = [
     ),
 ]
 
-CATALOGUE: list[Mutant] = [*TORCH]
+TENSORFLOW = [
+    Mutant(
+        "tf1-update-never-run",
+        "an update op built into the TF1 graph but never run",
+        "two_layer_mlp",
+        "tf.v1graph",
+        "float64",
+        (
+            Patch("self.fetches = (loss, grads, update)", "self.fetches = (loss, grads)"),
+            Patch("loss, (g1, g2), _ = self.last", "loss, (g1, g2) = self.last"),
+        ),
+        {"step": 0, "quantity": "params", "name": "w1"},
+    ),
+    _m(
+        "tf-adam-epsilon-inside-sqrt",
+        "Adam's epsilon inside the square root",
+        "keras_sequential_adam",
+        "tf.eager",
+        "float64",
+        "(tf.sqrt(v_hat) + self.eps)",
+        "tf.sqrt(v_hat + self.eps)",
+        {"step": 0, "quantity": "params", "name": "w1"},
+        module="cases.keras_sequential.tf_impl",
+    ),
+]
+
+CATALOGUE: list[Mutant] = [*TORCH, *TENSORFLOW]
