@@ -11,8 +11,6 @@ from equiv.registry import all_backends
 from equiv.runner import RunOptions, run_cell
 from equiv.workers import run_group
 
-ISOLATION = ("none", "backend")
-
 
 class SelectionError(ValueError):
     """An unknown case, backend or dtype; the message names the valid ones."""

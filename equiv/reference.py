@@ -48,21 +48,3 @@ class ReferenceTrainer:
     def record(self) -> StepRecord:
         assert self.last is not None, "record() before run_step()"
         return self.last
-
-
-def reference_trajectory(
-    spec: CaseSpec,
-    state: CaseState,
-    steps: int,
-    force_branches: Sequence[str | None] | None = None,
-):
-    """Yield the reference's StepRecords one at a time (a whole trajectory would not fit)."""
-    trainer = ReferenceTrainer(spec, state, force_branches=force_branches)
-    for _ in range(steps):
-        trainer.run_step()
-        yield trainer.record()
-
-
-def as_float64(state: CaseState) -> CaseState:
-    """The same starting numbers (already rounded to the cell's dtype), computed in float64."""
-    return state.astype("float64")
