@@ -16,7 +16,6 @@ from equiv.case import CaseSpec
 from equiv.records import StepRecord
 from equiv.tolerance import Calibration, max_abs_diff, quantity_keys, record_values
 
-GROUPS = ("loss", "grads", "params")
 # Pipeline order inside one step: the branch is decided first (on the previous loss), then the
 # forward pass gives the loss, the backward pass the gradients, the update the parameters.
 PHASE = {"branch": "control flow", "loss": "forward", "grads": "backward", "params": "update"}
