@@ -54,7 +54,16 @@ class Adam:
 class AdamEpsilonHat(Adam):
     """Adam in the paper's "epsilon hat" form (end of section 2), as Keras implements it:
     alpha_t = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t); p <- p - alpha_t * m / (sqrt(v) + eps).
-    Algebraically Adam with eps replaced by eps * sqrt(1 - beta_2^t): early steps differ most."""
+    Algebraically Adam with eps replaced by eps * sqrt(1 - beta_2^t): early steps differ most.
+
+    ``bias_correction_betas: "float32"`` rounds the betas to float32 before taking their powers
+    for alpha_t (and only there), as Keras on TensorFlow does in a float64 cell:
+    ``ops.cast(self.beta_1, "float64")`` first turns the Python float into a float32 tensor.
+    The moment updates use ``1 - beta`` as Python floats, so they stay exact."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        super().__init__(cfg)
+        self.power_dtype = cfg.get("bias_correction_betas")
 
     def step(self, params: Arrays, grads: Arrays) -> Arrays:
         self.t += 1
@@ -63,11 +72,16 @@ class AdamEpsilonHat(Adam):
             g = grads[k]
             dt = p.dtype.type
             b1, b2, t = dt(self.b1), dt(self.b2), dt(self.t)
-            alpha = dt(self.lr) * np.sqrt(dt(1) - b2**t) / (dt(1) - b1**t)
+            if self.power_dtype:
+                rounded = np.dtype(self.power_dtype).type
+                p1, p2 = dt(rounded(self.b1)) ** t, dt(rounded(self.b2)) ** t
+            else:
+                p1, p2 = b1**t, b2**t
+            alpha = dt(self.lr) * np.sqrt(dt(1) - p2) / (dt(1) - p1)
             m = self.m.get(k, np.zeros_like(p))
             v = self.v.get(k, np.zeros_like(p))
-            self.m[k] = m + (g - m) * (dt(1) - b1)
-            self.v[k] = v + (g * g - v) * (dt(1) - b2)
+            self.m[k] = m + (g - m) * dt(1.0 - self.b1)
+            self.v[k] = v + (g * g - v) * dt(1.0 - self.b2)
             out[k] = p - (self.m[k] * alpha) / (np.sqrt(self.v[k]) + dt(self.eps))
         return out
 

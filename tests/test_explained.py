@@ -2,7 +2,8 @@
 
 The mechanism is proven on a planted, fully known difference (a learning rate doubled on
 purpose, declared with a variant that doubles it too); the Keras Adam declaration is checked
-for what it really achieves today (see docs/verdicts.md).
+three ways: it explains the cells it declares, a planted change to it (a missing part of the
+variant) turns the cell into ``fail``, and it does not hide a planted bug.
 """
 
 from dataclasses import replace
@@ -70,11 +71,51 @@ def test_a_declaration_that_is_not_needed_passes_with_a_warning(monkeypatch):
     assert any("declared" in w for w in result.warnings)
 
 
-@pytest.mark.skipif(not available("keras.tensorflow"), reason="needs keras on TF")
-def test_keras_adam_epsilon_hat_accounts_for_most_of_the_difference_but_not_all():
-    """Measured: vs torch-style Adam, Keras's first update differs by ~7e-5; vs the epsilon-hat
-    variant by ~7e-10. The rest is not explained yet, so the cell is an honest ``fail``."""
-    result = run_cell(Cell("keras_sequential_adam", "keras.tensorflow", "float64"), OPTIONS)
+KERAS_ADAM = Cell("keras_sequential_adam", "keras.tensorflow", "float64")
+needs_keras_tf = pytest.mark.skipif(
+    not available("keras.tensorflow"), reason="needs keras on TensorFlow"
+)
+
+
+def declare_keras_adam(monkeypatch, variant):
+    spec = get_case("keras_sequential_adam")
+    explanation = Explanation("keras.tensorflow", "planted change to the declaration", variant)
+    monkeypatch.setitem(all_cases(), spec.name, replace(spec, explanations=(explanation,)))
+
+
+@needs_keras_tf
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_keras_adam_is_explained_by_its_declared_variant(dtype):
+    result = run_cell(replace(KERAS_ADAM, dtype=dtype), OPTIONS)
+    assert result.status == "explained", result.reason
+    proof = result.extra["explanation"]
+    assert proof["variant"]["optimizer"] == "adam_epsilon_hat"
+    assert max(proof["variant_result"]["max_ratio"].values()) <= 1
+    # The difference from torch-style Adam stays visible: about 7e-5 in the first update.
+    assert result.first_divergence["quantity"] == "params"
+    assert result.max_error["params"] > 1e-5
+
+
+@needs_keras_tf
+def test_keras_adam_epsilon_hat_alone_does_not_explain_float64_on_tensorflow(monkeypatch):
+    """The planted change: drop the float32-rounded betas from the declaration. Measured: the
+    epsilon-hat form alone leaves 6.7e-10 (a relative 6.7e-6 of the first update), far beyond
+    the float64 tolerance, so the cell must turn into ``fail``."""
+    declare_keras_adam(monkeypatch, {"optimizer": "adam_epsilon_hat"})
+    result = run_cell(KERAS_ADAM, OPTIONS)
     proof = result.extra["explanation"]
     assert result.status == "fail"
+    assert proof["proved"] is False
+    assert proof["variant_result"]["first_divergence"]["step"] == 0
     assert proof["variant_result"]["max_error"]["params"] * 1e3 < result.max_error["params"]
+
+
+@needs_keras_tf
+def test_the_keras_adam_explanation_does_not_hide_a_real_bug():
+    wrong_beta = ImplSource(
+        "cases.keras_sequential.keras_impl",
+        (Patch('beta_1=cfg.get("beta_1", 0.9)', 'beta_1=cfg.get("beta_1", 0.9) - 0.05'),),
+    )
+    result = run_cell(KERAS_ADAM, OPTIONS, impl=wrong_beta)
+    assert result.status == "fail"
+    assert result.extra["explanation"]["proved"] is False

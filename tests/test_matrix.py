@@ -18,12 +18,8 @@ KNOWN_DIFFERENCES = {
         "Keras 3.15 on torch computes Dense/matmul of two float64 tensors in float32 "
         "(type promotion; keras-team/keras#23704): float64 cells cannot be strict"
     ),
-    "keras_sequential-keras.jax-float64": (
+    "keras_sequential*-keras.jax-float64": (
         "Keras 3.15 on jax computes keras.ops.mean (MeanSquaredError) of float64 in float32"
-    ),
-    "keras_sequential_adam-keras.*": (
-        "Keras Adam: the declared epsilon-hat form explains the difference only down to ~1e-9 "
-        "(measured); the rest is not explained yet (docs/verdicts.md)"
     ),
 }
 
