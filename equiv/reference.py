@@ -7,7 +7,7 @@ returning (loss, grads, branch); the update rule comes from ``equiv.optim``.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from equiv.case import CaseSpec
 from equiv.kinks import Flip
@@ -16,6 +16,9 @@ from equiv.records import CaseState, StepRecord
 
 
 class ReferenceTrainer:
+    """``perturb_grads`` lets the tolerance calibration give the gradients another rounding
+    before the update, as another correct implementation would (``equiv.tolerance``)."""
+
     def __init__(
         self,
         spec: CaseSpec,
@@ -23,8 +26,10 @@ class ReferenceTrainer:
         module=None,
         force_branches: Sequence[str | None] | None = None,
         flip: Flip | None = None,
+        perturb_grads: Callable[[dict], dict] | None = None,
     ):
         self.flip = flip
+        self.perturb_grads = perturb_grads
         self.module = module or importlib.import_module(spec.module_name("reference"))
         self.data = state.data
         self.params = {k: v.copy() for k, v in state.params.items()}
@@ -40,6 +45,8 @@ class ReferenceTrainer:
         loss, grads, branch = self.module.forward_backward(
             self.params, self.data, self.cfg, self.prev_loss, forced, self.flip
         )
+        if self.perturb_grads is not None:
+            grads = self.perturb_grads(grads)
         self.params = self.optimizer.step(self.params, grads)
         self.prev_loss = loss
         self.last = StepRecord(loss=loss, grads=grads, params=self.params, branch=branch)

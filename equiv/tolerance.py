@@ -82,6 +82,14 @@ class Calibration:
         return abs(self.losses64[prev] - threshold) <= self.tol["loss"][prev]
 
 
+def gradient_rounding(grads: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
+    """Each element moved by up to one float64 ulp of its array's largest magnitude."""
+    return {
+        k: g + EPS["float64"] * max_abs(g) * rng.uniform(-1.0, 1.0, size=np.shape(g))
+        for k, g in grads.items()
+    }
+
+
 def envelope(values: np.ndarray) -> np.ndarray:
     """Running maximum: a rounding perturbation, once made, is carried by the state; the
     shadow's spread may dip by chance (measured: 100x within 5 steps of dynamic_branching)."""
@@ -125,17 +133,26 @@ def _calibrate(spec: CaseSpec, start, steps: int) -> Calibration:
     # its kink (equiv.kinks): such flips are legitimate for a float32 implementation.
     flip = Flip(EPS["float32"], masks=recorder.masks) if recorder else None
     shadow = ReferenceTrainer(spec, start.astype("float32"), force_branches=branches, flip=flip)
-    # For float64 cells, a float64 shadow whose parameters get one ulp of random rounding
-    # difference after every step measures float64's own amplification directly: where float32
-    # has lost every digit (a converged gradient), scaling its spread by eps64/eps32 would
-    # underestimate float64's (seen: keras_sequential_adam, seeds 2-5, late steps).
+    # For float64 cells, a float64 shadow that gets float64 rounding differences injected
+    # measures float64's own amplification directly: where float32 has lost every digit (a
+    # converged gradient), or where the update is nonlinear in the gradient (Adam), scaling the
+    # float32 spread by eps64/eps32 underestimates it (seen: keras_sequential_adam, seeds 2-5
+    # late, and seeds 7 and 13 at steps 0-1). Injected: one ulp of each parameter after every
+    # step, and before every update one ulp of the gradient's array scale max|g| in each
+    # gradient element, the size of the rounding error of a sum whose terms are that large
+    # (a gradient element near zero is usually a cancellation of such terms).
+    jitter = np.random.default_rng(0)
     shadow64 = (
-        ReferenceTrainer(spec, start.astype("float64"), force_branches=branches)
+        ReferenceTrainer(
+            spec,
+            start.astype("float64"),
+            force_branches=branches,
+            perturb_grads=lambda grads: gradient_rounding(grads, jitter),
+        )
         if dtype == "float64"
         else None
     )
     spread64 = {k: np.zeros(steps) for k in keys}
-    jitter = np.random.default_rng(0)
     for t in range(steps):
         if flip is not None:
             flip.drift = {
