@@ -22,7 +22,11 @@ QUANTILES = (0.5, 0.9, 0.99, 1.0)
 
 
 def margin(result: CellResult) -> float:
-    return max(result.max_ratio.values(), default=0.0)
+    """Of the check that decided the verdict: for an ``explained`` cell, its proven variant."""
+    ratios = result.max_ratio
+    if result.status == "explained":
+        ratios = result.extra["explanation"]["variant_result"]["max_ratio"]
+    return max(ratios.values(), default=0.0)
 
 
 def run_sweep(
@@ -33,9 +37,13 @@ def run_sweep(
     steps: int | None = None,
     emit: Callable[[str], None] = print,
     threads: int = 1,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
+    """``checkpoint`` gets the report so far after every seed: a long sweep that is stopped
+    keeps what it measured."""
     cells = select_cells(cases, backends, dtypes)
     rows: list[dict[str, Any]] = []
+    done: list[int] = []
     for seed in seeds:
         options = RunOptions(
             seed=seed, steps=steps, threads=threads, bench_rounds=0, keep_trajectories=False
@@ -59,11 +67,19 @@ def run_sweep(
             }
             for r in results
         ]
+        done.append(seed)
+        if checkpoint is not None:
+            checkpoint(_report(done, steps, threads, rows, complete=len(done) == len(seeds)))
+    return _report(done, steps, threads, rows, complete=True)
+
+
+def _report(seeds, steps, threads, rows, complete: bool) -> dict[str, Any]:
     return {
         "seeds": list(seeds),
+        "complete": complete,
         "steps": steps,
         "threads": threads,
-        "rows": rows,
+        "rows": list(rows),
         "summary": summarize(rows),
     }
 

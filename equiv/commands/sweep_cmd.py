@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from equiv.commands.run_cmd import check_writable, positive_int
+from equiv.commands.run_cmd import check_writable, positive_int, seed_int
 
 
 def register(sub) -> None:
@@ -17,7 +17,10 @@ def register(sub) -> None:
     p.add_argument("--backend", action="append", default=[])
     p.add_argument("--dtype", action="append", default=[])
     p.add_argument("--steps", type=positive_int, help="default: each case's own")
-    p.add_argument("--out", default="reports", help="writes DIR/sweep.json")
+    p.add_argument("--first-seed", type=seed_int, default=0, help="seeds FIRST..FIRST+N-1")
+    p.add_argument(
+        "--out", default="reports", help="writes DIR/sweep.json (after every seed, and at the end)"
+    )
     p.add_argument(
         "--threads",
         type=positive_int,
@@ -41,10 +44,21 @@ def run(args: argparse.Namespace) -> int:
     if problem := check_writable(out):
         print(f"equiv sweep: error: {problem}", file=sys.stderr)
         return 2
+
+    def write(report):
+        atomic_write_bytes(out / "sweep.json", json.dumps(report, indent=1).encode())
+
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     report = run_sweep(
-        range(args.seeds), args.case, args.backend, args.dtype, args.steps, threads=args.threads
+        seeds,
+        args.case,
+        args.backend,
+        args.dtype,
+        args.steps,
+        threads=args.threads,
+        checkpoint=write,
     )
-    atomic_write_bytes(out / "sweep.json", json.dumps(report, indent=1).encode())
+    write(report)
     print(markdown_table(report["summary"]))
     print(f"false alarms: {report['summary']['false_alarms']}; wrote {out / 'sweep.json'}")
     return 1 if report["summary"]["false_alarms"] else 0
