@@ -29,18 +29,51 @@ class Explanation:
 
     ``variant`` overrides the reference's config so that it reproduces the backends' semantics;
     the harness proves the explanation by checking that the variant matches where the original
-    reference does not (verdict ``explained``).
+    reference does not (verdict ``explained``). A case declares the differences of its own
+    program (``CaseSpec.explanations``), a backend those of its framework that show in every
+    case (``Backend.explanations``); where both apply, their variants are combined.
+
+    The variant key ``compute_dtype`` declares that the backend computes a cell of a wider
+    dtype at that narrower precision: the variant is then held to the tolerance the same
+    policy derives for that precision (``equiv.tolerance``), so such a cell is explained as
+    "correct to float32 precision", never as float64-exact.
     """
 
     backends: str  # fnmatch pattern over backend ids, e.g. "keras.*"
     reason: str
     variant: dict[str, Any]
+    cases: str = "*"  # fnmatch pattern over case names
+    dtypes: str = "*"  # fnmatch pattern over cell dtypes
 
-    def applies_to(self, backend_id: str) -> bool:
-        return fnmatch.fnmatchcase(backend_id, self.backends)
+    def applies_to(self, backend_id: str, case: str = "", dtype: str = "") -> bool:
+        return (
+            fnmatch.fnmatchcase(backend_id, self.backends)
+            and (not case or fnmatch.fnmatchcase(case, self.cases))
+            and (not dtype or fnmatch.fnmatchcase(dtype, self.dtypes))
+        )
 
     def variant_key(self) -> tuple:
         return tuple(sorted(self.variant.items()))
+
+
+def combine_explanations(found: list[Explanation]) -> Explanation | None:
+    """One explanation for a cell from all that apply: reasons joined, variants merged (a key
+    declared twice with different values is a contradiction, and an error)."""
+    if not found:
+        return None
+    if len(found) == 1:
+        return found[0]
+    variant: dict[str, Any] = {}
+    for item in found:
+        for key, value in item.variant.items():
+            if variant.get(key, value) != value:
+                raise ValueError(f"explanations disagree on {key!r}: {variant[key]!r}, {value!r}")
+            variant[key] = value
+    return Explanation(
+        backends=found[0].backends,
+        reason="; and ".join(item.reason for item in found),
+        variant=variant,
+    )
 
 
 @dataclass(frozen=True)
@@ -59,8 +92,10 @@ class CaseSpec:
     explanations: tuple[Explanation, ...] = ()
     package: str = "cases"
 
-    def explanation_for(self, backend_id: str) -> Explanation | None:
-        return next((e for e in self.explanations if e.applies_to(backend_id)), None)
+    def explanations_for(self, backend_id: str, dtype: str = "") -> list[Explanation]:
+        """Every declaration of the case that applies: each is one difference, and a cell
+        with several is explained only by all of them together (``combine_explanations``)."""
+        return [e for e in self.explanations if e.applies_to(backend_id, self.name, dtype)]
 
     def module_name(self, file: str) -> str:
         return f"{self.package}.{self.name}.{file}"

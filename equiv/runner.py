@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from equiv.backends.base import Backend, CellSkip
 from equiv.bench import benchmark_steps
-from equiv.case import get_case
+from equiv.case import Explanation, combine_explanations, get_case
 from equiv.compare import Comparison, NonFinite, ShapeMismatch
 from equiv.implementations import ImplSource
 from equiv.records import CaseState, Cell, CellResult, StepRecord
@@ -132,7 +132,7 @@ def _run(cell, backend, options, steps, impl, bench_fixture, benchmark, result) 
             raise CellSkip(missing) from exc
         raise
     checks = [_check("reference", spec, state, options.seed, steps, ())]
-    explanation = spec.explanation_for(backend.id)
+    explanation = declared_explanation(spec, backend, cell.dtype)
     if explanation:
         variant = explanation.variant_key()
         checks.append(_check("variant", spec, state, options.seed, steps, variant))
@@ -192,6 +192,13 @@ def _run(cell, backend, options, steps, impl, bench_fixture, benchmark, result) 
         result.extra["reproducible"] = _reproducible(spec, backend, module, state, early)
     if options.keep_trajectories:
         result.trajectory = _trajectory(state, losses, main, snapshots)
+
+
+def declared_explanation(spec, backend: Backend, dtype: str) -> Explanation | None:
+    found = spec.explanations_for(backend.id, dtype) + [
+        e for e in backend.explanations if e.applies_to(backend.id, spec.name, dtype)
+    ]
+    return combine_explanations(found)
 
 
 def _check(label, spec, state, seed, steps, variant) -> Check:
@@ -260,9 +267,11 @@ def _verdict(result: CellResult, checks: list[Check], explanation) -> None:
     }
     if proved:
         result.status = "explained"
+        precision = explanation.variant.get("compute_dtype")
+        held_to = f"at {precision} precision " if precision else ""
         result.reason = (
             f"{explanation.reason}. Proof: the reference variant {explanation.variant} matches "
-            f"(max {max(variant.max_ratio.values(), default=0):.2g} of tolerance over "
+            f"{held_to}(max {max(variant.max_ratio.values(), default=0):.2g} of tolerance over "
             f"{variant.compared} steps) where the reference does not "
             f"({describe_divergence(main.first_divergence)})"
         )

@@ -107,21 +107,26 @@ def calibrate(
 @lru_cache(maxsize=16)
 def _calibrate_cached(case: str, seed: int, steps: int, dtype: str, variant: tuple) -> Calibration:
     spec = get_case(case)
-    return calibrate_state(spec, spec.make_state(seed, dtype, variant), steps)
+    overrides = dict(variant)
+    # A declared narrower compute precision (Explanation docs) sets the tolerance's precision;
+    # the reference itself still computes in float64.
+    precision = overrides.pop("compute_dtype", dtype)
+    start = spec.make_state(seed, dtype, tuple(sorted(overrides.items())))
+    return calibrate_state(spec, start, steps, precision)
 
 
-def calibrate_state(spec: CaseSpec, start, steps: int) -> Calibration:
+def calibrate_state(spec: CaseSpec, start, steps: int, precision: str = "") -> Calibration:
     """Calibrate from any starting state (of the cell's dtype): the teacher-forced check starts
-    from the reference's state at a later step.
+    from the reference's state at a later step. ``precision`` (default: the state's dtype) is
+    the arithmetic the tolerance is derived for.
 
     One BLAS thread: the reference's summation order then does not depend on ``--threads``
     (nor on a loaded machine, where multi-threaded BLAS also slows down by 10x and more)."""
     with threadpool_limits(limits=1, user_api="blas"):
-        return _calibrate(spec, start, steps)
+        return _calibrate(spec, start, steps, precision or start.dtype)
 
 
-def _calibrate(spec: CaseSpec, start, steps: int) -> Calibration:
-    dtype = start.dtype
+def _calibrate(spec: CaseSpec, start, steps: int, dtype: str) -> Calibration:
     keys = quantity_keys(spec)
     scale = {k: np.zeros(steps) for k in keys}
     spread = {k: np.zeros(steps) for k in keys}

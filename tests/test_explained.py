@@ -119,3 +119,78 @@ def test_the_keras_adam_explanation_does_not_hide_a_real_bug():
     result = run_cell(KERAS_ADAM, OPTIONS, impl=wrong_beta)
     assert result.status == "fail"
     assert result.extra["explanation"]["proved"] is False
+
+
+# A float64 cell computed in float32: the mechanism on a planted detour (torch, in-process),
+# then the real declarations of Keras 3 on torch and jax (worker processes).
+FLOAT32_DETOUR = Patch(
+    "y_pred = x.mm(w1).clamp(min=0).mm(w2)",
+    "y_pred = x.float().mm(w1.float()).clamp(min=0).mm(w2.float()).double()",
+)
+DETOUR_CELL = Cell("two_layer_mlp", "torch.eager", "float64")
+
+
+def declare_float32(monkeypatch, extra=None):
+    spec = get_case("two_layer_mlp")
+    variant = {"compute_dtype": "float32", **(extra or {})}
+    explanation = Explanation("torch.eager", "planted: computes in float32", variant)
+    monkeypatch.setitem(all_cases(), spec.name, replace(spec, explanations=(explanation,)))
+
+
+@pytest.mark.skipif(not available("torch.eager"), reason="needs torch")
+def test_a_declared_float32_detour_is_explained_at_float32_precision(monkeypatch):
+    declare_float32(monkeypatch)
+    detour = ImplSource("cases.two_layer_mlp.torch_impl", (FLOAT32_DETOUR,))
+    result = run_cell(DETOUR_CELL, OPTIONS, impl=detour)
+    assert result.status == "explained", result.reason
+    assert "at float32 precision" in result.reason
+    assert max(result.extra["explanation"]["reference"]["max_ratio"].values()) > 1e3
+
+
+@pytest.mark.skipif(not available("torch.eager"), reason="needs torch")
+def test_the_float32_declaration_does_not_hide_a_bug(monkeypatch):
+    declare_float32(monkeypatch)
+    bug = ImplSource(
+        "cases.two_layer_mlp.torch_impl",
+        (FLOAT32_DETOUR, Patch("y_pred = x.float()", "y_pred = 1.001 * x.float()")),
+    )
+    result = run_cell(DETOUR_CELL, OPTIONS, impl=bug)
+    assert result.status == "fail"
+    assert result.extra["explanation"]["proved"] is False
+
+
+@pytest.mark.skipif(not available("torch.eager"), reason="needs torch")
+def test_a_float32_declaration_with_a_wrong_variant_fails(monkeypatch):
+    declare_float32(monkeypatch, {"lr": 1.01e-6})
+    detour = ImplSource("cases.two_layer_mlp.torch_impl", (FLOAT32_DETOUR,))
+    assert run_cell(DETOUR_CELL, OPTIONS, impl=detour).status == "fail"
+
+
+def run_in_worker(cell, impl=None):
+    from equiv.workers import run_group
+
+    env = dict(get_backend(cell.backend).worker_env)
+    (result,) = run_group([(cell, impl)], OPTIONS, env=env)
+    return result
+
+
+@pytest.mark.skipif(not available("keras.torch"), reason="needs keras and torch")
+def test_keras_on_torch_float64_is_explained_and_a_planted_bug_is_not():
+    cell = Cell("keras_sequential", "keras.torch", "float64")
+    result = run_in_worker(cell)
+    assert result.status == "explained", result.reason
+    assert result.extra["explanation"]["variant"] == {"compute_dtype": "float32"}
+    doubled_lr = ImplSource(
+        "cases.keras_sequential.keras_impl",
+        (Patch('SGD(learning_rate=cfg["lr"])', 'SGD(learning_rate=2 * cfg["lr"])'),),
+    )
+    assert run_in_worker(cell, doubled_lr).status == "fail"
+
+
+@pytest.mark.skipif(not available("keras.jax"), reason="needs keras and jax")
+def test_keras_on_jax_is_explained_only_where_the_case_uses_ops_mean():
+    mean = run_in_worker(Cell("keras_sequential", "keras.jax", "float64"))
+    assert mean.status == "explained", mean.reason
+    no_mean = run_in_worker(Cell("two_layer_mlp", "keras.jax", "float64"))
+    assert no_mean.status == "pass"
+    assert "explanation" not in no_mean.extra

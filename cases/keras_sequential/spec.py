@@ -16,7 +16,7 @@ Kernels are canonical (in, out), drawn Glorot-uniform as Keras's default initial
 
 import numpy as np
 
-from equiv.case import CaseSpec
+from equiv.case import CaseSpec, Explanation
 from equiv.flops import two_layer_step_flops
 
 CONFIG = {"N": 16, "D_in": 1000, "H": 100, "D_out": 10, "lr": 1e-3, "optimizer": "sgd"}
@@ -39,6 +39,22 @@ def draw(rng, cfg):
     return data, params
 
 
+#: Keras 3's dtype promotion maps float64 to float32 on its non-TensorFlow backends
+#: (keras/src/backend/common/dtypes.py, BIT64_TO_BIT32_DTYPE: "to be aligned with JAX's default
+#: behavior", whether or not jax_enable_x64 is on). On jax, ``ops.mean`` computes in
+#: result_type(x, float32), hence float32, so ``MeanSquaredError`` of a float64 cell is a
+#: float32 mean: the cell is correct to float32 precision and no better.
+KERAS_JAX_MEAN_IN_FLOAT32 = Explanation(
+    backends="keras.jax",
+    dtypes="float64",
+    reason=(
+        "Keras 3 on jax computes keras.ops.mean (so MeanSquaredError) of float64 in float32: "
+        "its dtype promotion maps float64 to float32 on non-TensorFlow backends "
+        "(keras/src/backend/common/dtypes.py, BIT64_TO_BIT32_DTYPE)"
+    ),
+    variant={"compute_dtype": "float32"},
+)
+
 SPEC = CaseSpec(
     name="keras_sequential",
     title="Sequential Dense(relu) -> Dense with biases, MSE, SGD",
@@ -54,4 +70,5 @@ SPEC = CaseSpec(
         "biases start non-zero so that bias bugs show from step 0.",
         "Keras 3 optimizers have no minimize() (the seed's opt.minimize is Keras 2).",
     ),
+    explanations=(KERAS_JAX_MEAN_IN_FLOAT32,),
 )

@@ -12,7 +12,7 @@ epsilon is set explicitly to torch's 1e-8 on every backend (Keras's default is 1
 the form is the only difference.
 """
 
-from cases.keras_sequential.spec import draw
+from cases.keras_sequential.spec import KERAS_JAX_MEAN_IN_FLOAT32, draw
 from equiv.case import CaseSpec, Explanation
 from equiv.flops import two_layer_step_flops
 
@@ -44,20 +44,19 @@ SPEC = CaseSpec(
     draw=draw,
     flops_per_step=two_layer_step_flops,
     explanations=(
-        # Order matters: the first pattern that matches a backend id applies.
+        Explanation(
+            backends="keras.*", reason=EPSILON_HAT, variant={"optimizer": "adam_epsilon_hat"}
+        ),
         Explanation(
             backends="keras.tensorflow",
+            dtypes="float64",
             reason=(
-                f"{EPSILON_HAT}; and on TensorFlow, ops.cast(beta, float64) turns the Python "
-                "float into a float32 tensor first, so the bias corrections 1 - beta^t use "
-                "float32-rounded betas (a 6.7e-6 relative change of the first update in float64)"
+                "on TensorFlow, Keras's ops.cast(beta, float64) turns the Python float into a "
+                "float32 tensor first, so the bias corrections 1 - beta^t use float32-rounded "
+                "betas (a 6.7e-6 relative change of the first update in float64)"
             ),
-            variant={"optimizer": "adam_epsilon_hat", "bias_correction_betas": "float32"},
+            variant={"bias_correction_betas": "float32"},
         ),
-        Explanation(
-            backends="keras.*",
-            reason=EPSILON_HAT,
-            variant={"optimizer": "adam_epsilon_hat"},
-        ),
+        KERAS_JAX_MEAN_IN_FLOAT32,
     ),
 )

@@ -34,6 +34,9 @@ class Backend(ABC):
     needs_own_process: bool = False
     #: True for compiled modes: trace counts are recorded and checked
     compiled: bool = False
+    #: documented differences of this framework from the reference, each with the reference
+    #: variant that reproduces it (``equiv.case.Explanation``; proven per cell by the runner)
+    explanations: tuple = ()
 
     def __init__(self) -> None:
         self.traces = 0

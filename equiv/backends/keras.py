@@ -18,8 +18,10 @@ Two float64 traps handled here: Keras creates an optimizer's learning rate as a 
 learning rate; ``floatx(dtype)`` scopes the optimizer's construction. And jax is float32-only
 unless ``jax_enable_x64`` is set before arrays are made. Not worked around, since it is what
 the float64 cells are there to show: Keras 3.15 demotes float64 to float32 in the ops that
-use its ``result_type`` on non-TF backends (``ops.matmul``, so ``Dense``, on torch;
-``ops.mean``, so ``MeanSquaredError``, on torch and jax; keras-team/keras#23704).
+use its ``result_type`` on non-TF backends (``ops.matmul``, so ``Dense``, and binary ops on
+torch, keras-team/keras#23704; ``ops.mean``, so ``MeanSquaredError``, on jax). ``keras.torch``
+declares it below (its float64 cells are held to float32 precision, docs/verdicts.md); the
+jax one is declared by the cases that use ``MeanSquaredError``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 
 from equiv.backends.base import Backend, CellSkip
 from equiv.backends.tensorflow import configure_tensorflow, tensorflow_version
+from equiv.case import Explanation
 
 #: which ``pip install 'equiv[...]'`` extra brings each module (Keras 3 comes with tensorflow)
 EXTRA = {"keras": "tensorflow", "tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}
@@ -165,6 +168,19 @@ class KerasTorch(KerasBackend):
     keras_backend = "torch"
     worker_env = {"KERAS_BACKEND": "torch"}
     needs_own_process = True
+    explanations = (
+        Explanation(
+            backends="keras.torch",
+            dtypes="float64",
+            reason=(
+                "Keras 3 on torch computes keras.ops.matmul (so every Dense layer) of two "
+                "float64 tensors in float32: its dtype promotion maps float64 to float32 on "
+                "non-TensorFlow backends (keras/src/backend/common/dtypes.py, "
+                "BIT64_TO_BIT32_DTYPE; keras-team/keras#23704)"
+            ),
+            variant={"compute_dtype": "float32"},
+        ),
+    )
 
     def configure_framework(self, threads: int) -> None:
         import torch
