@@ -121,6 +121,16 @@ def test_warnings_traces_and_explanation(html):
     assert "yes: the variant matches where the reference does not" in html
 
 
+def test_an_explanation_at_a_narrower_precision_says_so(document):
+    doc = copy.deepcopy(document)
+    cell = next(c for c in doc["cells"] if c["status"] == "explained")
+    cell["explanation"]["variant"] = {"compute_dtype": "float32"}
+    page = render_html(doc)
+    assert "held to float32 precision" in page
+    assert f"it is not {cell['dtype']}-exact" in page
+    assert "held to float32" not in render_html(document)
+
+
 def test_plots_are_inline_svg_with_unique_ids(html):
     svgs = re.findall(r"<svg\b", html)
     assert len(svgs) >= 10

@@ -148,6 +148,8 @@ def _cell_view(
         view["where"] = (
             view["where"] or f"variant {model.fmt_ratio(view['explanation']['variant_ratio'])}× tol"
         )
+    if view["explanation"] and view["explanation"]["precision"]:
+        view["where"] = f"{view['where']} · held to {view['explanation']['precision']}".lstrip(" ·")
     conflicts = [c for c in _list(cell.get("conflicts")) if isinstance(c, dict)]
     for i, other in enumerate(conflicts):
         view["conflicts"].append(_cell_view(other, links, plot, anchor=f"{anchor}-conflict{i + 1}"))
@@ -184,6 +186,7 @@ def _explanation(expl: Any) -> dict[str, Any] | None:
         if isinstance(variant, dict)
         else str(variant or ""),
         "proved": expl.get("proved"),
+        "precision": variant.get("compute_dtype") if isinstance(variant, dict) else None,
         "reference_ratio": model.largest_ratio(ref),
         "variant_ratio": model.largest_ratio(var),
         "variant_compared": var.get("compared_steps"),
