@@ -194,3 +194,19 @@ def test_keras_on_jax_is_explained_only_where_the_case_uses_ops_mean():
     no_mean = run_in_worker(Cell("two_layer_mlp", "keras.jax", "float64"))
     assert no_mean.status == "pass"
     assert "explanation" not in no_mean.extra
+
+
+def test_declarations_combine_and_filter_by_case_and_dtype():
+    from equiv.case import combine_explanations
+
+    a = Explanation("keras.*", "form A", {"optimizer": "adam_epsilon_hat"})
+    b = Explanation("keras.torch", "float32", {"compute_dtype": "float32"}, dtypes="float64")
+    assert b.applies_to("keras.torch", "any_case", "float64")
+    assert not b.applies_to("keras.torch", "any_case", "float32")
+    assert not Explanation("x", "r", {}, cases="keras_*").applies_to("x", "two_layer_mlp")
+    both = combine_explanations([a, b])
+    assert both.variant == {"optimizer": "adam_epsilon_hat", "compute_dtype": "float32"}
+    assert both.reason == "form A; and float32"
+    assert combine_explanations([]) is None
+    with pytest.raises(ValueError, match="disagree on 'optimizer'"):
+        combine_explanations([a, Explanation("keras.*", "other", {"optimizer": "sgd"})])
