@@ -112,3 +112,50 @@ def markdown_table(summary: dict[str, Any]) -> str:
             f"{row['q99']:.3f} | {row['q100']:.3f} |"
         )
     return "\n".join(lines)
+
+
+def merge_reports(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One report from sweeps run separately (other backends, other seeds): rows are keyed by
+    (seed, case, backend, dtype), and a cell measured twice must be one and the same."""
+    rows: dict[tuple, dict[str, Any]] = {}
+    for report in reports:
+        for row in report["rows"]:
+            key = (row["seed"], row["case"], row["backend"], row["dtype"])
+            if key in rows and rows[key]["status"] != row["status"]:
+                raise ValueError(
+                    f"the sweeps disagree on {key}: {rows[key]['status']}, {row['status']}"
+                )
+            rows[key] = row
+    merged = sorted(rows.values(), key=lambda r: (r["seed"], r["backend"], r["case"], r["dtype"]))
+    return _report(
+        sorted({r["seed"] for r in merged}),
+        None,
+        max((r.get("threads", 1) for r in reports), default=1),
+        merged,
+        complete=all(r.get("complete", True) for r in reports),
+    )
+
+
+def margin_plot(summary_rows: Sequence[dict[str, Any]]) -> str:
+    """The margins of every cell that ran, one histogram per dtype, on a log axis: how far the
+    correct implementations stay below their tolerance (1 = at the tolerance)."""
+    from matplotlib.figure import Figure
+
+    from equiv.report.plots import to_svg
+
+    dtypes = sorted({r["dtype"] for r in summary_rows if r["status"] != "skip"})
+    fig = Figure(figsize=(3.4 * max(len(dtypes), 1), 2.4))
+    for i, dtype in enumerate(dtypes):
+        ax = fig.add_subplot(1, len(dtypes), i + 1)
+        values = [
+            r["margin"] for r in summary_rows if r["dtype"] == dtype and r["status"] != "skip"
+        ]
+        floor = 1e-4  # exact agreement (margin 0) is drawn at the left edge
+        logs = [math.log10(max(v, floor)) for v in values]
+        ax.hist(logs, bins=np.linspace(-4, 1, 41), color="#1f77b4")
+        ax.axvline(0.0, color="#d62728", linewidth=1)
+        ax.set_title(f"{dtype}: {len(values)} cells, max {max(values, default=0):.2f}")
+        ax.set_xlabel("log10(largest error / tolerance)")
+        ax.set_ylabel("cells")
+    fig.tight_layout()
+    return to_svg(fig, "sweep")

@@ -27,19 +27,22 @@ def register(sub) -> None:
         default=1,
         help="threads per framework (default 1: no timing here, and no oversubscription)",
     )
+    p.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        default=[],
+        metavar="SWEEP_JSON",
+        help="run nothing: merge these sweep.json files (other backends or seeds) into --out",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from equiv.matrix import SelectionError, select_cells
     from equiv.results import atomic_write_bytes
-    from equiv.sweep import markdown_table, run_sweep
+    from equiv.sweep import margin_plot, markdown_table, merge_reports, run_sweep
 
-    try:
-        select_cells(args.case, args.backend, args.dtype)
-    except SelectionError as exc:
-        print(f"equiv sweep: error: {exc}", file=sys.stderr)
-        return 2
     out = Path(args.out)
     if problem := check_writable(out):
         print(f"equiv sweep: error: {problem}", file=sys.stderr)
@@ -48,17 +51,39 @@ def run(args: argparse.Namespace) -> int:
     def write(report):
         atomic_write_bytes(out / "sweep.json", json.dumps(report, indent=1).encode())
 
-    seeds = range(args.first_seed, args.first_seed + args.seeds)
-    report = run_sweep(
-        seeds,
-        args.case,
-        args.backend,
-        args.dtype,
-        args.steps,
-        threads=args.threads,
-        checkpoint=write,
-    )
+    if args.sources:
+        try:
+            report = merge_reports([json.loads(Path(s).read_text()) for s in args.sources])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"equiv sweep: error: cannot merge {args.sources}: {exc}", file=sys.stderr)
+            return 2
+    else:
+        try:
+            select_cells(args.case, args.backend, args.dtype)
+        except SelectionError as exc:
+            print(f"equiv sweep: error: {exc}", file=sys.stderr)
+            return 2
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        report = run_sweep(
+            seeds,
+            args.case,
+            args.backend,
+            args.dtype,
+            args.steps,
+            threads=args.threads,
+            checkpoint=write,
+        )
     write(report)
+    atomic_write_bytes(out / "sweep-margins.svg", margin_plot(report["rows"]).encode())
     print(markdown_table(report["summary"]))
-    print(f"false alarms: {report['summary']['false_alarms']}; wrote {out / 'sweep.json'}")
+    for row in report["rows"]:
+        if row["status"] not in ("pass", "explained", "skip"):
+            print(
+                f"false alarm: seed {row['seed']} {row['case']}-{row['backend']}-"
+                f"{row['dtype']}: {row['status']}: {row['reason']}"
+            )
+    print(
+        f"false alarms: {report['summary']['false_alarms']} in {len(report['rows'])} cells; "
+        f"wrote {out / 'sweep.json'} and {out / 'sweep-margins.svg'}"
+    )
     return 1 if report["summary"]["false_alarms"] else 0

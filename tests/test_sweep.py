@@ -1,0 +1,77 @@
+"""equiv sweep: margins over seeds, checkpoints, merging separate sweeps, exit status."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from equiv.records import Cell, CellResult
+from equiv.sweep import margin, merge_reports, run_sweep
+
+TINY = {"cases": ["two_layer_mlp"], "backends": ["numpy"], "steps": 3}
+
+
+def test_a_sweep_records_every_seed_and_checkpoints_after_each():
+    seen = []
+    report = run_sweep([0, 1], emit=lambda _: None, checkpoint=seen.append, **TINY)
+    assert [r["seeds"] for r in seen] == [[0], [0, 1]]
+    assert [r["complete"] for r in seen] == [False, True]
+    assert len(report["rows"]) == 4  # 2 seeds x 2 dtypes
+    assert report["summary"]["false_alarms"] == 0
+    assert set(report["summary"]["by_backend_dtype"]) == {"numpy float32", "numpy float64"}
+
+
+def test_an_explained_cell_is_measured_against_its_variant():
+    result = CellResult(cell=Cell("c", "b", "float64"), status="explained", steps=1)
+    result.max_ratio = {"loss": 1e6}
+    result.extra["explanation"] = {"variant_result": {"max_ratio": {"loss": 0.25}}}
+    assert margin(result) == 0.25
+    result.status = "fail"
+    assert margin(result) == 1e6
+
+
+def row(seed, status, backend="numpy"):
+    return {
+        "seed": seed,
+        "case": "two_layer_mlp",
+        "backend": backend,
+        "dtype": "float64",
+        "status": status,
+        "margin": 0.5 if status == "pass" else 3.0,
+        "max_ratio": {},
+        "reason": "" if status == "pass" else "planted",
+    }
+
+
+def test_merging_sweeps_unions_their_cells_and_refuses_contradictions():
+    a = {"rows": [row(0, "pass")], "threads": 1}
+    b = {"rows": [row(1, "pass"), row(0, "pass", backend="torch.eager")], "threads": 1}
+    merged = merge_reports([a, b])
+    assert merged["seeds"] == [0, 1] and len(merged["rows"]) == 3
+    with pytest.raises(ValueError, match="disagree"):
+        merge_reports([a, {"rows": [row(0, "fail")]}])
+
+
+def equiv(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "equiv", "sweep", *args], capture_output=True, text=True
+    )
+
+
+def test_cli_merges_reports_and_exits_1_on_a_false_alarm(tmp_path):
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps({"rows": [row(0, "pass")]}))
+    bad.write_text(json.dumps({"rows": [row(1, "fail")]}))
+    ok = equiv("--from", str(good), "--out", str(tmp_path / "ok"))
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "ok" / "sweep-margins.svg").read_text().lstrip().startswith("<")
+    alarm = equiv("--from", str(good), "--from", str(bad), "--out", str(tmp_path / "alarm"))
+    assert alarm.returncode == 1
+    assert "false alarm: seed 1 two_layer_mlp-numpy-float64: fail: planted" in alarm.stdout
+
+
+def test_cli_unreadable_source_is_one_line_and_exit_2(tmp_path):
+    result = equiv("--from", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "cannot merge" in result.stderr
