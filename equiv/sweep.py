@@ -155,7 +155,7 @@ def margin_plot(summary_rows: Sequence[dict[str, Any]]) -> str:
         ax.hist(logs, bins=np.linspace(-4, 1, 41), color="#1f77b4")
         ax.axvline(0.0, color="#d62728", linewidth=1)
         ax.set_title(f"{dtype}: {len(values)} cells, max {max(values, default=0):.2f}")
-        ax.set_xlabel("log10(largest error / tolerance)")
+        ax.set_xlabel("log10(largest error / tolerance); -4: exact or below")
         ax.set_ylabel("cells")
     fig.tight_layout()
     return to_svg(fig, "sweep")
