@@ -24,6 +24,9 @@ def test_list_shows_cases_and_backends():
         "torch.compile",
     }
     assert len(doc["cases"]) >= 5
+    declared = {(d["declared_by"], d["dtypes"]): d["variant"] for d in doc["declared_differences"]}
+    assert declared[("backend keras.torch", "float64")] == {"compute_dtype": "float32"}
+    assert ("case keras_sequential_adam", "*") in declared
 
 
 def test_list_does_not_import_frameworks():

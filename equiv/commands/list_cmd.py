@@ -1,4 +1,5 @@
-"""``equiv list``: the cases, and each backend with whether it is available here (and why not)."""
+"""``equiv list``: the cases, each backend with whether it is available here (and why not), and
+the declared differences (explanations) that a cell may be ``explained`` by."""
 
 from __future__ import annotations
 
@@ -17,13 +18,24 @@ def run(args: argparse.Namespace) -> int:
     from equiv.registry import all_backends
 
     cases = all_cases()
-    backends = [b.describe() for b in all_backends().values()]
+    found = all_backends()
+    backends = [b.describe() for b in found.values()]
+    declared = [
+        {"declared_by": f"case {c.name}", **_describe(e)}
+        for c in cases.values()
+        for e in c.explanations
+    ] + [
+        {"declared_by": f"backend {b.id}", **_describe(e)}
+        for b in found.values()
+        for e in getattr(b, "explanations", ())
+    ]
     if args.json:
         doc = {
             "cases": [
                 {"name": c.name, "title": c.title, "steps": c.default_steps} for c in cases.values()
             ],
             "backends": backends,
+            "declared_differences": declared,
         }
         print(json.dumps(doc, indent=1))
         return 0
@@ -34,4 +46,20 @@ def run(args: argparse.Namespace) -> int:
     for b in backends:
         state = "available" if b["available"] else f"unavailable: {b['reason']}"
         print(f"  {b['id']:20s} {state}")
+    print("declared differences (a cell is 'explained' only when its variant is proven to match):")
+    for d in declared:
+        cases = f" / cases {d['cases']}" if d["declared_by"].startswith("backend") else ""
+        where = f"{d['backends']}{cases} / dtype {d['dtypes']}"
+        print(f"  {d['declared_by']}: {where}: {d['variant']}")
+        print(f"    {d['reason']}")
     return 0
+
+
+def _describe(explanation) -> dict:
+    return {
+        "backends": explanation.backends,
+        "cases": explanation.cases,
+        "dtypes": explanation.dtypes,
+        "variant": explanation.variant,
+        "reason": explanation.reason,
+    }
