@@ -248,11 +248,10 @@ def _verdict(result: CellResult, checks: list[Check], explanation) -> None:
     if not explanation:
         return
     variant = checks[1].comparison
-    proved = (
-        variant.first_divergence is None
-        and variant.stopped_at is None
-        and variant.compared >= main.compared
-    )
+    # The same rule as for ``pass``: no divergence; a comparison that stopped where the branch
+    # decision was numerically ambiguous at the variant's precision is not one, and is warned.
+    proved = variant.first_divergence is None
+    result.warnings += [f"reference variant: {w}" for w in variant.warnings]
     result.extra["explanation"] = {
         "reason": explanation.reason,
         "variant": explanation.variant,
@@ -263,26 +262,28 @@ def _verdict(result: CellResult, checks: list[Check], explanation) -> None:
             "max_error": variant.max_error,
             "compared_steps": variant.compared,
             "first_divergence": variant.first_divergence,
+            "stopped_at": variant.stopped_at,
         },
     }
     if proved:
         result.status = "explained"
         precision = explanation.variant.get("compute_dtype")
         held_to = f"at {precision} precision " if precision else ""
+        stopped = (
+            f", up to a numerically ambiguous branch at step {variant.stopped_at}"
+            if variant.stopped_at is not None
+            else ""
+        )
         result.reason = (
             f"{explanation.reason}. Proof: the reference variant {explanation.variant} matches "
             f"{held_to}(max {max(variant.max_ratio.values(), default=0):.2g} of tolerance over "
-            f"{variant.compared} steps) where the reference does not "
+            f"{variant.compared} steps{stopped}) where the reference does not "
             f"({describe_divergence(main.first_divergence)})"
         )
     else:
         result.reason += (
             f"; the declared explanation ({explanation.reason}) does not account for it: "
-            + (
-                describe_divergence(variant.first_divergence)
-                if variant.first_divergence
-                else f"variant compared only {variant.compared} steps"
-            )
+            + describe_divergence(variant.first_divergence)
         )
 
 

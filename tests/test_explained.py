@@ -210,3 +210,20 @@ def test_declarations_combine_and_filter_by_case_and_dtype():
     assert combine_explanations([]) is None
     with pytest.raises(ValueError, match="disagree on 'optimizer'"):
         combine_explanations([a, Explanation("keras.*", "other", {"optimizer": "sgd"})])
+
+
+@pytest.mark.skipif(not available("keras.torch"), reason="needs keras and torch")
+def test_a_variant_stopped_at_an_ambiguous_branch_proves_what_it_compared():
+    """Found by the sweep (seed 1): at float32 precision the previous loss at step 346 is within
+    tolerance of the threshold, and Keras on torch takes the other branch. As for ``pass``,
+    that is not a divergence: the proof covers the steps before it, and says so."""
+    from equiv.workers import run_group
+
+    cell = Cell("static_graph_step", "keras.torch", "float64")
+    options = RunOptions(seed=1, bench_rounds=0, keep_trajectories=False)
+    (result,) = run_group([(cell, None)], options, env=dict(get_backend(cell.backend).worker_env))
+    assert result.status == "explained", result.reason
+    proof = result.extra["explanation"]["variant_result"]
+    assert proof["stopped_at"] == proof["compared_steps"] < result.steps
+    assert "up to a numerically ambiguous branch" in result.reason
+    assert any(w.startswith("reference variant: numerically ambiguous") for w in result.warnings)
