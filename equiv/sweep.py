@@ -115,25 +115,35 @@ def markdown_table(summary: dict[str, Any]) -> str:
 
 
 def merge_reports(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One report from sweeps run separately (other backends, other seeds): rows are keyed by
-    (seed, case, backend, dtype), and a cell measured twice must be one and the same."""
+    """One report from sweeps run separately (other backends, other seeds, or a re-run of some
+    cells): rows are keyed by (seed, case, backend, dtype), and a later report's row replaces
+    an earlier one's; the report lists the replaced cells (``replaced``), so that a re-run
+    never hides silently what it replaced."""
     rows: dict[tuple, dict[str, Any]] = {}
+    replaced: list[dict[str, Any]] = []
     for report in reports:
         for row in report["rows"]:
             key = (row["seed"], row["case"], row["backend"], row["dtype"])
-            if key in rows and rows[key]["status"] != row["status"]:
-                raise ValueError(
-                    f"the sweeps disagree on {key}: {rows[key]['status']}, {row['status']}"
+            if key in rows:
+                old = rows[key]
+                replaced.append(
+                    {
+                        **dict(zip(("seed", "case", "backend", "dtype"), key, strict=True)),
+                        "was": old["status"],
+                        "now": row["status"],
+                    }
                 )
             rows[key] = row
     merged = sorted(rows.values(), key=lambda r: (r["seed"], r["backend"], r["case"], r["dtype"]))
-    return _report(
+    out = _report(
         sorted({r["seed"] for r in merged}),
         None,
         max((r.get("threads", 1) for r in reports), default=1),
         merged,
         complete=all(r.get("complete", True) for r in reports),
     )
+    out["replaced"] = replaced
+    return out
 
 
 def margin_plot(summary_rows: Sequence[dict[str, Any]]) -> str:

@@ -4,8 +4,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from equiv.records import Cell, CellResult
 from equiv.sweep import margin, merge_reports, run_sweep
 
@@ -44,13 +42,24 @@ def row(seed, status, backend="numpy"):
     }
 
 
-def test_merging_sweeps_unions_their_cells_and_refuses_contradictions():
+def test_merging_sweeps_unions_their_cells_and_lists_what_a_rerun_replaced():
     a = {"rows": [row(0, "pass")], "threads": 1}
     b = {"rows": [row(1, "pass"), row(0, "pass", backend="torch.eager")], "threads": 1}
     merged = merge_reports([a, b])
     assert merged["seeds"] == [0, 1] and len(merged["rows"]) == 3
-    with pytest.raises(ValueError, match="disagree"):
-        merge_reports([a, {"rows": [row(0, "fail")]}])
+    assert merged["replaced"] == []
+    rerun = merge_reports([{"rows": [row(0, "fail")]}, a])
+    assert [r["status"] for r in rerun["rows"]] == ["pass"]
+    assert rerun["replaced"] == [
+        {
+            "seed": 0,
+            "case": "two_layer_mlp",
+            "backend": "numpy",
+            "dtype": "float64",
+            "was": "fail",
+            "now": "pass",
+        }
+    ]
 
 
 def equiv(*args):

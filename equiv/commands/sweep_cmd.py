@@ -33,7 +33,8 @@ def register(sub) -> None:
         action="append",
         default=[],
         metavar="SWEEP_JSON",
-        help="run nothing: merge these sweep.json files (other backends or seeds) into --out",
+        help="run nothing: merge these sweep.json files (other backends or seeds; a later "
+        "file's cell replaces an earlier one's, and is listed) into --out",
     )
     p.set_defaults(func=run)
 
@@ -76,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
     write(report)
     atomic_write_bytes(out / "sweep-margins.svg", margin_plot(report["rows"]).encode())
     print(markdown_table(report["summary"]))
+    for row in report.get("replaced", []):
+        print(
+            f"replaced by a later sweep: seed {row['seed']} {row['case']}-{row['backend']}-"
+            f"{row['dtype']}: {row['was']} -> {row['now']}"
+        )
     for row in report["rows"]:
         if row["status"] not in ("pass", "explained", "skip"):
             print(
