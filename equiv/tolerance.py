@@ -11,8 +11,10 @@ parameter's gradient, one parameter after the update) at step t of a cell of dty
   run of the reference from the same start, made to follow the float64 run's branches, lands
   |ref32 - ref64| away, and A = |ref32 - ref64| / (eps32 * scale), as a running maximum over
   steps and never below 1. For float32 cells that shadow also flips every ReLU unit within
-  rounding distance of its kink (``equiv.kinks``). It is what turns "the loss falls 14 orders
-  of magnitude" into a tolerance that grows exactly as float arithmetic loses digits;
+  rounding distance of its kink (``equiv.kinks``). Shadows with injected rounding differences
+  (gradients, and parameters for float64) join the maximum; see ``_calibrate``. It is what
+  turns "the loss falls 14 orders of magnitude" into a tolerance that grows exactly as float
+  arithmetic loses digits;
 - ``K`` is one global safety factor for "another correct implementation rounds differently":
   a different summation order is another draw of rounding error of the same size.
 
