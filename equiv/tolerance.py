@@ -35,6 +35,8 @@ from equiv.kinks import Flip
 from equiv.reference import ReferenceTrainer
 
 K = 8.0
+#: the noisy shadow's generator per precision (fixed: the published sweep was measured with them)
+NOISE_SEED = {"float64": 0, "float32": 1}
 EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps)}
 
 
@@ -144,43 +146,23 @@ def _calibrate(spec: CaseSpec, start, steps: int, dtype: str) -> Calibration:
     # its kink (equiv.kinks): such flips are legitimate for a float32 implementation.
     flip = Flip(EPS["float32"], masks=recorder.masks) if recorder else None
     shadow = ReferenceTrainer(spec, start.astype("float32"), force_branches=branches, flip=flip)
-    # For float64 cells, a float64 shadow that gets float64 rounding differences injected
-    # measures float64's own amplification directly: where float32 has lost every digit (a
-    # converged gradient), or where the update is nonlinear in the gradient (Adam), scaling the
-    # float32 spread by eps64/eps32 underestimates it (seen: keras_sequential_adam, seeds 2-5
-    # late, and seeds 7 and 13 at steps 0-1). Injected: one ulp of each parameter after every
-    # step, and before every update one ulp of the gradient's array scale max|g| in each
-    # gradient element, the size of the rounding error of a sum whose terms are that large
-    # (a gradient element near zero is usually a cancellation of such terms).
-    jitter = np.random.default_rng(0)
-    shadow64 = (
-        ReferenceTrainer(
-            spec,
-            start.astype("float64"),
-            force_branches=branches,
-            perturb_grads=lambda grads: gradient_rounding(grads, jitter),
-        )
-        if dtype == "float64"
-        else None
-    )
-    spread64 = {k: np.zeros(steps) for k in keys}
-    # For float32 cells, a second float32 shadow whose gradients get up to one float32 ulp of
-    # their array scale before every update: the first shadow is one draw of float32 rounding,
-    # and where the update is not linear in the gradient (Adam, on elements whose gradient is
-    # near rounding noise) another correct implementation's draw lands further out than K
-    # covers (seen: keras_sequential_adam on jax, float32, seed 9, step 0, margin 1.07). It only
-    # adds to the maximum, so no tolerance is smaller than without it.
-    jitter32 = np.random.default_rng(1)
-    noisy32 = (
-        ReferenceTrainer(
-            spec,
-            start.astype("float32"),
-            force_branches=branches,
-            flip=flip,
-            perturb_grads=lambda grads: gradient_rounding(grads, jitter32, "float32"),
-        )
-        if dtype == "float32"
-        else None
+    # A second shadow, in the cell's precision, with rounding differences of that precision
+    # injected: before every update, up to one ulp of the gradient's array scale max|g| in each
+    # gradient element (the rounding error of a sum whose terms are that large; an element near
+    # zero is usually such a sum that cancels), and for float64 one ulp of each parameter after
+    # every step. It measures what one draw of float32 rounding misses: where float32 has lost
+    # every digit (a converged gradient) its spread scaled by eps64/eps32 underestimates
+    # float64's, and where the update is not linear in the gradient (Adam, on elements whose
+    # gradient is near rounding noise) another implementation's draw lands further out than K
+    # covers. Seen in the sweeps: keras_sequential_adam, float64, seeds 2-5 late and 7 and 13 at
+    # steps 0-1; float32, seed 9 at step 0 on jax. It only adds to the maximum.
+    jitter = np.random.default_rng(NOISE_SEED[dtype])
+    noisy = ReferenceTrainer(
+        spec,
+        start.astype(dtype),
+        force_branches=branches,
+        flip=flip,
+        perturb_grads=lambda grads: gradient_rounding(grads, jitter, dtype),
     )
     spread_noisy = {k: np.zeros(steps) for k in keys}
     for t in range(steps):
@@ -198,29 +180,22 @@ def _calibrate(spec: CaseSpec, start, steps: int, dtype: str) -> Calibration:
         for k in keys:
             scale[k][t] = max_abs(v64[k])
             spread[k][t] = max_abs_diff(v32[k], v64[k])
-        if noisy32 is not None:
-            noisy32.run_step()
-            v32n = record_values(noisy32.record())
-            for k in keys:
-                spread_noisy[k][t] = max_abs_diff(v32n[k], v64[k])
-        if shadow64 is not None:
-            shadow64.run_step()
-            v64p = record_values(shadow64.record())
-            for k in keys:
-                spread64[k][t] = max_abs_diff(v64p[k], v64[k])
-            shadow64.params = {
+        noisy.run_step()
+        v_noisy = record_values(noisy.record())
+        for k in keys:
+            spread_noisy[k][t] = max_abs_diff(v_noisy[k], v64[k])
+        if dtype == "float64":
+            noisy.params = {
                 k: v * (1 + EPS["float64"] * jitter.choice((-1.0, 1.0), size=v.shape))
-                for k, v in shadow64.params.items()
+                for k, v in noisy.params.items()
             }
     eps32, eps = EPS["float32"], EPS[dtype]
     amplification, tol = {}, {}
     for k in keys:
         with np.errstate(divide="ignore", invalid="ignore"):
             amp = np.where(scale[k] > 0, spread[k] / (eps32 * scale[k]), 1.0)
-            amp64 = np.where(scale[k] > 0, spread64[k] / (EPS["float64"] * scale[k]), 1.0)
-            amp_noisy = np.where(scale[k] > 0, spread_noisy[k] / (eps32 * scale[k]), 1.0)
-        measured = [envelope(amp), envelope(amp64), envelope(amp_noisy)]
-        amplification[k] = np.maximum(np.maximum.reduce(measured), 1.0)
+            amp_noisy = np.where(scale[k] > 0, spread_noisy[k] / (eps * scale[k]), 1.0)
+        amplification[k] = np.maximum(np.maximum(envelope(amp), envelope(amp_noisy)), 1.0)
         tol[k] = K * eps * scale[k] * amplification[k]
     return Calibration(
         dtype=dtype,
