@@ -19,6 +19,8 @@ from equiv.records import CellResult
 from equiv.runner import RunOptions
 
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
+#: the verdicts a correct implementation may get; anything else in a sweep is a false alarm
+ACCEPTED = ("pass", "explained", "skip")
 
 
 def margin(result: CellResult) -> float:
@@ -49,7 +51,7 @@ def run_sweep(
             seed=seed, steps=steps, threads=threads, bench_rounds=0, keep_trajectories=False
         )
         results = run_cells(cells, options, isolate="none")
-        bad = [r for r in results if r.status not in ("pass", "explained", "skip")]
+        bad = [r for r in results if r.status not in ACCEPTED]
         emit(f"seed {seed}: {len(results)} cells, {len(bad)} not passing")
         for r in bad:
             emit(f"  {r.cell.id}: {r.status}: {r.reason}")
@@ -97,7 +99,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             f"q{int(q * 100)}": float(np.quantile(arr, q)) if len(arr) else math.nan
             for q in QUANTILES
         }
-    false_alarms = [r for r in rows if r["status"] not in ("pass", "explained", "skip")]
+    false_alarms = [r for r in rows if r["status"] not in ACCEPTED]
     return {"false_alarms": len(false_alarms), "by_backend_dtype": table}
 
 

@@ -42,7 +42,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from equiv.matrix import SelectionError, select_cells
     from equiv.results import atomic_write_bytes
-    from equiv.sweep import margin_plot, markdown_table, merge_reports, run_sweep
+    from equiv.sweep import ACCEPTED, margin_plot, markdown_table, merge_reports, run_sweep
 
     out = Path(args.out)
     if problem := check_writable(out):
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             f"{row['dtype']}: {row['was']} -> {row['now']}"
         )
     for row in report["rows"]:
-        if row["status"] not in ("pass", "explained", "skip"):
+        if row["status"] not in ACCEPTED:
             print(
                 f"false alarm: seed {row['seed']} {row['case']}-{row['backend']}-"
                 f"{row['dtype']}: {row['status']}: {row['reason']}"
