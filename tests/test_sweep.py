@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
 from equiv.records import Cell, CellResult
 from equiv.sweep import margin, merge_reports, run_sweep
 
@@ -84,3 +86,12 @@ def test_cli_unreadable_source_is_one_line_and_exit_2(tmp_path):
     result = equiv("--from", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o"))
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "cannot merge" in result.stderr
+
+
+def test_the_margin_plot_keeps_every_cell_on_its_axis():
+    from equiv.sweep import log_margins, margin_plot
+
+    counts, _ = np.histogram(log_margins([0.0, 0.3, 1e6]), bins=np.linspace(-4, 1, 41))
+    assert counts.sum() == 3 and counts[0] == 1 and counts[-1] == 1
+    svg = margin_plot([{**row(0, "fail"), "margin": 1e6}, {**row(1, "pass"), "margin": 0.0}])
+    assert "2 cells, max 1000000.00" in svg
