@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -9,7 +10,7 @@ from equiv.case import all_cases
 from equiv.records import DTYPES, Cell, CellResult
 from equiv.registry import all_backends
 from equiv.runner import RunOptions, run_cell
-from equiv.workers import run_group
+from equiv.workers import Group, WorkerPool
 
 
 class SelectionError(ValueError):
@@ -34,11 +35,21 @@ def select_cells(
     return [Cell(c, b, d) for d in dtype_names for c in case_names for b in backend_ids]
 
 
+def fmt_left(seconds: float) -> str:
+    if seconds < 60:
+        return f"~{max(1, round(seconds))}s left"
+    return f"~{seconds / 60:.0f}m left" if seconds >= 600 else f"~{seconds / 60:.1f}m left"
+
+
 @dataclass
 class Progress:
-    """How far a run is. On a terminal: one bar, redrawn in place, with the tally so far and the
-    cell being run, plus a kept line for each cell that is not a pass (so problems stay on
-    screen). Elsewhere (CI logs, pipes): one plain line per finished cell, nothing redrawn."""
+    """How far a run is. On a terminal: one bar, redrawn in place, with the tally so far, the
+    time left and the cells being run with their phase, plus a kept line for each cell that is
+    not a pass (so problems stay on screen). Elsewhere (CI logs, pipes): one plain line per
+    finished cell, nothing redrawn.
+
+    The time left comes from ``estimate`` (seconds per cell: the last run's, ``equiv.history``)
+    for the cells in ``planned`` that have not finished, spread over ``jobs`` workers."""
 
     total: int
     emit: Callable[[str], None] = print
@@ -49,6 +60,9 @@ class Progress:
     bar: bool | None = None
     counts: dict[str, int] | None = None
     current: str = ""
+    planned: Sequence[Cell] = ()
+    estimate: Callable[[Cell], float] | None = None
+    jobs: int = 1
 
     def __post_init__(self) -> None:
         import os
@@ -61,22 +75,52 @@ class Progress:
             self.bar = bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
         self.counts = {} if self.counts is None else self.counts
         self._began = time.monotonic()
+        self._running: dict[Cell, tuple[float, str]] = {}
+        self._finished: set[Cell] = set()
 
     def start(self, cell: Cell) -> None:
+        import time
+
         self.current = cell.id
+        self._running[cell] = (time.monotonic(), "")
         if self.bar:
             self._draw()
 
+    def phase(self, cell: Cell, phase: str) -> None:
+        began, _ = self._running.get(cell, (0.0, ""))
+        self._running[cell] = (began, phase)
+        if self.bar:
+            self._draw()
+
+    def time_left(self) -> float | None:
+        import time
+
+        if self.estimate is None or not self.planned:
+            return None
+        now = time.monotonic()
+        left = 0.0
+        for cell in self.planned:
+            if cell in self._finished:
+                continue
+            est = self.estimate(cell)
+            if cell in self._running:
+                est = max(0.0, est - (now - self._running[cell][0]))
+            left += est
+        return left / max(1, self.jobs)
+
     def finish(self, result: CellResult) -> None:
         self.done += 1
+        self._running.pop(result.cell, None)
+        self._finished.add(result.cell)
         self.counts[result.status] = self.counts.get(result.status, 0) + 1
         detail = f" - {result.reason}" if result.reason and result.status != "pass" else ""
         line = (
             f"[{self.done}/{self.total}] {result.cell.id}: {result.status}"
             f" ({result.duration_s:.1f}s){detail}"
         )
+        left = self.time_left()
         if not self.bar:
-            self.emit(line)
+            self.emit(line + (f"; {fmt_left(left)}" if left and self.done < self.total else ""))
             return
         self.current = ""
         if result.status != "pass":
@@ -96,39 +140,82 @@ class Progress:
         tally = " ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
         elapsed = time.monotonic() - self._began
         text = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {elapsed:.0f}s"
+        left = self.time_left()
+        if left:
+            text += f" {fmt_left(left)}"
         if tally:
             text += f"  {tally}"
-        if self.current:
+        running = [
+            f"{cell.id}" + (f" ({phase})" if phase else "")
+            for cell, (_, phase) in self._running.items()
+        ]
+        if running:
+            text += "  running " + ", ".join(running)
+        elif self.current:
             text += f"  running {self.current}"
         self.stream.write("\r" + text[: columns - 1] + "\x1b[K")
         self.stream.flush()
 
 
+def default_jobs() -> int:
+    return os.cpu_count() or 1
+
+
 def run_cells(
-    cells: Sequence[Cell], options: RunOptions, isolate: str = "backend", progress=None
+    cells: Sequence[Cell],
+    options: RunOptions,
+    isolate: str = "backend",
+    progress: Progress | None = None,
+    jobs: int = 1,
+    estimate: Callable[[Cell], float] | None = None,
+    on_result: Callable[[CellResult], None] | None = None,
 ) -> list[CellResult]:
-    """Run every cell; cells of a backend that needs its own process always get one."""
+    """Run every cell; cells of a backend that needs its own process always get one.
+
+    Each backend's cells form a group run by one worker; up to ``jobs`` groups run at once,
+    the longest first (by ``estimate``), so that a long group does not start last."""
     backends = all_backends()
     results: list[CellResult] = []
 
     def collect(stream: Iterable[CellResult]) -> None:
         for result in stream:
+            if on_result:
+                on_result(result)
             results.append(result)
             if progress:
                 progress.finish(result)
 
-    groups: dict[str, list[Cell]] = {}
+    by_backend: dict[str, list[Cell]] = {}
     for cell in cells:
-        groups.setdefault(cell.backend, []).append(cell)
-    for backend_id, group in groups.items():
+        by_backend.setdefault(cell.backend, []).append(cell)
+    in_process: list[Cell] = []
+    groups: list[Group] = []
+    for backend_id, group in by_backend.items():
         backend = backends[backend_id]
         reason = backend.availability()
         if reason:  # no need to start a process to learn that
             collect(CellResult(cell=c, status="skip", reason=reason) for c in group)
         elif isolate == "backend" or backend.needs_own_process:
-            jobs = [(c, None) for c in group]
-            on_start = progress.start if progress else None
-            collect(run_group(jobs, options, env=dict(backend.worker_env), on_start=on_start))
+            groups.append(Group([(c, None) for c in group], dict(backend.worker_env)))
         else:
-            collect(run_cell(c, options) for c in group)
+            in_process.extend(group)
+    if estimate:
+        groups.sort(key=lambda g: -sum(estimate(c) for c, _ in g.jobs))
+    collect(_in_process(in_process, options, progress))
+    pool = WorkerPool(
+        options,
+        jobs=jobs,
+        on_start=progress.start if progress else None,
+        on_phase=progress.phase if progress else None,
+    )
+    collect(pool.run(groups))
     return results
+
+
+def _in_process(cells: list[Cell], options: RunOptions, progress) -> Iterable[CellResult]:
+    for cell in cells:
+        if progress:
+            progress.start(cell)
+        yield run_cell(
+            cell, options, on_phase=(lambda p, c=cell: progress.phase(c, p)) if progress else None
+        )

@@ -12,24 +12,50 @@ from equiv.results import build_document, write_json, write_trajectories
 from equiv.runner import RunOptions
 
 
-def run_settings(options: RunOptions) -> dict:
+def benchmark_method(options: RunOptions, jobs: int, disabled_by: str | None = None) -> str:
+    """How the step timings were taken, in words for the report."""
+    if disabled_by:
+        return f"not taken: {disabled_by}"
+    if options.bench_rounds <= 0:
+        return "not taken (--bench-rounds 0)"
+    how = (
+        f"{options.bench_rounds} timed rounds of one training step after "
+        f"{options.bench_warmup} warm-up rounds (pytest-benchmark), on the trainer of the "
+        f"cell's parity run, right after it, with {options.threads} thread(s)"
+    )
+    if jobs > 1:
+        return (
+            f"{how}; {jobs} workers ran cells side by side, and every other worker was paused "
+            "(SIGSTOP) while a cell was timed: one cell at a time, nothing else running"
+        )
+    return f"{how}; one cell at a time, nothing else running"
+
+
+def run_settings(options: RunOptions, jobs: int = 1, bench_disabled_by: str | None = None) -> dict:
     return {
         "seed": options.seed,
         "steps": options.steps,
         "threads": options.threads,
+        "jobs": jobs,
         "bench_rounds": options.bench_rounds,
         "bench_warmup": options.bench_warmup,
+        "benchmark_method": benchmark_method(options, jobs, bench_disabled_by),
         "timeout_s": options.timeout_s,
     }
 
 
 def write_outputs(
-    out: Path, results: list[CellResult], options: RunOptions, argv: list[str] | None = None
+    out: Path,
+    results: list[CellResult],
+    options: RunOptions,
+    argv: list[str] | None = None,
+    jobs: int = 1,
+    bench_disabled_by: str | None = None,
 ) -> list[Path]:
     used = {r.cell.backend for r in results}
     backends = [b for b in all_backends().values() if b.id in used]
     env = environment(options.seed, options.threads, backends, argv)
-    document = build_document(results, env, run_settings(options))
+    document = build_document(results, env, run_settings(options, jobs, bench_disabled_by))
     write_trajectories(out, results)
     html = _render(document, out)  # rendered before anything is replaced
     target = out / "parity.json"

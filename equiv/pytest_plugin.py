@@ -4,14 +4,26 @@ A test that takes the ``equiv_cell`` fixture is parametrized over the selected c
 ``case-backend-dtype``; ``equiv_run_cell(cell)`` runs one (in this process, timing through the
 test's own pytest-benchmark fixture, or in a worker when the backend needs its own process) and
 the result is kept for ``--equiv-report DIR``.
+
+Under pytest-xdist (``pytest -n N``) the cells run side by side, so no step is timed (as
+pytest-benchmark, which disables itself under xdist), calibrations are shared through the
+calibration store (``equiv.calibration_store``), and each xdist worker leaves its results in a
+spool folder from which the controller writes the one ``--equiv-report`` document.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+#: set by the controlling pytest process for its xdist workers (they inherit its environment)
+SPOOL_ENV = "EQUIV_PYTEST_SPOOL"
+XDIST_NO_BENCH = "pytest-xdist ran cells side by side (pytest-benchmark is disabled under xdist)"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -29,25 +41,67 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run every cell in a worker process (default: in this process)",
     )
     group.addoption("--equiv-report", default=None, metavar="DIR", help="write parity.json here")
+    group.addoption(
+        "--equiv-cache-dir",
+        default=None,
+        metavar="DIR",
+        help="calibration cache (default: $EQUIV_CACHE_DIR or ~/.cache/equiv)",
+    )
+    group.addoption(
+        "--equiv-no-cache",
+        action="store_true",
+        help="compute calibrations afresh (still once per session, shared by xdist workers)",
+    )
+
+
+def _xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _parallel(config: pytest.Config) -> bool:
+    """Whether cells of this session run side by side (pytest-xdist)."""
+    return _xdist_worker(config) or bool(getattr(config.option, "numprocesses", None))
 
 
 def _options(config: pytest.Config):
+    from equiv.calibration_store import default_directory
     from equiv.runner import RunOptions
 
     steps = config.getoption("--equiv-steps")
     if steps is not None and steps <= 0:
         raise pytest.UsageError("--equiv-steps must be a positive integer")
+    cache = config.getoption("--equiv-cache-dir")
     return RunOptions(
         seed=config.getoption("--equiv-seed"),
         steps=steps,
-        threads=os.cpu_count() or 1,
-        bench_rounds=config.getoption("--equiv-bench-rounds"),
+        # side by side, each process gets one thread: the cores are not oversubscribed
+        threads=1 if _parallel(config) else os.cpu_count() or 1,
+        bench_rounds=0 if _parallel(config) else config.getoption("--equiv-bench-rounds"),
+        calibration_dir=str(Path(cache) if cache else default_directory()),
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "equiv_cell: a parity-matrix cell")
     config._equiv_results = []  # type: ignore[attr-defined]
+    config._equiv_sessions = {}  # type: ignore[attr-defined]
+    if _xdist_worker(config):
+        return  # the controller below set up what the workers share
+    if config.getoption("--equiv-no-cache"):
+        private = tempfile.mkdtemp(prefix="equiv-calibrations-")
+        config._equiv_private_cache = private  # type: ignore[attr-defined]
+        config.option.equiv_cache_dir = private
+        os.environ["EQUIV_CACHE_DIR"] = private  # xdist workers inherit it
+    if _parallel(config) and config.getoption("--equiv-report"):
+        os.environ[SPOOL_ENV] = tempfile.mkdtemp(prefix="equiv-pytest-results-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for session in getattr(config, "_equiv_sessions", {}).values():
+        session.close()
+    private = getattr(config, "_equiv_private_cache", None)
+    if private:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -77,14 +131,18 @@ def equiv_run_cell(request: pytest.FixtureRequest, equiv_options):
     """Run a cell and return its CellResult; kept for ``--equiv-report``."""
     from equiv.registry import get_backend
     from equiv.runner import run_cell
-    from equiv.workers import run_group
+    from equiv.workers import WorkerSession
 
     isolate = request.config.getoption("--equiv-isolate") == "backend"
+    sessions = request.config._equiv_sessions
 
     def run(cell, impl=None):
         backend = get_backend(cell.backend)
         if backend.availability() is None and (isolate or backend.needs_own_process):
-            (result,) = run_group([(cell, impl)], equiv_options, env=dict(backend.worker_env))
+            # one worker per backend for the whole session: its framework is imported once
+            if backend.id not in sessions:
+                sessions[backend.id] = WorkerSession(equiv_options, dict(backend.worker_env))
+            result = sessions[backend.id].run((cell, impl))
         else:
             fixture = None
             if "benchmark" in request.fixturenames and backend.availability() is None:
@@ -100,10 +158,30 @@ def equiv_run_cell(request: pytest.FixtureRequest, equiv_options):
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    out = session.config.getoption("--equiv-report")
-    results = getattr(session.config, "_equiv_results", [])
+    config = session.config
+    out = config.getoption("--equiv-report")
+    results = list(getattr(config, "_equiv_results", []))
+    spool = os.environ.get(SPOOL_ENV)
+    if _xdist_worker(config):
+        if out and spool and results:
+            name = f"{config.workerinput.get('workerid', os.getpid())}.pickle"
+            (Path(spool) / name).write_bytes(pickle.dumps(results))
+        return
+    if spool:  # the controller of an xdist session: its workers have finished
+        for part in sorted(Path(spool).glob("*.pickle")):
+            results += pickle.loads(part.read_bytes())
+        shutil.rmtree(spool, ignore_errors=True)
+        os.environ.pop(SPOOL_ENV, None)
     if not out or not results:
         return
     from equiv.output import write_outputs
 
-    write_outputs(Path(out), results, _options(session.config), argv=["pytest"])
+    jobs = getattr(config.option, "numprocesses", None) or 1
+    write_outputs(
+        Path(out),
+        results,
+        _options(config),
+        argv=["pytest"],
+        jobs=jobs,
+        bench_disabled_by=XDIST_NO_BENCH if _parallel(config) else None,
+    )

@@ -83,6 +83,9 @@ class CellResult:
     benchmark: dict[str, Any] | None = None
     traceback: str | None = None
     duration_s: float = 0.0
+    #: wall time per phase: imports, calibration, lockstep, benchmark, extras (and the worker
+    #: process's startup, on the first cell of a worker)
+    phases_s: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     #: arrays for DIR/trajectories/*.npz (not part of the JSON)
     trajectory: dict[str, np.ndarray] | None = None
@@ -107,5 +110,6 @@ class CellResult:
             "benchmark": self.benchmark,
             "traceback": self.traceback,
             "duration_s": round(self.duration_s, 3),
+            "phases_s": {k: round(v, 3) for k, v in self.phases_s.items()},
             **self.extra,
         }

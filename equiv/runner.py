@@ -7,9 +7,12 @@ hangs, per-process settings such as ``KERAS_BACKEND``) is ``equiv.workers``'s jo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from equiv.backends.base import Backend, CellSkip
 from equiv.bench import benchmark_steps
+from equiv.calibration_store import CalibrationStore
 from equiv.case import Explanation, combine_explanations, get_case
 from equiv.compare import Comparison, NonFinite, ShapeMismatch
 from equiv.implementations import ImplSource
@@ -36,6 +40,8 @@ class RunOptions:
     bench_warmup: int = 3
     timeout_s: float = 900.0
     keep_trajectories: bool = True
+    #: where calibrations are shared (``equiv.calibration_store``); None: this process only
+    calibration_dir: str | None = None
 
     def steps_for(self, case: str) -> int:
         return self.steps if self.steps is not None else get_case(case).default_steps
@@ -72,23 +78,50 @@ def describe_divergence(div: dict[str, Any]) -> str:
     return f"first divergence at {where}: {div.get('detail', '')}"
 
 
+#: wraps a cell's benchmark; a worker process uses it to have every other worker paused
+Exclusive = Callable[[], AbstractContextManager[None]]
+
+
+class PhaseClock:
+    """Wall time per phase of a cell (``CellResult.phases_s``), for the harness's own
+    benchmark and for progress: imports, calibration, lockstep, benchmark, extras."""
+
+    def __init__(self, totals: dict[str, float], on_phase: Callable[[str], None] | None = None):
+        self.totals = totals
+        self.on_phase = on_phase
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        if self.on_phase:
+            self.on_phase(phase)
+        tick = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.totals[phase] = self.totals.get(phase, 0.0) + time.perf_counter() - tick
+
+
 def run_cell(
     cell: Cell,
     options: RunOptions,
     impl: ImplSource | None = None,
     bench_fixture=None,
     benchmark: bool = True,
+    exclusive: Exclusive = contextlib.nullcontext,
+    on_phase: Callable[[str], None] | None = None,
 ) -> CellResult:
     started = time.perf_counter()
     steps = options.steps_for(cell.case)
     result = CellResult(cell=cell, status="error", steps=steps)
+    clock = PhaseClock(result.phases_s, on_phase)
     try:
         backend = get_backend(cell.backend)
         reason = backend.availability()
         if reason:
             result.status, result.reason = "skip", reason
             return result
-        _run(cell, backend, options, steps, impl, bench_fixture, benchmark, result)
+        bench = BenchPlan(benchmark and options.bench_rounds > 0, bench_fixture, exclusive)
+        _run(cell, backend, options, steps, impl, bench, result, clock)
     except CellSkip as exc:
         result.status, result.reason = "skip", str(exc)
     except NonFinite as exc:
@@ -118,35 +151,49 @@ class Check:
 REPRODUCIBILITY_STEPS = 5
 
 
-def _run(cell, backend, options, steps, impl, bench_fixture, benchmark, result) -> None:
+@dataclass(frozen=True)
+class BenchPlan:
+    """Whether and how a cell's steps are timed: ``fixture`` is pytest's own benchmark fixture
+    (inside pytest), ``exclusive`` what makes the timing the only work on the machine."""
+
+    enabled: bool
+    fixture: Any = None
+    exclusive: Exclusive = contextlib.nullcontext
+
+
+def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -> None:
     spec = get_case(cell.case)
-    configure_process(options.threads)
-    _configure_backend(backend, options.threads)
+    with clock("imports"):  # the first cell of a process imports its framework here
+        configure_process(options.threads)
+        _configure_backend(backend, options.threads)
+        source = impl or ImplSource(backend.implementation_module(spec))
+        try:
+            module = source.load()
+        except ModuleNotFoundError as exc:
+            if exc.name and source.module.startswith(exc.name):
+                missing = f"{backend.id} has no implementation of {spec.name}: {exc.name}"
+                raise CellSkip(missing) from exc
+            raise
     state = spec.make_state(options.seed, cell.dtype)
-    source = impl or ImplSource(backend.implementation_module(spec))
-    try:
-        module = source.load()
-    except ModuleNotFoundError as exc:
-        if exc.name and source.module.startswith(exc.name):
-            missing = f"{backend.id} has no implementation of {spec.name}: {exc.name}"
-            raise CellSkip(missing) from exc
-        raise
-    checks = [_check("reference", spec, state, options.seed, steps, ())]
-    explanation = declared_explanation(spec, backend, cell.dtype)
-    if explanation:
-        variant = explanation.variant_key()
-        checks.append(_check("variant", spec, state, options.seed, steps, variant))
+    store = CalibrationStore(options.calibration_dir) if options.calibration_dir else None
+    with clock("calibration"):
+        checks = [_check("reference", spec, state, options.seed, steps, (), store)]
+        explanation = declared_explanation(spec, backend, cell.dtype)
+        if explanation:
+            variant = explanation.variant_key()
+            checks.append(_check("variant", spec, state, options.seed, steps, variant, store))
 
     traces_before = backend.traces
-    trainer = backend.build_trainer(spec, state, module)
     losses = np.full(steps, np.nan)
     snapshots: dict[str, StepRecord] = {}
     early: list[StepRecord] = []
     timing = {"first_call": 0.0}
     # numpy's BLAS threads and the framework's OpenMP threads spin-wait on each other when they
     # alternate step by step (measured: 13x slower); the parity phase gives numpy one thread.
-    with threadpool_limits(limits=1, user_api="blas"):
-        _lockstep(trainer, checks, backend, steps, losses, snapshots, early, timing)
+    with clock("lockstep"):
+        trainer = backend.build_trainer(spec, state, module)
+        with threadpool_limits(limits=1, user_api="blas"):
+            _lockstep(trainer, checks, backend, steps, losses, snapshots, early, timing)
     result.traces = backend.traces - traces_before if backend.compiled else None
 
     main = checks[0].comparison
@@ -166,32 +213,32 @@ def _run(cell, backend, options, steps, impl, bench_fixture, benchmark, result) 
         result.warnings.append("a compiled mode recorded no trace: it may have run eagerly")
     _verdict(result, checks, explanation)
     result.benchmark = {"first_call_s": timing["first_call"]}
-    if benchmark and options.bench_rounds > 0:
+    if bench.enabled:
 
         def one_step():
             trainer.run_step()
             backend.synchronize()
 
-        timed = benchmark_steps(
-            one_step,
-            rounds=options.bench_rounds,
-            warmup_rounds=options.bench_warmup,
-            fixture=bench_fixture,
-            name=cell.id,
-        )
+        with bench.exclusive(), clock("benchmark"):
+            timed = benchmark_steps(
+                one_step,
+                rounds=options.bench_rounds,
+                warmup_rounds=options.bench_warmup,
+                fixture=bench.fixture,
+                name=cell.id,
+            )
         if timed:
             result.benchmark.update(timed)
             flops = spec.flops_per_step(state.config) if spec.flops_per_step else None
             if flops:
                 result.benchmark["flops_per_step"] = flops
                 result.benchmark["gflops"] = flops / timed["median_s"] / 1e9
-    if result.status == "fail":
-        with threadpool_limits(limits=1, user_api="blas"):
+    with clock("extras"), threadpool_limits(limits=1, user_api="blas"):
+        if result.status == "fail":
             result.extra["localization"] = _localize(spec, backend, module, state, main)
-    with threadpool_limits(limits=1, user_api="blas"):
         result.extra["reproducible"] = _reproducible(spec, backend, module, state, early)
-    if options.keep_trajectories:
-        result.trajectory = _trajectory(state, losses, main, snapshots)
+        if options.keep_trajectories:
+            result.trajectory = _trajectory(state, losses, main, snapshots)
 
 
 def declared_explanation(spec, backend: Backend, dtype: str) -> Explanation | None:
@@ -201,9 +248,9 @@ def declared_explanation(spec, backend: Backend, dtype: str) -> Explanation | No
     return combine_explanations(found)
 
 
-def _check(label, spec, state, seed, steps, variant) -> Check:
+def _check(label, spec, state, seed, steps, variant, store=None) -> Check:
     start = state if not variant else spec.make_state(seed, state.dtype, variant)
-    calibration = calibrate(spec, seed, steps, state.dtype, variant)
+    calibration = calibrate(spec, seed, steps, state.dtype, variant, store)
     return Check(
         label,
         ReferenceTrainer(spec, start.astype("float64")),

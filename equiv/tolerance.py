@@ -30,6 +30,7 @@ from functools import lru_cache
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from equiv.calibration_store import CalibrationStore, cache_key
 from equiv.case import CaseSpec, get_case
 from equiv.kinks import Flip
 from equiv.reference import ReferenceTrainer
@@ -105,16 +106,36 @@ def envelope(values: np.ndarray) -> np.ndarray:
 
 
 def calibrate(
-    spec: CaseSpec, seed: int, steps: int, dtype: str, variant: tuple = ()
+    spec: CaseSpec,
+    seed: int,
+    steps: int,
+    dtype: str,
+    variant: tuple = (),
+    store: CalibrationStore | None = None,
 ) -> Calibration:
     """Tolerances for the cells of (case, seed, steps, dtype), optionally for a reference
-    variant (a declared explanation's config overrides)."""
-    return _calibrate_cached(spec.name, seed, steps, dtype, variant)
+    variant (a declared explanation's config overrides). With a ``store`` the calibration is
+    read from it, or computed once and written there for every other worker of the run."""
+    directory = None if store is None else str(store.directory)
+    return _calibrate_cached(spec.name, seed, steps, dtype, variant, directory)
 
 
 @lru_cache(maxsize=16)
-def _calibrate_cached(case: str, seed: int, steps: int, dtype: str, variant: tuple) -> Calibration:
+def _calibrate_cached(
+    case: str, seed: int, steps: int, dtype: str, variant: tuple, directory: str | None
+) -> Calibration:
     spec = get_case(case)
+    if directory is None:
+        return _calibrate_uncached(spec, seed, steps, dtype, variant)
+    return CalibrationStore(directory).get(
+        cache_key(spec, seed, steps, dtype, variant),
+        lambda: _calibrate_uncached(spec, seed, steps, dtype, variant),
+    )
+
+
+def _calibrate_uncached(
+    spec: CaseSpec, seed: int, steps: int, dtype: str, variant: tuple
+) -> Calibration:
     overrides = dict(variant)
     # A declared narrower compute precision (Explanation docs) sets the tolerance's precision;
     # the reference itself still computes in float64.

@@ -1,38 +1,329 @@
-"""Running cells in worker processes, one backend's group of cells per worker.
+"""Running cells in worker processes: one backend's cells per worker, several workers at once.
 
-Why: Keras picks its backend once per process (``KERAS_BACKEND``), a segfault or ``os._exit``
-in one framework must not end the run, a hang needs a process to kill, and benchmarks are
-fairer when frameworks do not share thread pools. Records come back through a pipe as pickles,
-which keep float64 arrays bit-exact.
+Why processes: Keras picks its backend once per process (``KERAS_BACKEND``), a segfault or
+``os._exit`` in one framework must not end the run, a hang needs a process to kill, and a
+process imports only the framework its cells need. Records come back through a pipe as
+pickles, which keep float64 arrays bit-exact.
 
-A worker reports ("start", cell) before each cell and ("result", CellResult) after it. The
-parent waits at most ``timeout_s`` per cell; a silent worker is killed and its cell becomes
-``timeout``, a dead one makes its cell ``error`` with the exit code, and a fresh worker takes
-the rest of the group.
+The conversation with a worker, one job at a time:
+
+    worker -> parent: ("ready",) once; then per job ("start", cell), ("phase", name)...,
+                      ("bench",) / ("bench-done",) around its benchmark, ("result", CellResult)
+    parent -> worker: ("run", job), ("go",) to answer ("bench",), ("stop",)
+
+Benchmarks are timed with nothing else running: a worker asks before it times its steps, and
+the parent pauses every other worker (SIGSTOP) until it is done (SIGCONT). The benchmark thus
+times the very trainer the parity run used, right after it, as a single-process run would.
+
+The parent waits at most ``timeout_s`` per cell (time spent paused does not count); a silent
+worker is killed and its cell becomes ``timeout``, a dead one makes its cell ``error`` with the
+exit code, and a fresh worker takes the rest of the backend's cells.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import signal
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 
 from equiv.implementations import ImplSource
 from equiv.records import Cell, CellResult
 from equiv.runner import RunOptions, run_cell
 
 Job = tuple[Cell, ImplSource | None]
+#: pausing other workers needs job control signals (not on Windows: there, one job at a time)
+CAN_PAUSE = hasattr(signal, "SIGSTOP")
 
 
-def _worker_main(conn, jobs: list[Job], options: RunOptions, env: dict[str, str]) -> None:
+def _worker_main(conn: Connection, options: RunOptions, env: dict[str, str]) -> None:
     os.environ.update(env)
+
+    @contextlib.contextmanager
+    def exclusive() -> Iterator[None]:
+        conn.send(("bench",))
+        if conn.recv() != ("go",):
+            raise RuntimeError("equiv worker: expected permission to benchmark")
+        try:
+            yield
+        finally:
+            conn.send(("bench-done",))
+
+    conn.send(("ready",))
     try:
-        for cell, impl in jobs:
+        while True:
+            try:
+                message = conn.recv()
+            except EOFError:
+                return
+            if message[0] != "run":
+                return
+            cell, impl = message[1]
             conn.send(("start", cell))
-            conn.send(("result", run_cell(cell, options, impl=impl)))
+            result = run_cell(
+                cell,
+                options,
+                impl=impl,
+                exclusive=exclusive,
+                on_phase=lambda phase: conn.send(("phase", phase)),
+            )
+            conn.send(("result", result))
     finally:
         conn.close()
+
+
+@dataclass(eq=False)
+class Group:
+    """A backend's cells and the environment its worker needs."""
+
+    jobs: list[Job]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Worker:
+    group: Group
+    proc: mp.process.BaseProcess
+    conn: Connection
+    spawned: float
+    startup_s: float | None = None
+    current: Cell | None = None
+    #: when the current job's clock started (moved forward by the time spent paused)
+    started: float = 0.0
+    paused_since: float | None = None
+    stopped: bool = False
+
+    def pause(self, now: float) -> None:
+        if self.paused_since is None:
+            self.paused_since = now
+
+    def resume(self, now: float) -> None:
+        if self.paused_since is not None:
+            self.started += now - self.paused_since
+            self.paused_since = None
+
+
+def _spawn(options: RunOptions, group: Group) -> _Worker:
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=True)
+    proc = ctx.Process(target=_worker_main, args=(child, options, group.env))
+    proc.start()
+    child.close()
+    now = time.monotonic()
+    return _Worker(group, proc, parent, spawned=now, started=now)
+
+
+def _send_next(worker: _Worker) -> None:
+    worker.conn.send(("run", worker.group.jobs[0]))
+    worker.current, worker.started = None, time.monotonic()
+
+
+def _failed(options: RunOptions, worker: _Worker, status: str, reason: str) -> CellResult:
+    cell = worker.current or worker.group.jobs[0][0]
+    worker.group.jobs.pop(0)
+    return CellResult(cell=cell, status=status, reason=reason, steps=options.steps_for(cell.case))
+
+
+def _end(worker: _Worker, kill: bool = False) -> None:
+    with contextlib.suppress(OSError):
+        worker.conn.close()
+    if kill and worker.proc.is_alive():
+        worker.proc.kill()
+    worker.proc.join(5)
+    if worker.proc.is_alive():
+        worker.proc.kill()
+        worker.proc.join(5)
+
+
+class WorkerPool:
+    """Runs groups of cells in up to ``jobs`` worker processes at a time."""
+
+    def __init__(
+        self,
+        options: RunOptions,
+        jobs: int = 1,
+        on_start: Callable[[Cell], None] | None = None,
+        on_phase: Callable[[Cell, str], None] | None = None,
+    ):
+        self.options = options
+        self.jobs = max(1, jobs if CAN_PAUSE else 1)
+        self.on_start = on_start
+        self.on_phase = on_phase
+
+    def run(self, groups: Iterable[Group]) -> Iterator[CellResult]:
+        """Yield each cell's result as it arrives (groups in the order given, as slots free)."""
+        queue = deque(g for g in groups if g.jobs)
+        active: list[_Worker] = []
+        waiting: deque[_Worker] = deque()  # asked to benchmark, not yet allowed
+        holder: _Worker | None = None  # benchmarking now; every other worker is paused
+
+        def signal_all(sig: int, now: float, stop: bool) -> None:
+            for w in active:
+                if w is holder or w.stopped == stop or not w.proc.is_alive():
+                    continue
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.proc.pid, sig)
+                w.stopped = stop
+                if stop:
+                    w.pause(now)
+                elif w not in waiting:
+                    w.resume(now)
+
+        def release(now: float) -> None:
+            nonlocal holder
+            holder = None
+            if CAN_PAUSE:
+                signal_all(signal.SIGCONT, now, stop=False)
+            grant(now)
+
+        def grant(now: float) -> None:
+            nonlocal holder
+            if holder is not None or not waiting:
+                return
+            holder = waiting.popleft()
+            if CAN_PAUSE:
+                signal_all(signal.SIGSTOP, now, stop=True)
+            holder.resume(now)
+            holder.conn.send(("go",))
+
+        def retire(worker: _Worker, kill: bool) -> None:
+            if worker in waiting:
+                waiting.remove(worker)
+            active.remove(worker)
+            _end(worker, kill=kill)
+            if worker.group.jobs:  # a fresh worker takes the rest of the group
+                queue.appendleft(worker.group)
+            if worker is holder:
+                release(time.monotonic())
+
+        try:
+            while queue or active:
+                while queue and len(active) < self.jobs:
+                    active.append(_spawn(self.options, queue.popleft()))
+                now = time.monotonic()
+                running = [w for w in active if w.paused_since is None]
+                deadline = min(
+                    (w.started + self.options.timeout_s for w in running), default=now + 60
+                )
+                for conn in wait([w.conn for w in active], timeout=max(0.0, deadline - now)):
+                    worker = next((w for w in active if w.conn is conn), None)
+                    if worker is None:  # retired while handling an earlier message
+                        continue
+                    try:
+                        message = conn.recv()
+                    except (EOFError, ConnectionError, OSError):
+                        worker.proc.join(5)
+                        code = worker.proc.exitcode
+                        yield _failed(
+                            self.options,
+                            worker,
+                            "error",
+                            f"worker process died (exit code {code}) in this cell",
+                        )
+                        retire(worker, kill=True)
+                        continue
+                    kind = message[0]
+                    now = time.monotonic()
+                    if kind == "ready":
+                        worker.startup_s = now - worker.spawned
+                        _send_next(worker)
+                    elif kind == "start":
+                        worker.current, worker.started = message[1], now
+                        if self.on_start:
+                            self.on_start(message[1])
+                    elif kind == "phase":
+                        if self.on_phase and worker.current:
+                            self.on_phase(worker.current, message[1])
+                    elif kind == "bench":
+                        worker.pause(now)
+                        waiting.append(worker)
+                        grant(now)
+                    elif kind == "bench-done":
+                        release(now)
+                    elif kind == "result":
+                        result: CellResult = message[1]
+                        if worker.startup_s is not None:
+                            result.phases_s = {"startup": worker.startup_s, **result.phases_s}
+                            worker.startup_s = None
+                        worker.group.jobs.pop(0)
+                        worker.current = None
+                        if worker.group.jobs:
+                            _send_next(worker)
+                        else:
+                            with contextlib.suppress(OSError):
+                                worker.conn.send(("stop",))
+                            retire(worker, kill=False)
+                        yield result
+                now = time.monotonic()
+                for worker in list(active):
+                    limit = self.options.timeout_s
+                    if worker.paused_since is None and now - worker.started > limit:
+                        yield _failed(
+                            self.options,
+                            worker,
+                            "timeout",
+                            f"no result within {limit:g} s; the worker was killed",
+                        )
+                        retire(worker, kill=True)
+        finally:
+            for worker in active:
+                _end(worker, kill=True)
+
+
+class WorkerSession:
+    """One worker kept for many cells, run one at a time as they are asked for: pytest's
+    matrix runs a backend that needs its own process this way, paying its imports once."""
+
+    def __init__(self, options: RunOptions, env: dict[str, str] | None = None):
+        self.options = options
+        self.env = dict(env or {})
+        self.worker: _Worker | None = None
+
+    def run(self, job: Job) -> CellResult:
+        if self.worker is None or not self.worker.proc.is_alive():
+            self.worker = _spawn(self.options, Group([], self.env))
+            self.worker.group.jobs.append(job)
+        else:
+            self.worker.group.jobs.append(job)
+            _send_next(self.worker)
+        worker, limit = self.worker, self.options.timeout_s
+        while True:
+            if not worker.conn.poll(max(0.0, worker.started + limit - time.monotonic())):
+                self.close(kill=True)
+                return _failed(
+                    self.options, worker, "timeout", f"no result within {limit:g} s; killed"
+                )
+            try:
+                kind, *payload = worker.conn.recv()
+            except (EOFError, ConnectionError, OSError):
+                worker.proc.join(5)
+                code = worker.proc.exitcode
+                self.close(kill=True)
+                reason = f"worker process died (exit code {code}) in this cell"
+                return _failed(self.options, worker, "error", reason)
+            if kind == "ready":
+                _send_next(worker)
+            elif kind == "start":
+                worker.current, worker.started = payload[0], time.monotonic()
+            elif kind == "bench":
+                worker.conn.send(("go",))  # nothing else runs in this worker's name
+            elif kind == "result":
+                worker.group.jobs.pop(0)
+                worker.current = None
+                return payload[0]
+
+    def close(self, kill: bool = False) -> None:
+        if self.worker is not None:
+            if not kill:
+                with contextlib.suppress(OSError):
+                    self.worker.conn.send(("stop",))
+            _end(self.worker, kill=kill)
+            self.worker = None
 
 
 def run_group(
@@ -41,55 +332,6 @@ def run_group(
     env: dict[str, str] | None = None,
     on_start: Callable[[Cell], None] | None = None,
 ) -> Iterable[CellResult]:
-    """Run ``jobs`` in a worker; yield each result as it arrives, in job order."""
-    ctx = mp.get_context("spawn")
-    pending = list(jobs)
-    while pending:
-        parent, child = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_worker_main, args=(child, pending, options, env or {}))
-        proc.start()
-        child.close()
-        current: Cell | None = None
-        started = time.monotonic()
-        try:
-            while pending:
-                remaining = options.timeout_s - (time.monotonic() - started)
-                if remaining <= 0 or not parent.poll(remaining):
-                    cell = current or pending[0][0]
-                    proc.kill()
-                    yield CellResult(
-                        cell=cell,
-                        status="timeout",
-                        reason=f"no result within {options.timeout_s:g} s; the worker was killed",
-                        steps=options.steps_for(cell.case),
-                    )
-                    pending.pop(0)
-                    break
-                try:
-                    kind, payload = parent.recv()
-                except (EOFError, ConnectionError, OSError):
-                    proc.join(5)
-                    cell = current or pending[0][0]
-                    yield CellResult(
-                        cell=cell,
-                        status="error",
-                        reason=f"worker process died (exit code {proc.exitcode}) in this cell",
-                        steps=options.steps_for(cell.case),
-                    )
-                    pending.pop(0)
-                    break
-                if kind == "start":
-                    current, started = payload, time.monotonic()
-                    if on_start:
-                        on_start(payload)
-                else:
-                    pending.pop(0)
-                    current, started = None, time.monotonic()
-                    yield payload
-        finally:
-            parent.close()
-            if proc.is_alive():
-                proc.join(1)
-                if proc.is_alive():
-                    proc.kill()
-            proc.join(5)
+    """Run ``jobs`` in one worker; yield each result as it arrives, in job order."""
+    pool = WorkerPool(options, jobs=1, on_start=on_start)
+    yield from pool.run([Group(list(jobs), dict(env or {}))])

@@ -23,12 +23,21 @@ class TorchBackend(Backend):
     def configure(self, threads: int) -> None:
         import torch
 
-        torch.use_deterministic_algorithms(True)
+        self.deterministic(torch)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         # Inter-op threads can only be set before the first parallel work; kept as they are then.
         with contextlib.suppress(RuntimeError):
             torch.set_num_interop_threads(threads)
+
+    @staticmethod
+    def deterministic(torch) -> None:
+        """``torch.use_deterministic_algorithms(True)`` without its first line, which imports
+        ``torch._inductor.config`` (and with it dynamo and inductor: ~5 s, measured with
+        ``python -X importtime``) only to set inductor's own flag. Eager and TorchScript never
+        read that flag; ``torch.compile`` sets it through the public call
+        (``TorchCompile.deterministic``)."""
+        torch._C._set_deterministic_algorithms(True, warn_only=False)
 
     def to_native(self, array: np.ndarray):
         import torch
@@ -73,6 +82,10 @@ class TorchCompile(TorchBackend):
     id = "torch.compile"
     mode = "compile"
     compiled = True
+
+    @staticmethod
+    def deterministic(torch) -> None:
+        torch.use_deterministic_algorithms(True)
 
     def configure(self, threads: int) -> None:
         super().configure(threads)

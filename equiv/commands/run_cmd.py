@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -36,7 +39,30 @@ def register(sub) -> None:
     p.add_argument("--steps", type=positive_int, help="steps per cell (default: the case's)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", default="reports", help="output folder (default: reports)")
-    p.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1)
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="worker processes running cells at once (default: the number of cores)",
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="threads per worker (default: cores / jobs, so the cores are not oversubscribed)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where calibrations are kept between runs (default: $EQUIV_CACHE_DIR or "
+        "~/.cache/equiv)",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="compute every calibration afresh (still once per run, shared by its workers)",
+    )
     p.add_argument("--bench-rounds", type=int, default=30, help="0 disables benchmarks")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per cell (workers)")
     p.add_argument(
@@ -59,7 +85,20 @@ def check_writable(out: Path) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def calibration_directory(args: argparse.Namespace) -> Iterator[Path]:
+    """The calibration cache; with --no-cache a folder of this run's own, removed after it."""
+    if not args.no_cache:
+        from equiv.calibration_store import default_directory
+
+        yield Path(args.cache_dir) if args.cache_dir else default_directory()
+        return
+    with tempfile.TemporaryDirectory(prefix="equiv-calibrations-") as private:
+        yield Path(private)
+
+
 def run(args: argparse.Namespace) -> int:
+    from equiv.history import Durations
     from equiv.matrix import Progress, SelectionError, run_cells, select_cells
     from equiv.output import write_outputs
     from equiv.runner import RunOptions
@@ -74,16 +113,29 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"equiv run: error: {problem}", file=sys.stderr)
         return 2
-    options = RunOptions(
-        seed=args.seed,
-        steps=args.steps,
-        threads=args.threads,
-        bench_rounds=max(0, args.bench_rounds),
-        timeout_s=args.timeout,
-    )
-    progress = Progress(total=len(cells))
-    results = run_cells(cells, options, isolate=args.isolate, progress=progress)
-    paths = write_outputs(out, results, options, argv=sys.argv)
+    jobs = args.jobs if args.isolate == "backend" else 1
+    threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
+    with calibration_directory(args) as cache_dir:
+        options = RunOptions(
+            seed=args.seed,
+            steps=args.steps,
+            threads=threads,
+            bench_rounds=max(0, args.bench_rounds),
+            timeout_s=args.timeout,
+            calibration_dir=str(cache_dir),
+        )
+        history = Durations(None if args.no_cache else cache_dir, args.seed, args.steps)
+        progress = Progress(total=len(cells), planned=cells, estimate=history.estimate, jobs=jobs)
+        results = run_cells(
+            cells,
+            options,
+            isolate=args.isolate,
+            progress=progress,
+            jobs=jobs,
+            estimate=history.estimate,
+        )
+        history.record(results)
+    paths = write_outputs(out, results, options, argv=sys.argv, jobs=jobs)
     bad = [r for r in results if r.status in ("fail", "error", "timeout")]
     counts = {}
     for r in results:

@@ -53,6 +53,7 @@ KNOWN_CELL_FIELDS = {
     "benchmark",
     "traceback",
     "duration_s",
+    "phases_s",
     "source",
     "sources",
     "conflicts",
