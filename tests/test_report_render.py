@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 
 from equiv.records import Cell, CellResult
+from equiv.report.plotdata import unpack
 from equiv.report.render import render_html, write_report
 from equiv.results import build_document
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report" / "parity_mixed.json"
+sys.path.insert(0, str(FIXTURE.parent))
+from full_run import full_run_document  # noqa: E402
 
 
 class Cells(HTMLParser):
@@ -131,11 +134,53 @@ def test_an_explanation_at_a_narrower_precision_says_so(document):
     assert "held to float32" not in render_html(document)
 
 
-def test_plots_are_inline_svg_with_unique_ids(html):
-    svgs = re.findall(r"<svg\b", html)
-    assert len(svgs) >= 10
+def plot_data(html: str) -> dict:
+    packed = re.search(
+        r'<script type="application/gzip" id="equiv-plot-data">([^<]*)</script>', html
+    )
+    assert packed, "no packed plot data in the page"
+    return unpack(packed.group(1))
+
+
+def test_plots_are_drawn_from_packed_data_for_every_cell_that_ran(document, html):
+    data = plot_data(html)
+    hosts = re.findall(r'data-plot="(\w+)" data-plot-for="([^"]+)"', html)
+    assert hosts and all(kind in data[anchor] for kind, anchor in hosts)
+    assert len(hosts) == len(set(hosts))
+    with_series = {"cell-" + c["id"] for c in document["cells"] if c["series"]}
+    assert (
+        {a for kind, a in hosts if kind == "errors"}
+        == with_series
+        == set(data) - {a for a, entry in data.items() if "errors" not in entry}
+    )
     ids = re.findall(r'\bid="([^"]+)"', html)
-    assert len(ids) == len(set(ids)), "duplicate ids clash between inline SVGs"
+    assert len(ids) == len(set(ids))
+    # the page's script and the library it draws with are inline, and only one SVG per case
+    assert "uPlot" in html and 'data-plot="branches"' in html
+    assert len(re.findall(r"<svg\b", html)) == len({c["case"] for c in document["cells"]})
+
+
+def test_plot_data_of_a_failing_cell(document, html):
+    cell = next(c for c in document["cells"] if c["id"] == "two_layer_mlp-torch.eager-float32")
+    errors = plot_data(html)["cell-" + cell["id"]]["errors"]
+    assert errors["step"] == cell["series"]["step"] and errors["div"] == 1
+    grads = next(g for g in errors["groups"] if g["title"] == "gradients")
+    name, error, tolerance, over = next(q for q in grads["q"] if q[0] == "w1")
+    assert over[0] == 1 and all(error[i] > tolerance[i] for i in over)
+    raw = cell["series"]["grads/w1"]["error"]
+    assert error == [float(f"{v:.3g}") for v in raw]
+
+
+def test_a_full_run_page_is_at_most_3_mb():
+    """Issue 10: a full run's page (156 cells) was 21 MB of inline SVG; now at most 3 MB."""
+    document = full_run_document()
+    page = render_html(document)
+    assert len(page.encode("utf-8")) <= 3_000_000
+    parsed = parse(page)
+    assert len(parsed.matrix) == len(parsed.details) == 156
+    assert len(plot_data(page)) == sum(
+        bool(c["series"] or c["branches"]) for c in document["cells"]
+    )
 
 
 def test_branch_trace_and_benchmarks(html):

@@ -1,8 +1,10 @@
 """parity.html: one self-contained page rendered from a parity document alone.
 
-The page reads only the JSON (never a framework, never the network): CSS, script and the
-matplotlib SVG plots are inlined, so the file can be mailed, archived as a CI artifact or
-opened from disk. It is rendered into memory first and moved into place atomically, so an
+The page reads only the JSON (never a framework, never the network): CSS, scripts (uPlot,
+vendored in ``static/``), the per-cell plot data and the per-case benchmark SVGs are inlined, so
+the file can be mailed, archived as a CI artifact or opened from disk. A cell's plots are drawn
+by the browser when its details are opened (``plotdata``): a full run's page stays a few MB and
+opens in a second. It is rendered into memory first and moved into place atomically, so an
 interrupted run leaves the previous page or the new one, never half of one.
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 import jinja2
 
 from equiv.records import DTYPES, STATUSES
-from equiv.report import model, plots
+from equiv.report import model, plotdata, plots
 from equiv.results import atomic_write_bytes
 
 
@@ -70,11 +72,9 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _cell_view(
-    cell: dict[str, Any], links: _Links, plot: bool = True, anchor: str | None = None
-) -> dict[str, Any]:
+def _cell_view(cell: dict[str, Any], links: _Links, anchor: str | None = None) -> dict[str, Any]:
     """What the templates show of one cell; ``anchor`` names a conflicting result's section
-    (and prefixes its SVG ids, which must be unique in the page)."""
+    (and keys its plot data, which must be unique in the page)."""
     status = model.status_of(cell)
     cid = str(cell.get("id") or f"{cell.get('case')}-{cell.get('backend')}-{cell.get('dtype')}")
     ratio = model.largest_ratio(cell)
@@ -137,10 +137,9 @@ def _cell_view(
             "ambiguous": _list(branches.get("ambiguous_steps")),
             "stopped_at": branches.get("stopped_at"),
             "counts": branches.get("counts") if isinstance(branches.get("counts"), dict) else {},
-            "svg": plots.branch_plot(branches, anchor + "-branches") if plot else None,
+            "plot": plotdata.branch_data(branches),
         }
-    if plot and isinstance(cell.get("series"), dict):
-        view["plot"] = plots.error_plot(cell["series"], div, anchor + "-errors")
+    view["plot"] = plotdata.error_data(cell.get("series"), div)
     view["localization"] = _localization(cell.get("localization"))
     view["explanation"] = _explanation(cell.get("explanation"))
     view["reproducible"] = cell.get("reproducible")
@@ -152,7 +151,7 @@ def _cell_view(
         view["where"] = f"{view['where']} · held to {view['explanation']['precision']}".lstrip(" ·")
     conflicts = [c for c in _list(cell.get("conflicts")) if isinstance(c, dict)]
     for i, other in enumerate(conflicts):
-        view["conflicts"].append(_cell_view(other, links, plot, anchor=f"{anchor}-conflict{i + 1}"))
+        view["conflicts"].append(_cell_view(other, links, anchor=f"{anchor}-conflict{i + 1}"))
     return view
 
 
@@ -281,6 +280,18 @@ def _headline(summary: dict[str, int]) -> str:
     return text
 
 
+def _plot_data(views: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every result's plot data (conflicting results too), keyed by its anchor."""
+    out: dict[str, dict[str, Any]] = {}
+    for view in views:
+        for v in [view, *view["conflicts"]]:
+            entry = {"errors": v["plot"], "branches": (v["branches"] or {}).get("plot")}
+            entry = {k: d for k, d in entry.items() if d}
+            if entry:
+                out[v["anchor"]] = entry
+    return out
+
+
 def build_context(
     document: dict[str, Any], out_dir: Path | None = None, json_dir: Path | None = None
 ) -> dict[str, Any]:
@@ -319,8 +330,12 @@ def build_context(
         "problems": problems,
         "benchmarks": _benchmarks(views),
         "by_case": by_case,
-        "css": _static("report.css"),
+        "plot_data": plotdata.pack(_plot_data(views)),
+        "css": _static("uPlot.min.css") + "\n" + _static("report.css"),
         "js": _static("report.js"),
+        "plots_js": _static("plots.js"),
+        "uplot_js": _static("uPlot.iife.min.js"),
+        "uplot_license": _static("uPlot.LICENSE.txt"),
     }
 
 

@@ -1,0 +1,267 @@
+/* equiv parity report: a cell's plots, drawn with uPlot (inlined above) from the page's plot
+   data (#equiv-plot-data, written by equiv/report/plotdata.py). A plot is drawn when it comes
+   into view, i.e. when its cell's details are opened: drawing every cell of a full run at load
+   would cost seconds, for plots a reader opens a few of. */
+(function () {
+  "use strict";
+  var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    "#bcbd22", "#7f7f7f"];
+  var RED = "#c62828";
+  var UNKNOWN = "#bbbbbb";
+  /* integer steps on the x axis */
+  var STEP_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000];
+  var unpacked = null;
+
+  /* Every cell's plot data (a promise), unpacked from the page on the first draw: gzip'd JSON
+     in base64, which the browser's DecompressionStream inflates (no network, no library). */
+  function plotData() {
+    if (unpacked === null) {
+      var node = document.getElementById("equiv-plot-data");
+      var text = node ? node.textContent.trim() : "";
+      if (!text) {
+        unpacked = Promise.resolve({});
+      } else if (typeof DecompressionStream === "undefined") {
+        unpacked = Promise.reject(new Error("this browser cannot unpack the plot data " +
+          "(DecompressionStream: Chrome 80, Firefox 113, Safari 16.4 or later)"));
+      } else {
+        var binary = atob(text), bytes = new Uint8Array(binary.length);
+        for (var i = 0; i < binary.length; i++) { bytes[i] = binary.charCodeAt(i); }
+        var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+        unpacked = new Response(stream).json();
+      }
+    }
+    return unpacked;
+  }
+
+  function positive(v) { return v != null && v > 0 ? v : null; }
+
+  function fmt(v) {
+    if (v == null) { return "—"; }
+    if (v === 0) { return "0"; }
+    var a = Math.abs(v);
+    return a < 1e-3 || a >= 1e4 ? v.toExponential(2) : String(Number(v.toPrecision(3)));
+  }
+
+  function fmtTick(v) {
+    if (v == null) { return ""; }
+    var a = Math.abs(v);
+    return a < 1e-2 || a >= 1e4 ? v.toExponential(0) : String(Number(v.toPrecision(2)));
+  }
+
+  function value(u, v) { return fmt(v); }
+
+  /* Log-axis ticks: decades (every other one or more over a wide range), with 2 and 5 in
+     between over a narrow one; uPlot's default of every 1-9 multiple merges into grey bands. */
+  function logSplits(u, axis, min, max) {
+    var lo = Math.floor(Math.log10(min)), hi = Math.ceil(Math.log10(max));
+    var out = [], every = Math.max(1, Math.ceil((hi - lo) / 6));
+    var mults = hi - lo <= 2 ? [1, 2, 5] : [1];
+    for (var k = lo; k <= hi; k += every) {
+      mults.forEach(function (m) {
+        var v = Number((m * Math.pow(10, k)).toPrecision(1));
+        if (v >= min * 0.999 && v <= max * 1.001) { out.push(v); }
+      });
+    }
+    return out;
+  }
+
+  /* A vertical line at step x, across the plotting area (canvas pixels). */
+  function vline(u, x, colour, dash) {
+    var px = Math.round(u.valToPos(x, "x", true));
+    if (px < u.bbox.left || px > u.bbox.left + u.bbox.width) { return; }
+    var ctx = u.ctx;
+    ctx.save();
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = uPlot.pxRatio;
+    ctx.setLineDash(dash.map(function (d) { return d * uPlot.pxRatio; }));
+    ctx.beginPath();
+    ctx.moveTo(px, u.bbox.top);
+    ctx.lineTo(px, u.bbox.top + u.bbox.height);
+    ctx.stroke();
+    ctx.restore();
+  }
+
+  function panelWidth(host, panels) {
+    var room = Math.max(host.clientWidth, 300) - 16 * (panels - 1);
+    return Math.max(280, Math.min(460, Math.floor(room / panels)));
+  }
+
+  function note(host, text) {
+    var p = document.createElement("p");
+    p.className = "plot-note";
+    p.textContent = text;
+    host.appendChild(p);
+    return p;
+  }
+
+  /* One panel per quantity group: each name's error (solid) and tolerance (dashed, same
+     colour) on a log axis, red dots beyond tolerance, the first divergence dotted red. */
+  function drawErrors(host, d) {
+    var width = panelWidth(host, d.groups.length);
+    d.groups.forEach(function (group, g) {
+      var columns = [d.step];
+      var series = [{ label: "step" }];
+      var anyError = false, anyValue = false;
+      var single = group.q.length === 1;
+      group.q.forEach(function (q, i) {
+        var colour = PALETTE[i % PALETTE.length];
+        var err = q[1].map(positive), tol = q[2].map(positive);
+        anyError = anyError || err.some(function (v) { return v != null; });
+        anyValue = anyValue || anyError || tol.some(function (v) { return v != null; });
+        columns.push(err, tol);
+        series.push(
+          { label: single ? "error" : q[0], stroke: colour, width: 1.5, value: value },
+          { label: single ? "tolerance" : q[0] + " tol", stroke: colour, width: 1, dash: [5, 3],
+            alpha: 0.8, points: { show: false }, value: value });
+        if (q[3] && q[3].length) {
+          var over = d.step.map(function () { return null; });
+          q[3].forEach(function (j) { over[j] = q[1][j]; });
+          columns.push(over);
+          series.push({ label: (single ? "" : q[0] + " ") + "> tol", stroke: RED, fill: RED,
+            paths: function () { return null; }, points: { show: true, size: 6, fill: RED },
+            value: value });
+        }
+      });
+      var box = document.createElement("div");
+      box.className = "plot-panel";
+      host.appendChild(box);
+      if (!anyValue) {
+        note(box, group.title + ": exact match at every step (error 0, tolerance 0)");
+        return;
+      }
+      new uPlot({
+        title: group.title + (anyError ? "" : ": error exactly 0 at every step"),
+        width: width,
+        height: 210,
+        scales: { x: { time: false }, y: { distr: 3, log: 10 } },
+        axes: [
+          { label: "step", labelSize: 18, size: 34, incrs: STEP_INCRS },
+          { label: g === 0 ? "max |impl - ref64|" : "", labelSize: g === 0 ? 18 : 0, size: 58,
+            splits: logSplits, values: function (u, splits) { return splits.map(fmtTick); } },
+        ],
+        series: series,
+        cursor: { drag: { x: true, y: false } },
+        hooks: { draw: [function (u) { if (d.div != null) { vline(u, d.div, RED, [2, 3]); } }] },
+      }, columns, box);
+    });
+  }
+
+  /* Two strips, reference above implementation, one colour per branch; black ticks at the
+     numerically ambiguous steps, red ticks where the two differ, a dashed red line where the
+     comparison stopped. Hovering reads out both branches at a step. */
+  function drawBranches(host, b) {
+    var steps = [], rows = { ref: [], impl: [] };
+    for (var i = 0; i < b.n; i++) { steps.push(i); rows.ref.push(null); rows.impl.push(null); }
+    ["ref", "impl"].forEach(function (row) {
+      b[row].forEach(function (r) {
+        for (var s = r[0]; s < r[0] + r[1]; s++) { rows[row][s] = r[2]; }
+      });
+    });
+    function colour(k) { return b.names[k] === "?" ? UNKNOWN : PALETTE[k % PALETTE.length]; }
+    function name(u, v) { return v == null ? "—" : b.names[v]; }
+    function strips(u) {
+      var ctx = u.ctx, px = uPlot.pxRatio;
+      var yOf = function (y) { return u.valToPos(y, "y", true); };
+      var xOf = function (x) { return u.valToPos(x, "x", true); };
+      ctx.save();
+      [["ref", 1], ["impl", 0]].forEach(function (row) {
+        b[row[0]].forEach(function (r) {
+          var x0 = xOf(r[0] - 0.5), x1 = xOf(r[0] + r[1] - 0.5);
+          var y0 = yOf(row[1] + 0.35), y1 = yOf(row[1] - 0.35);
+          ctx.fillStyle = colour(r[2]);
+          ctx.fillRect(x0, y0, Math.max(x1 - x0, px), y1 - y0);
+        });
+      });
+      function ticks(list, y, style) {
+        ctx.strokeStyle = style;
+        ctx.lineWidth = 1.5 * px;
+        ctx.beginPath();
+        list.forEach(function (s) {
+          var x = Math.round(xOf(s));
+          ctx.moveTo(x, yOf(y + 0.12));
+          ctx.lineTo(x, yOf(y - 0.12));
+        });
+        ctx.stroke();
+      }
+      ticks(b.ambiguous, 1.55, "#000");
+      ticks(b.differ, -0.55, RED);
+      ctx.restore();
+      if (b.stopped != null) { vline(u, b.stopped - 0.5, RED, [5, 3]); }
+    }
+    var width = Math.max(Math.min(host.clientWidth, 1000), 300);
+    var box = document.createElement("div");
+    box.className = "plot-panel";
+    host.appendChild(box);
+    new uPlot({
+      width: width,
+      height: 150,
+      scales: {
+        x: { time: false, range: function () { return [-0.5, Math.max(b.n, 1) - 0.5]; } },
+        y: { range: [-0.85, 1.85] },
+      },
+      axes: [
+        { label: "step", labelSize: 18, size: 34, incrs: STEP_INCRS },
+        { size: 112, splits: function () { return [0, 1]; }, grid: { show: false },
+          values: function (u, splits) {
+            return splits.map(function (v) { return v === 1 ? "reference" : "implementation"; });
+          } },
+      ],
+      series: [
+        { label: "step" },
+        { label: "reference", stroke: "#333", paths: function () { return null; },
+          points: { show: false }, value: name },
+        { label: "implementation", stroke: "#333", paths: function () { return null; },
+          points: { show: false }, value: name },
+      ],
+      cursor: { drag: { x: false, y: false }, points: { show: false } },
+      hooks: { draw: [strips] },
+    }, [steps, rows.ref, rows.impl], box);
+    var key = document.createElement("p");
+    key.className = "plot-key";
+    b.names.forEach(function (n, k) {
+      var item = document.createElement("span");
+      var swatch = document.createElement("i");
+      swatch.style.background = colour(k);
+      item.appendChild(swatch);
+      item.appendChild(document.createTextNode(n));
+      key.appendChild(item);
+    });
+    box.appendChild(key);
+  }
+
+  function draw(host) {
+    if (host.getAttribute("data-drawn")) { return; }
+    host.setAttribute("data-drawn", "pending");
+    plotData().then(function (all) {
+      var entry = all[host.getAttribute("data-plot-for")] || {};
+      var kind = host.getAttribute("data-plot");
+      if (kind === "errors" && entry.errors) { drawErrors(host, entry.errors); }
+      if (kind === "branches" && entry.branches) { drawBranches(host, entry.branches); }
+      host.setAttribute("data-drawn", "1");
+    }).catch(function (err) {
+      host.setAttribute("data-drawn", "failed");
+      note(host, "This plot could not be drawn: " + err.message);
+      console.error(err);
+    });
+  }
+
+  var hosts = Array.prototype.slice.call(document.querySelectorAll(".plot-host[data-plot]"));
+  if (typeof uPlot === "undefined") {
+    hosts.forEach(function (h) { note(h, "The plotting library did not load."); });
+    return;
+  }
+  if ("IntersectionObserver" in window) {
+    var observer = new IntersectionObserver(function (entries) {
+      entries.forEach(function (e) {
+        if (e.isIntersecting) { observer.unobserve(e.target); draw(e.target); }
+      });
+    }, { rootMargin: "300px 0px" });
+    hosts.forEach(function (h) { observer.observe(h); });
+  } else {
+    hosts.forEach(draw);
+  }
+  /* Printing shows every open cell, so draw them all first. */
+  window.addEventListener("beforeprint", function () {
+    hosts.forEach(function (h) { if (h.offsetParent !== null) { draw(h); } });
+  });
+})();
