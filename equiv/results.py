@@ -79,21 +79,28 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 
 def write_trajectories(out_dir: Path, results: list[CellResult]) -> None:
-    folder = out_dir / "trajectories"
     for r in results:
-        if not r.trajectory:
-            continue
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{r.cell.case}__{r.cell.backend}__{r.cell.dtype}.npz"
-        fd, tmp = tempfile.mkstemp(prefix=".traj.", suffix=".npz", dir=folder)
-        os.close(fd)
-        try:
-            np.savez_compressed(tmp, **r.trajectory)
-            _readable(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_trajectory(out_dir, r)
+
+
+def write_trajectory(out_dir: Path, r: CellResult) -> None:
+    """DIR/trajectories/<cell>.npz, then the arrays are dropped from the result: a run writes
+    each cell's as it finishes, so that a full run never holds all of them in memory."""
+    if not r.trajectory:
+        return
+    folder = out_dir / "trajectories"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{r.cell.case}__{r.cell.backend}__{r.cell.dtype}.npz"
+    fd, tmp = tempfile.mkstemp(prefix=".traj.", suffix=".npz", dir=folder)
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **r.trajectory)
+        _readable(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    r.trajectory = None
 
 
 class InvalidResults(ValueError):

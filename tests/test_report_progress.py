@@ -67,3 +67,38 @@ def test_bar_on_a_terminal_names_the_running_cell_and_keeps_problems():
 def test_dumb_terminal_gets_plain_lines(monkeypatch):
     monkeypatch.setenv("TERM", "dumb")
     assert Progress(total=1, stream=Terminal()).bar is False
+
+
+def test_the_bar_shows_each_running_cell_with_its_phase_and_the_time_left(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    term = Terminal()
+    first, second = results()
+    estimates = {first.cell: 60.0, second.cell: 180.0}
+    progress = Progress(
+        total=2, stream=term, planned=[first.cell, second.cell], estimate=estimates.get, jobs=2
+    )
+    progress.start(first.cell)
+    progress.start(second.cell)
+    progress.phase(second.cell, "calibration")
+    line = term.getvalue().rsplit("\r", 1)[-1]
+    assert "mlp-numpy-float64, mlp-torch.jit-float64 (calibration)" in line
+    assert "~2.0m left" in line  # (60 + 180) s of work over 2 workers, just started
+    progress.finish(first)
+    assert "~1.5m left" in term.getvalue().rsplit("\r", 1)[-1]  # the 180 s cell, over 2
+
+
+def test_plain_lines_say_the_time_left():
+    lines: list[str] = []
+    first, second = results()
+    progress = Progress(
+        total=2,
+        emit=lines.append,
+        stream=io.StringIO(),
+        planned=[first.cell, second.cell],
+        estimate=lambda cell: 20.0,
+    )
+    progress.start(first.cell)
+    progress.finish(first)
+    progress.start(second.cell)
+    progress.finish(second)
+    assert lines[0].endswith("; ~20s left") and not lines[1].endswith("left")

@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from equiv.history import Durations
     from equiv.matrix import Progress, SelectionError, run_cells, select_cells
     from equiv.output import write_outputs
+    from equiv.results import write_trajectory
     from equiv.runner import RunOptions
 
     try:
@@ -133,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             jobs=jobs,
             estimate=history.estimate,
+            on_result=lambda result: write_trajectory(out, result),
         )
         history.record(results)
     paths = write_outputs(out, results, options, argv=sys.argv, jobs=jobs)

@@ -1,0 +1,92 @@
+"""The harness's own benchmark (pytest-benchmark). Not part of the test suite: run it with
+
+    .venv/bin/python -m pytest benchmarks -p no:cacheprovider --benchmark-json bench.json
+
+- ``test_one_cell``: one cell with benchmarks off, ``equiv run`` against the plain script
+  ``benchmarks/plain_cell.py`` (the same implementation and reference compared every step),
+  both timed as whole processes; the ratio is printed and kept in the JSON (extra_info).
+  ``warm``: the calibration store already holds the cell's calibration (every run after the
+  first); ``cold``: ``--no-cache``, the calibration is computed.
+- ``test_full_matrix``: the README's main job (``equiv run --out DIR``: every installed backend,
+  both dtypes, benchmarks on) once, with its wall time per phase summed over cells (imports,
+  calibration, lockstep, benchmark, extras, worker startup), the peak memory of its largest
+  process and the size of the report. Takes minutes: select it with ``-k full`` or skip it
+  with ``-k 'not full'``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CELL = ["--case", "two_layer_mlp", "--backend", "torch.eager", "--dtype", "float64"]
+TIMES: dict[str, float] = {}
+
+
+def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, **kwargs)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done
+
+
+def equiv_cell(out: Path, *extra: str) -> list[str]:
+    """The cell as a user runs it: defaults (a worker process, one thread), benchmarks off."""
+    command = [sys.executable, "-m", "equiv", "run", *CELL, "--bench-rounds", "0"]
+    return command + ["--out", str(out), *extra]
+
+
+@pytest.mark.parametrize(
+    "variant", ["plain-script", "equiv-run-warm", "equiv-run-cold"], ids=lambda v: v
+)
+def test_one_cell(benchmark, variant, tmp_path):
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    if variant == "plain-script":
+        command = [sys.executable, str(ROOT / "benchmarks" / "plain_cell.py")]
+    elif variant == "equiv-run-warm":
+        run(equiv_cell(tmp_path / "prime", *cache))  # fills the store, not timed
+        command = equiv_cell(tmp_path / "out", *cache)
+    else:
+        command = equiv_cell(tmp_path / "out", "--no-cache")
+    benchmark.group = "one cell, benchmarks off, whole processes"
+    benchmark.pedantic(run, args=(command,), rounds=3, warmup_rounds=0, iterations=1)
+    TIMES[variant] = benchmark.stats.stats.median
+    if "plain-script" in TIMES and variant != "plain-script":
+        ratio = TIMES[variant] / TIMES["plain-script"]
+        benchmark.extra_info["ratio_to_plain_script"] = round(ratio, 3)
+        print(f"\n{variant}: {ratio:.2f}x the plain script")
+
+
+def test_full_matrix(benchmark, tmp_path):
+    out = tmp_path / "reports"
+    command = [sys.executable, "-m", "equiv", "run", "--out", str(out)]
+    benchmark.group = "full default matrix"
+    benchmark.pedantic(
+        lambda: subprocess.run(command, cwd=ROOT, capture_output=True, timeout=3600),
+        rounds=1,
+        iterations=1,
+    )
+    doc = json.loads((out / "parity.json").read_text())
+    phases: dict[str, float] = {}
+    for cell in doc["cells"]:
+        for phase, seconds in (cell.get("phases_s") or {}).items():
+            phases[phase] = phases.get(phase, 0.0) + seconds
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    info = {
+        "wall_s": round(benchmark.stats.stats.median, 1),
+        "cells": doc["summary"],
+        "phase_totals_s": {k: round(v, 1) for k, v in sorted(phases.items())},
+        "peak_rss_mb_of_any_process": round(peak_kb / 1024),
+        "parity_html_mb": round((out / "parity.html").stat().st_size / 1e6, 2),
+        "parity_json_mb": round((out / "parity.json").stat().st_size / 1e6, 2),
+        "jobs": doc["run"].get("jobs"),
+        "cpu_count": os.cpu_count(),
+    }
+    benchmark.extra_info.update(info)
+    print("\n" + json.dumps(info, indent=1))
