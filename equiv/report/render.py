@@ -1,10 +1,10 @@
 """parity.html: one self-contained page rendered from a parity document alone.
 
 The page reads only the JSON (never a framework, never the network): CSS, scripts (uPlot,
-vendored in ``static/``), the per-cell plot data and the per-case benchmark SVGs are inlined, so
-the file can be mailed, archived as a CI artifact or opened from disk. A cell's plots are drawn
-by the browser when its details are opened (``plotdata``): a full run's page stays a few MB and
-opens in a second. It is rendered into memory first and moved into place atomically, so an
+vendored in ``static/``) and the plot data are inlined, so the file can be mailed, archived as
+a CI artifact or opened from disk. Plots are drawn by the browser when they come into view (a
+cell's when its details are opened; ``plotdata``): a full run's page is about 1 MB and opens in
+a second. It is rendered into memory first and moved into place atomically, so an
 interrupted run leaves the previous page or the new one, never half of one.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 
 from equiv.records import DTYPES, STATUSES
-from equiv.report import model, plotdata, plots
+from equiv.report import model, plotdata
 from equiv.results import atomic_write_bytes
 
 
@@ -254,8 +254,15 @@ def _benchmarks(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for r in rows:
                 if r["dtype"] == dtype and fastest and r["median_s"]:
                     r["relative"] = r["median_s"] / fastest
-        svg = plots.benchmark_plot(rows, f"bench-{case}") if rows else None
-        out.append({"case": case, "rows": rows, "untimed": untimed, "svg": svg})
+        out.append(
+            {
+                "case": case,
+                "anchor": f"speed-{case}",
+                "rows": rows,
+                "untimed": untimed,
+                "plot": plotdata.bench_data(rows),
+            }
+        )
     return out
 
 
@@ -280,9 +287,14 @@ def _headline(summary: dict[str, int]) -> str:
     return text
 
 
-def _plot_data(views: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Every result's plot data (conflicting results too), keyed by its anchor."""
-    out: dict[str, dict[str, Any]] = {}
+def _plot_data(
+    views: list[dict[str, Any]], benchmarks: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Every result's plot data (conflicting results too) and every case's step-time plot,
+    keyed by the anchor of the section that shows it."""
+    out: dict[str, dict[str, Any]] = {
+        b["anchor"]: {"bench": b["plot"]} for b in benchmarks if b["plot"]
+    }
     for view in views:
         for v in [view, *view["conflicts"]]:
             entry = {"errors": v["plot"], "branches": (v["branches"] or {}).get("plot")}
@@ -311,6 +323,7 @@ def build_context(
         group.sort(key=lambda v: (dtypes.index(v["dtype"]), backends.index(v["backend"])))
         by_case[case] = group
     env = document.get("environment") if isinstance(document.get("environment"), dict) else {}
+    benchmarks = _benchmarks(views)
     return {
         "document": document,
         "schema": document.get("schema"),
@@ -328,9 +341,9 @@ def build_context(
         "status_help": model.STATUS_HELP,
         "matrices": _matrices(views),
         "problems": problems,
-        "benchmarks": _benchmarks(views),
+        "benchmarks": benchmarks,
         "by_case": by_case,
-        "plot_data": plotdata.pack(_plot_data(views)),
+        "plot_data": plotdata.pack(_plot_data(views, benchmarks)),
         "css": _static("uPlot.min.css") + "\n" + _static("report.css"),
         "js": _static("report.js"),
         "plots_js": _static("plots.js"),

@@ -1,7 +1,7 @@
-/* equiv parity report: a cell's plots, drawn with uPlot (inlined above) from the page's plot
-   data (#equiv-plot-data, written by equiv/report/plotdata.py). A plot is drawn when it comes
-   into view, i.e. when its cell's details are opened: drawing every cell of a full run at load
-   would cost seconds, for plots a reader opens a few of. */
+/* equiv parity report: the plots, drawn with uPlot (inlined above) from the page's plot data
+   (#equiv-plot-data, written by equiv/report/plotdata.py). A plot is drawn when it comes into
+   view (a cell's when its details are opened): drawing every cell of a full run at load would
+   cost seconds, for plots a reader opens a few of. */
 (function () {
   "use strict";
   var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -229,6 +229,90 @@
     box.appendChild(key);
   }
 
+  var DTYPE_COLOURS = { float64: "#1f5fa8", float32: "#d9731a" };
+
+  function fmtSeconds(v) {
+    if (v == null) { return "—"; }
+    if (v >= 1) { return v.toFixed(2) + " s"; }
+    if (v >= 1e-3) { return Number((v * 1e3).toPrecision(3)) + " ms"; }
+    return Number((v * 1e6).toPrecision(3)) + " µs";
+  }
+
+  /* Step time per (backend, dtype), a row each, on a log axis: a dot at the median (coloured
+     by dtype), a whisker from the fastest to the slowest round, a hollow circle at the first
+     call. Rows run down the page (uPlot's x scale turned vertical), first row on top. */
+  function drawBench(host, b) {
+    var n = b.label.length;
+    var rows = b.label.map(function (_, i) { return i; });
+    function only(dtype) {
+      return b.median.map(function (v, i) { return b.dtype[i] === dtype ? v : null; });
+    }
+    function hidden(label) {
+      return { label: label, stroke: "#555", paths: function () { return null; },
+        points: { show: false }, value: function (u, v) { return fmtSeconds(v); } };
+    }
+    function whiskers(u) {
+      var ctx = u.ctx, px = uPlot.pxRatio;
+      ctx.save();
+      ctx.lineWidth = 1.2 * px;
+      for (var i = 0; i < n; i++) {
+        if (b.min[i] == null || b.max[i] == null) { continue; }
+        var y = u.valToPos(i, "x", true);
+        var x0 = u.valToPos(b.min[i], "y", true), x1 = u.valToPos(b.max[i], "y", true);
+        ctx.strokeStyle = DTYPE_COLOURS[b.dtype[i]] || "#555";
+        ctx.globalAlpha = 0.6;
+        ctx.beginPath();
+        ctx.moveTo(x0, y); ctx.lineTo(x1, y);
+        ctx.moveTo(x0, y - 4 * px); ctx.lineTo(x0, y + 4 * px);
+        ctx.moveTo(x1, y - 4 * px); ctx.lineTo(x1, y + 4 * px);
+        ctx.stroke();
+      }
+      ctx.restore();
+    }
+    var series = [{ label: "row", value: function (u, i) { return i == null ? "—" : b.label[i]; } }];
+    var columns = [rows];
+    Object.keys(DTYPE_COLOURS).forEach(function (dtype) {
+      if (b.dtype.indexOf(dtype) < 0) { return; }
+      var colour = DTYPE_COLOURS[dtype];
+      series.push({ label: "median " + dtype, stroke: colour, paths: function () { return null; },
+        points: { show: true, size: 8, fill: colour, stroke: colour },
+        value: function (u, v) { return fmtSeconds(v); } });
+      columns.push(only(dtype));
+    });
+    series.push({ label: "first call", stroke: "#444", paths: function () { return null; },
+      points: { show: true, size: 7, width: 1.5, fill: "#fff", stroke: "#444" },
+      value: function (u, v) { return fmtSeconds(v); } });
+    columns.push(b.first);
+    series.push(hidden("fastest round"), hidden("slowest round"));
+    columns.push(b.min, b.max);
+    var box = document.createElement("div");
+    box.className = "plot-panel";
+    host.appendChild(box);
+    new uPlot({
+      width: Math.max(Math.min(host.clientWidth, 760), 360),
+      height: 18 * n + 70,
+      scales: {
+        x: { time: false, ori: 1, dir: -1, range: [-0.6, n - 0.4] },
+        y: { ori: 0, distr: 3, log: 10 },
+      },
+      axes: [
+        { side: 3, size: 170, splits: function () { return rows; }, grid: { show: false },
+          values: function (u, splits) {
+            return splits.map(function (i) { return b.label[i] || ""; });
+          } },
+        { side: 2, label: "seconds per training step (log scale)", labelSize: 18, size: 34,
+          splits: logSplits, values: function (u, splits) {
+            return splits.map(function (v) {
+              return v >= 1 ? Number(v.toPrecision(3)) + " s" : fmtSeconds(v);
+            });
+          } },
+      ],
+      series: series,
+      cursor: { drag: { x: false, y: false } },
+      hooks: { draw: [whiskers] },
+    }, columns, box);
+  }
+
   function draw(host) {
     if (host.getAttribute("data-drawn")) { return; }
     host.setAttribute("data-drawn", "pending");
@@ -237,6 +321,7 @@
       var kind = host.getAttribute("data-plot");
       if (kind === "errors" && entry.errors) { drawErrors(host, entry.errors); }
       if (kind === "branches" && entry.branches) { drawBranches(host, entry.branches); }
+      if (kind === "bench" && entry.bench) { drawBench(host, entry.bench); }
       host.setAttribute("data-drawn", "1");
     }).catch(function (err) {
       host.setAttribute("data-drawn", "failed");
