@@ -130,7 +130,7 @@ def test_filter_link_and_screenshot(page):
     assert not messages
 
 
-def test_a_cell_opened_draws_its_plots(page):
+def test_plots_are_drawn_when_opened_or_scrolled_to(page):
     tab, document, messages = page
     closed = tab.locator('details.cell-detail[data-status="pass"]:not([open])').last
     detail = tab.locator(f'[id="{closed.get_attribute("id")}"]')
@@ -142,6 +142,9 @@ def test_a_cell_opened_draws_its_plots(page):
     branching = tab.locator('[id="cell-dynamic_branching-torch.compile-float64"]')
     branching.scroll_into_view_if_needed()
     branching.locator('.plot-host[data-plot="branches"][data-drawn="1"] canvas').wait_for()
+    speed = tab.locator('[id="speed-two_layer_mlp"]')
+    speed.scroll_into_view_if_needed()
+    speed.locator('.plot-host[data-plot="bench"][data-drawn="1"] canvas').wait_for()
     assert not messages
 
 
