@@ -15,6 +15,7 @@ import pytest
 from equiv.cli import main
 from equiv.records import Cell, CellResult
 from equiv.report.merge import merge_documents
+from equiv.report.plotdata import unpack
 from equiv.results import build_document, load_document
 
 
@@ -115,6 +116,10 @@ def test_merge_command_writes_json_and_html(tmp_path, capsys):
     assert "2 cells have conflicting results" in html
     ids = re.findall(r'\bid="([^"]+)"', html)  # both results' plots, in one page
     assert len(ids) == len(set(ids))
+    data = unpack(re.search(r'id="equiv-plot-data">([^<]*)</script>', html).group(1))
+    hosts = re.findall(r'data-plot="(\w+)" data-plot-for="([^"]+)"', html)
+    assert ("errors", "cell-mlp-torch.eager-float64-conflict1") in hosts
+    assert all(kind in data[anchor] for kind, anchor in hosts)
     assert "2 conflict" in capsys.readouterr().out
 
 
