@@ -42,6 +42,39 @@ def test_eager_is_not_compiled():
     assert result.traces is None
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_eager_steps_stop_compiling_after_the_first(case):
+    """Eager JAX compiles each primitive once and then reuses it: a step that compiles anew
+    every time (as differentiating ``lax.cond`` op by op did in static_graph_step, ~0.1 s a
+    step) makes an eager cell many times slower and its timings meaningless."""
+    import jax
+
+    spec = get_case(case)
+    state = spec.make_state(0, "float64")
+    backend = get_backend("jax.eager")
+    backend.configure(RunOptions().threads)
+    trainer = backend.build_trainer(
+        spec, state, ImplSource(backend.implementation_module(spec)).load()
+    )
+    for _ in range(2):
+        trainer.run_step()
+        trainer.record()
+    compiles = []
+
+    def listener(event, duration_secs, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration_secs)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        for _ in range(4):
+            trainer.run_step()
+            trainer.record()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert not compiles, f"{case}: {len(compiles)} compilations in 4 eager steps after the first 2"
+
+
 @pytest.mark.parametrize("backend", ["jax.eager", "jax.jit"])
 def test_the_custom_vjp_backward_is_the_one_used(backend):
     """A wrong hand-written backward must show in the gradients at step 0: so the gradient
