@@ -98,6 +98,13 @@
      colour) on a log axis, red dots beyond tolerance, the first divergence dotted red. */
   function drawErrors(host, d) {
     var width = panelWidth(host, d.groups.length);
+    var first = d.step[0], last = d.step[d.step.length - 1];
+    /* The whole run from step 0, and the first divergence even where a pooled series has no
+       point there; a zoom (any other extent) is left as it is. */
+    function stepRange(u, min, max) {
+      var div = d.div == null ? min : d.div;
+      return [min === first ? Math.min(0, div, min) : min, max === last ? Math.max(div, max) : max];
+    }
     d.groups.forEach(function (group, g) {
       var columns = [d.step];
       var series = [{ label: "step" }];
@@ -118,7 +125,7 @@
           q[3].forEach(function (j) { over[j] = q[1][j]; });
           columns.push(over);
           series.push({ label: (single ? "" : q[0] + " ") + "> tol", stroke: RED, fill: RED,
-            paths: function () { return null; }, points: { show: true, size: 6, fill: RED },
+            paths: function () { return null; }, points: { show: true, size: 5, fill: RED },
             value: value });
         }
       });
@@ -133,7 +140,7 @@
         title: group.title + (anyError ? "" : ": error exactly 0 at every step"),
         width: width,
         height: 210,
-        scales: { x: { time: false }, y: { distr: 3, log: 10 } },
+        scales: { x: { time: false, range: stepRange }, y: { distr: 3, log: 10 } },
         axes: [
           { label: "step", labelSize: 18, size: 34, incrs: STEP_INCRS },
           { label: g === 0 ? "max |impl - ref64|" : "", labelSize: g === 0 ? 18 : 0, size: 58,
