@@ -39,7 +39,7 @@ def main(steps: int) -> int:
             scale = max(float(np.max(np.abs(b))), 1e-300)
             worst = max(worst, float(np.max(np.abs(np.asarray(a) - b))) / scale)
     print(f"{steps} steps, largest relative difference {worst:.3g}")
-    return 0 if worst < 1e-9 else 1
+    return 0 if worst < 1e-6 else 1
 
 
 if __name__ == "__main__":

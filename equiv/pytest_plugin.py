@@ -40,6 +40,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="none",
         help="run every cell in a worker process (default: in this process)",
     )
+    group.addoption(
+        "--equiv-threads",
+        type=int,
+        default=1,
+        help="threads per framework (default 1: as `equiv run` with one worker per core; "
+        "under pytest -n more would oversubscribe the cores)",
+    )
     group.addoption("--equiv-report", default=None, metavar="DIR", help="write parity.json here")
     group.addoption(
         "--equiv-cache-dir",
@@ -74,8 +81,7 @@ def _options(config: pytest.Config):
     return RunOptions(
         seed=config.getoption("--equiv-seed"),
         steps=steps,
-        # side by side, each process gets one thread: the cores are not oversubscribed
-        threads=1 if _parallel(config) else os.cpu_count() or 1,
+        threads=config.getoption("--equiv-threads"),
         bench_rounds=0 if _parallel(config) else config.getoption("--equiv-bench-rounds"),
         calibration_dir=str(Path(cache) if cache else default_directory()),
     )

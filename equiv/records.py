@@ -86,6 +86,8 @@ class CellResult:
     #: wall time per phase: imports, calibration, lockstep, benchmark, extras (and the worker
     #: process's startup, on the first cell of a worker)
     phases_s: dict[str, float] = field(default_factory=dict)
+    #: the peak resident memory of the process that ran the cell, up to the cell's end (MB)
+    peak_rss_mb: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     #: arrays for DIR/trajectories/*.npz (not part of the JSON)
     trajectory: dict[str, np.ndarray] | None = None
@@ -111,5 +113,6 @@ class CellResult:
             "traceback": self.traceback,
             "duration_s": round(self.duration_s, 3),
             "phases_s": {k: round(v, 3) for k, v in self.phases_s.items()},
+            "peak_rss_mb": self.peak_rss_mb,
             **self.extra,
         }

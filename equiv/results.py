@@ -94,7 +94,9 @@ def write_trajectory(out_dir: Path, r: CellResult) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".traj.", suffix=".npz", dir=folder)
     os.close(fd)
     try:
-        np.savez_compressed(tmp, **r.trajectory)
+        # Not savez_compressed: random float mantissas shrink by ~8% for 25x the time
+        # (measured: 2.31 -> 2.13 MB, 0.01 -> 0.25 s per cell; 40 s of a full run's 156 cells).
+        np.savez(tmp, **r.trajectory)
         _readable(tmp)
         os.replace(tmp, target)
     except BaseException:

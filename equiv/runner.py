@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -135,7 +136,18 @@ def run_cell(
         result.traceback = traceback.format_exc()
     finally:
         result.duration_s = time.perf_counter() - started
+        result.peak_rss_mb = peak_rss_mb()
     return result
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far (None where ``resource`` is missing)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 @dataclass

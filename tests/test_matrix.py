@@ -5,14 +5,25 @@ reason, and the declared reference variant is proven to match it (docs/verdicts.
 is marked as an expected failure.
 """
 
+import functools
+import json
+import math
+import warnings
+from pathlib import Path
+
 import pytest
 
+from equiv.environment import cpu_name, environment
+from equiv.registry import all_backends
 from equiv.runner import describe_divergence
 
 pytestmark = pytest.mark.matrix
 
+#: a full run's statuses and max_ratio values (tests/fixtures/matrix/make_stored.py)
+STORED = Path(__file__).parent / "fixtures" / "matrix" / "stored.json"
 
-def test_parity(equiv_cell, equiv_run_cell, benchmark):
+
+def test_parity(equiv_cell, equiv_run_cell, equiv_options, benchmark):
     result = equiv_run_cell(equiv_cell)
     if result.status == "skip":
         pytest.skip(result.reason)
@@ -26,3 +37,46 @@ def test_parity(equiv_cell, equiv_run_cell, benchmark):
     assert result.compared_steps > 0
     if result.status == "explained":
         assert result.extra["explanation"]["proved"]
+    assert_same_as_stored(result, equiv_options)
+
+
+@functools.cache
+def stored_result() -> tuple[dict, list[str]]:
+    """The stored document, and what of this machine differs from the one that made it."""
+    doc = json.loads(STORED.read_text())
+    differs = [] if doc["environment"]["cpu"] == cpu_name() else ["cpu"]
+    backends = [b for b in all_backends().values() if b.availability() is None]
+    versions = environment(0, 1, backends)["versions"]  # as a run records them
+    for name, wanted in doc["environment"]["versions"].items():
+        here = versions.get(name)
+        if here != wanted:
+            differs.append(f"{name} {here} (stored: {wanted})")
+    if differs:
+        warnings.warn(
+            "the matrix is not compared with its stored result: this machine differs in "
+            + ", ".join(differs),
+            stacklevel=2,
+        )
+    return doc, differs
+
+
+def assert_same_as_stored(result, options) -> None:
+    """Same status and max_ratio (1e-12 relative) as the stored run, where the numbers are
+    determined the same way: same seed, steps and threads, same packages, same CPU."""
+    doc, differs = stored_result()
+    want = doc["cells"].get(result.cell.id)
+    run = doc["settings"]
+    if want is None or differs:
+        return
+    if (options.seed, options.steps, options.threads) != (
+        run["seed"],
+        run["steps"],
+        run["threads"],
+    ):
+        return
+    assert result.status == want["status"], f"stored status {want['status']}"
+    for group, stored_ratio in want["max_ratio"].items():
+        got, expected = float(result.max_ratio[group]), float(stored_ratio)
+        assert math.isclose(got, expected, rel_tol=1e-12, abs_tol=0.0), (
+            f"max_ratio[{group}] {got!r}, stored {expected!r}"
+        )

@@ -54,6 +54,7 @@ KNOWN_CELL_FIELDS = {
     "traceback",
     "duration_s",
     "phases_s",
+    "peak_rss_mb",
     "source",
     "sources",
     "conflicts",
