@@ -152,8 +152,8 @@ def test_a_full_run_page_opens_in_under_2_s(browser, tmp_path_factory):
     """Issue 10: the report of a full run (156 cells) opens in under 2 s in headless
     Chromium (it took 9 s with an SVG per cell). The limit is the target itself, asserted on
     the page's own navigation timing (from navigation start to the end of the load event,
-    without the browser's start); the page loads in about 0.5 s on an idle 2-core machine,
-    so a busy CI machine has room before this fails."""
+    without the browser's start). Measured: 0.7-1.4 s on a 2-core machine with a full
+    matrix running beside it (load average 3-5); the old page took 8 s there."""
     document = full_run_document()
     tab, messages = open_report(browser, tmp_path_factory.mktemp("full"), document)
     timing = tab.evaluate("performance.getEntriesByType('navigation')[0].toJSON()")
