@@ -89,7 +89,8 @@ class Comparison:
                 raise ShapeMismatch(
                     f"step {step}: {key} has shape {np.shape(got)}, expected {np.shape(want)}"
                 )
-            if not np.all(np.isfinite(got)):
+            err = max_abs_diff(got, want)  # NaN or Inf whenever ``got`` holds one
+            if not math.isfinite(err) and not np.all(np.isfinite(got)):
                 raise NonFinite(step, key)
             if key != "loss" and np.asarray(got).dtype != np.dtype(self.dtype):
                 self._diverge(
@@ -99,7 +100,6 @@ class Comparison:
                         "detail": f"{np.asarray(got).dtype} in a {self.dtype} cell",
                     }
                 )
-            err = max_abs_diff(got, want)
             tol = self.calibration.tolerance(key, step)
             self._error[key].append(err)
             self._tol[key].append(tol)
