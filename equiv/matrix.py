@@ -196,7 +196,8 @@ def run_cells(
         if reason:  # no need to start a process to learn that
             collect(CellResult(cell=c, status="skip", reason=reason) for c in group)
         elif isolate == "backend" or backend.needs_own_process:
-            groups.append(Group([(c, None) for c in group], dict(backend.worker_env)))
+            jobs_of = [(c, None) for c in group]
+            groups.append(Group(jobs_of, dict(backend.worker_env), backend.worker_hides))
         else:
             in_process.extend(group)
     if estimate:

@@ -147,7 +147,9 @@ def equiv_run_cell(request: pytest.FixtureRequest, equiv_options):
         if backend.availability() is None and (isolate or backend.needs_own_process):
             # one worker per backend for the whole session: its framework is imported once
             if backend.id not in sessions:
-                sessions[backend.id] = WorkerSession(equiv_options, dict(backend.worker_env))
+                sessions[backend.id] = WorkerSession(
+                    equiv_options, dict(backend.worker_env), backend.worker_hides
+                )
             result = sessions[backend.id].run((cell, impl))
         else:
             fixture = None

@@ -26,6 +26,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -41,8 +42,12 @@ Job = tuple[Cell, ImplSource | None]
 CAN_PAUSE = hasattr(signal, "SIGSTOP")
 
 
-def _worker_main(conn: Connection, options: RunOptions, env: dict[str, str]) -> None:
+def _worker_main(
+    conn: Connection, options: RunOptions, env: dict[str, str], hides: tuple[str, ...] = ()
+) -> None:
     os.environ.update(env)
+    for name in hides:  # see Backend.worker_hides
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
     @contextlib.contextmanager
     def exclusive() -> Iterator[None]:
@@ -83,6 +88,7 @@ class Group:
 
     jobs: list[Job]
     env: dict[str, str] = field(default_factory=dict)
+    hides: tuple[str, ...] = ()
 
 
 @dataclass(eq=False)
@@ -111,7 +117,7 @@ class _Worker:
 def _spawn(options: RunOptions, group: Group) -> _Worker:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=True)
-    proc = ctx.Process(target=_worker_main, args=(child, options, group.env))
+    proc = ctx.Process(target=_worker_main, args=(child, options, group.env, group.hides))
     proc.start()
     child.close()
     now = time.monotonic()
@@ -279,14 +285,17 @@ class WorkerSession:
     """One worker kept for many cells, run one at a time as they are asked for: pytest's
     matrix runs a backend that needs its own process this way, paying its imports once."""
 
-    def __init__(self, options: RunOptions, env: dict[str, str] | None = None):
+    def __init__(
+        self, options: RunOptions, env: dict[str, str] | None = None, hides: tuple[str, ...] = ()
+    ):
         self.options = options
         self.env = dict(env or {})
+        self.hides = hides
         self.worker: _Worker | None = None
 
     def run(self, job: Job) -> CellResult:
         if self.worker is None or not self.worker.proc.is_alive():
-            self.worker = _spawn(self.options, Group([], self.env))
+            self.worker = _spawn(self.options, Group([], self.env, self.hides))
             self.worker.group.jobs.append(job)
         else:
             self.worker.group.jobs.append(job)
@@ -331,7 +340,8 @@ def run_group(
     options: RunOptions,
     env: dict[str, str] | None = None,
     on_start: Callable[[Cell], None] | None = None,
+    hides: tuple[str, ...] = (),
 ) -> Iterable[CellResult]:
     """Run ``jobs`` in one worker; yield each result as it arrives, in job order."""
     pool = WorkerPool(options, jobs=1, on_start=on_start)
-    yield from pool.run([Group(list(jobs), dict(env or {}))])
+    yield from pool.run([Group(list(jobs), dict(env or {}), hides)])

@@ -149,3 +149,33 @@ def test_pytest_n_writes_one_complete_report(tmp_path):
     assert doc["summary"]["pass"] == 4
     assert doc["run"]["benchmark_method"].startswith("not taken: pytest-xdist")
     assert all(not c["benchmark"].get("median_s") for c in doc["cells"])
+
+
+@pytest.mark.skipif(get_backend("tf.eager").availability() is not None, reason="needs tensorflow")
+def test_a_tensorflow_worker_does_not_import_jax_or_matplotlib():
+    """TF imports jax (TF Lite) and matplotlib (through Keras) only because they are installed;
+    its worker hides them (Backend.worker_hides). The cell reports what its process holds."""
+    from equiv.implementations import ImplSource, Patch
+    from equiv.records import Cell
+    from equiv.runner import RunOptions
+    from equiv.workers import run_group
+
+    backend = get_backend("tf.eager")
+    report = (
+        "def build(state, backend):\n"
+        "    import sys\n"
+        "    raise RuntimeError('loaded: ' + repr(sorted(m for m in ('jax', 'matplotlib', "
+        "'tensorflow') if sys.modules.get(m) is not None)))\n"
+    )
+    impl = ImplSource(
+        "cases.two_layer_mlp.tf_impl", (Patch("def build(state, backend):\n", report),)
+    )
+    options = RunOptions(steps=2, bench_rounds=0, keep_trajectories=False)
+    cell = Cell("two_layer_mlp", "tf.eager", "float64")
+    (hidden,) = run_group(
+        [(cell, impl)], options, dict(backend.worker_env), hides=backend.worker_hides
+    )
+    assert "loaded: ['tensorflow']" in hidden.reason, hidden.reason
+    # without the hides, the same worker does import them (what the test would miss otherwise)
+    (plain,) = run_group([(cell, impl)], options, dict(backend.worker_env))
+    assert "'jax'" in plain.reason and "'matplotlib'" in plain.reason, plain.reason

@@ -30,6 +30,10 @@ class Backend(ABC):
     requires: tuple[str, ...] = ()
     #: environment a worker process must have before the framework is imported
     worker_env: dict[str, str] = {}
+    #: modules a worker process of this backend makes unimportable before its first cell: other
+    #: frameworks that this framework imports only if they are installed, and never uses for
+    #: equiv's cells (the worker sets ``sys.modules[name] = None``, so the import fails fast)
+    worker_hides: tuple[str, ...] = ()
     #: True when the backend cannot share a process with the others (Keras on torch or jax)
     needs_own_process: bool = False
     #: True for compiled modes: trace counts are recorded and checked

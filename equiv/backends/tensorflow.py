@@ -64,11 +64,19 @@ def configure_tensorflow(threads: int) -> None:
             )
 
 
+#: What ``import tensorflow`` pulls in only because it is installed, measured with ``python -X
+#: importtime`` (TF 2.21, Keras 3.15): jax, from TF Lite's converter (``tensorflow.lite.python.
+#: util``, in a try/except ImportError), and matplotlib, from Keras's image gallery utilities
+#: (``keras.src.visualization``, likewise optional). Together 2-6 s and ~150 MB per TF process.
+TF_OPTIONAL_IMPORTS = ("jax", "matplotlib")
+
+
 class TFBackend(Backend):
     framework = "tensorflow"
     impl_file = "tf_impl"
     requires = ("tensorflow",)
     worker_env = dict(_QUIET)
+    worker_hides = TF_OPTIONAL_IMPORTS
 
     def __init__(self) -> None:
         super().__init__()
