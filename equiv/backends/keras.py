@@ -13,6 +13,21 @@ is written per backend), so the adapter supplies the one backend-specific piece,
 does) on jax. Everything else in the case code (layers, losses, ``apply_gradients``) is the
 same Keras code on all three.
 
+``value_and_grad_fn`` makes that gradient function once, for a loss that is a function of its
+variables alone: the ones it differentiates and ``state``, those it only reads (as Keras's own
+``stateless_call`` takes trainable and non-trainable variables). On TensorFlow and torch it is
+``value_and_grad`` as above. On jax the loss goes under ``jax.checkpoint``, with every variable's
+value as an argument: eager JAX compiles each primitive once per set of parameters, a ``cond``'s
+parameters are its branch jaxprs, and ``ops.cond`` (``lax.cond``) differentiated op by op builds
+new ones every step, so every step compiled two XLA programs (a static_graph_step step took
+65-90 ms, 8-9 ms staged). ``jax.checkpoint`` traces the loss once (cached by the function and
+the argument types) and JAX differentiates that jaxpr once; its equations are still dispatched
+one by one, eagerly, each compiled once (the fix of the plain JAX backend's static_graph_step,
+plugins/equiv-jax). Since the trace is kept, reading a variable that is not passed would freeze
+its value into it: that raises. Only the case whose loss has a ``cond`` uses it
+(static_graph_step); the others call ``value_and_grad`` every step, so their Keras code runs
+every step, as in a Keras user's eager loop.
+
 Two float64 traps handled here: Keras creates an optimizer's learning rate as a variable of
 ``floatx()`` (float32 by default), so SGD on float64 weights would step with a float32-rounded
 learning rate; ``floatx(dtype)`` scopes the optimizer's construction. And jax is float32-only
@@ -27,6 +42,7 @@ jax one is declared by the cases that use ``MeanSquaredError``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import sys
@@ -141,6 +157,15 @@ class KerasBackend(Backend):
         does not depend on one), computed by the backend's own autodiff."""
         raise NotImplementedError
 
+    def value_and_grad_fn(
+        self, loss_fn: Callable[[], Any], variables: Sequence, state: Sequence = ()
+    ) -> Callable[[], tuple[Any, list]]:
+        """A function of no arguments returning ``value_and_grad(loss_fn, variables)``, made once
+        for a ``loss_fn`` that reads no variables but ``variables`` and ``state`` (read, not
+        differentiated), and otherwise only what never changes (module docstring: on jax the
+        loss is traced once)."""
+        return lambda: self.value_and_grad(loss_fn, variables)
+
 
 class KerasTensorFlow(KerasBackend):
     id = "keras.tensorflow"
@@ -228,11 +253,51 @@ class KerasJax(KerasBackend):
 
         return jax.value_and_grad(pure)([v.value for v in variables])
 
+    def value_and_grad_fn(self, loss_fn, variables, state=()):
+        import jax
+
+        variables, state = list(variables), list(state)
+        mapped = {id(v) for v in variables + state}
+        scope_type = _strict_scope_type()
+
+        def staged(values, state_values):
+            mapping = [*zip(variables, values, strict=True), *zip(state, state_values, strict=True)]
+            with scope_type(mapped, state_mapping=mapping):
+                return loss_fn()
+
+        # Every intermediate saved, as plain value_and_grad does: the checkpoint is here to trace
+        # the loss once, not to recompute its forward pass in the backward one.
+        saved = jax.checkpoint_policies.everything_saveable
+        grad_fn = jax.value_and_grad(jax.checkpoint(staged, policy=saved))
+        return lambda: grad_fn([v.value for v in variables], [v.value for v in state])
+
     def synchronize(self) -> None:
         import jax
 
         for trainer in list(self.trainers):
             jax.block_until_ready([v.value for v in getattr(trainer, "variables", ())])
+
+
+@functools.cache
+def _strict_scope_type():
+    """A ``keras.StatelessScope`` in which reading a variable it does not map raises, instead of
+    giving the variable's current value (which a kept trace would then keep for ever)."""
+    import keras
+
+    class StrictStatelessScope(keras.StatelessScope):
+        def __init__(self, mapped: set[int], **kwargs):
+            super().__init__(**kwargs)
+            self.mapped = mapped
+
+        def get_current_value(self, variable):
+            if id(variable) not in self.mapped:
+                raise ValueError(
+                    f"the staged loss reads variable {variable.path!r}, which is neither "
+                    "differentiated nor in its state: its value would be frozen into the trace"
+                )
+            return super().get_current_value(variable)
+
+    return StrictStatelessScope
 
 
 def backends() -> list[Backend]:
