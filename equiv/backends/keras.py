@@ -53,7 +53,11 @@ from typing import Any
 import numpy as np
 
 from equiv.backends.base import Backend, CellSkip
-from equiv.backends.tensorflow import configure_tensorflow, tensorflow_version
+from equiv.backends.tensorflow import (
+    TF_OPTIONAL_IMPORTS,
+    configure_tensorflow,
+    tensorflow_version,
+)
 from equiv.case import Explanation
 
 #: which ``pip install 'equiv[...]'`` extra brings each module (Keras 3 comes with tensorflow)
@@ -171,6 +175,7 @@ class KerasTensorFlow(KerasBackend):
     id = "keras.tensorflow"
     keras_backend = "tensorflow"
     worker_env = {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    worker_hides = TF_OPTIONAL_IMPORTS
 
     def configure_framework(self, threads: int) -> None:
         configure_tensorflow(threads)
