@@ -1,7 +1,13 @@
 /* equiv parity report: the plots, drawn with uPlot (inlined above) from the page's plot data
    (#equiv-plot-data, written by equiv/report/plotdata.py). A plot is drawn when it comes into
    view (a cell's when its details are opened): drawing every cell of a full run at load would
-   cost seconds, for plots a reader opens a few of. */
+   cost seconds, for plots a reader opens a few of.
+   Drawing a plot moves nothing on the page: the page keeps a box for each panel (.plot-panel,
+   written by the template, sized by report.css), and a plot is drawn into its box, its plotting
+   area made shorter where its legend needs more room than the box has. A plot comes in late
+   (the data is unpacked asynchronously, late on a loaded machine), so a page that grew as its
+   plots came in would move what a reader was about to click, the summary of the next cell
+   included, and the click would open nothing. */
 (function () {
   "use strict";
   var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -86,6 +92,40 @@
     return Math.max(280, Math.min(460, Math.floor(room / panels)));
   }
 
+  /* The i-th panel box of a host: the one the template wrote, or a new one. */
+  function panel(host, i) {
+    var boxes = host.querySelectorAll(":scope > .plot-panel");
+    if (i < boxes.length) { return boxes[i]; }
+    var box = document.createElement("div");
+    box.className = "plot-panel";
+    host.appendChild(box);
+    return box;
+  }
+
+  /* The width a plot takes in its box (set by report.css), or `fallback` where the box is not
+     laid out (drawn hidden, by a browser without IntersectionObserver). */
+  function boxWidth(box, fallback) {
+    var w = Math.floor(box.getBoundingClientRect().width);
+    return w > 0 ? w : fallback;
+  }
+
+  var MIN_PLOT_HEIGHT = 120;
+
+  /* Keeps a box at the height the page gave it before the plot came: where the title, the
+     legend and the key need more room than `height` leaves, the plotting area gives it up (down
+     to MIN_PLOT_HEIGHT). uPlot sizes its parts in a microtask, so this measures in the next
+     one: still before the page is laid out and painted again, so no frame shows the box taller. */
+  function fit(u, box, width, height) {
+    var room = parseFloat(getComputedStyle(box).minHeight) || 0;
+    if (!room) { return; }
+    queueMicrotask(function () {
+      var over = box.getBoundingClientRect().height - room;
+      if (over > 0) {
+        u.setSize({ width: width, height: Math.max(MIN_PLOT_HEIGHT, Math.floor(height - over)) });
+      }
+    });
+  }
+
   function note(host, text) {
     var p = document.createElement("p");
     p.className = "plot-note";
@@ -97,7 +137,7 @@
   /* One panel per quantity group: each name's error (solid) and tolerance (dashed, same
      colour) on a log axis, red dots beyond tolerance, the first divergence dotted red. */
   function drawErrors(host, d) {
-    var width = panelWidth(host, d.groups.length);
+    var fallback = panelWidth(host, d.groups.length);
     var first = d.step[0], last = d.step[d.step.length - 1];
     /* The whole run from step 0, and the first divergence even where a pooled series has no
        point there; a zoom (any other extent) is left as it is. */
@@ -129,14 +169,13 @@
             value: value });
         }
       });
-      var box = document.createElement("div");
-      box.className = "plot-panel";
-      host.appendChild(box);
+      var box = panel(host, g);
       if (!anyValue) {
         note(box, group.title + ": exact match at every step (error 0, tolerance 0)");
         return;
       }
-      new uPlot({
+      var width = boxWidth(box, fallback);
+      var u = new uPlot({
         title: group.title + (anyError ? "" : ": error exactly 0 at every step"),
         width: width,
         height: 210,
@@ -150,6 +189,7 @@
         cursor: { drag: { x: true, y: false } },
         hooks: { draw: [function (u) { if (d.div != null) { vline(u, d.div, RED, [2, 3]); } }] },
       }, columns, box);
+      fit(u, box, width, 210);
     });
   }
 
@@ -195,11 +235,9 @@
       ctx.restore();
       if (b.stopped != null) { vline(u, b.stopped - 0.5, RED, [5, 3]); }
     }
-    var width = Math.max(Math.min(host.clientWidth, 1000), 300);
-    var box = document.createElement("div");
-    box.className = "plot-panel";
-    host.appendChild(box);
-    new uPlot({
+    var box = panel(host, 0);
+    var width = boxWidth(box, Math.max(Math.min(host.clientWidth, 1000), 300));
+    var u = new uPlot({
       width: width,
       height: 150,
       scales: {
@@ -234,6 +272,7 @@
       key.appendChild(item);
     });
     box.appendChild(key);
+    fit(u, box, width, 150);
   }
 
   var DTYPE_COLOURS = { float64: "#1f5fa8", float32: "#d9731a" };
@@ -292,11 +331,10 @@
     columns.push(b.first);
     series.push(hidden("fastest round"), hidden("slowest round"));
     columns.push(b.min, b.max);
-    var box = document.createElement("div");
-    box.className = "plot-panel";
-    host.appendChild(box);
-    new uPlot({
-      width: Math.max(Math.min(host.clientWidth, 760), 360),
+    var box = panel(host, 0);
+    var width = boxWidth(box, Math.max(Math.min(host.clientWidth, 760), 360));
+    var u = new uPlot({
+      width: width,
       height: 18 * n + 70,
       scales: {
         x: { time: false, ori: 1, dir: -1, range: [-0.6, n - 0.4] },
@@ -318,12 +356,28 @@
       cursor: { drag: { x: false, y: false } },
       hooks: { draw: [whiskers] },
     }, columns, box);
+    fit(u, box, width, 18 * n + 70);
+  }
+
+  var observer = null;
+
+  /* Whether an element is on the page: Chromium hides a closed <details>'s content with
+     content-visibility, which leaves it boxes (getClientRects) and an offsetParent. */
+  function shown(el) {
+    return el.checkVisibility ? el.checkVisibility() : el.getClientRects().length > 0;
   }
 
   function draw(host) {
     if (host.getAttribute("data-drawn")) { return; }
     host.setAttribute("data-drawn", "pending");
     plotData().then(function (all) {
+      /* Its cell was closed (or the report filtered) while the data was unpacked: drawn now,
+         it would be drawn at a made-up width, so it waits to be seen again. */
+      if (observer && !shown(host)) {
+        host.removeAttribute("data-drawn");
+        observer.observe(host);
+        return;
+      }
       var entry = all[host.getAttribute("data-plot-for")] || {};
       var kind = host.getAttribute("data-plot");
       if (kind === "errors" && entry.errors) { drawErrors(host, entry.errors); }
@@ -343,7 +397,7 @@
     return;
   }
   if ("IntersectionObserver" in window) {
-    var observer = new IntersectionObserver(function (entries) {
+    observer = new IntersectionObserver(function (entries) {
       entries.forEach(function (e) {
         if (e.isIntersecting) { observer.unobserve(e.target); draw(e.target); }
       });
@@ -354,6 +408,6 @@
   }
   /* Printing shows every open cell, so draw them all first. */
   window.addEventListener("beforeprint", function () {
-    hosts.forEach(function (h) { if (h.offsetParent !== null) { draw(h); } });
+    hosts.forEach(function (h) { if (shown(h)) { draw(h); } });
   });
 })();
