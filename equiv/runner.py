@@ -8,13 +8,12 @@ hangs, per-process settings such as ``KERAS_BACKEND``) is ``equiv.workers``'s jo
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,11 @@ from equiv.tolerance import calibrate, calibrate_state
 class RunOptions:
     seed: int = 0
     steps: int | None = None  # None: each case's own default (the seed's step count)
-    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    #: threads per framework (and numpy's BLAS outside the parity phase). 1 by default, as a
+    #: run with one worker per core has: TensorFlow's numbers depend on its thread count (its
+    #: matmul splits the inner dimension over threads) and TF fixes it at its first use in a
+    #: process, so every in-process run must ask for the same count (docs/performance.md)
+    threads: int = 1
     bench_rounds: int = 30
     bench_warmup: int = 3
     timeout_s: float = 900.0
