@@ -130,12 +130,10 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 class CalibrationStore:
-    """A folder of calibrations. ``hits`` and ``computed`` count this process's lookups."""
+    """A folder of calibrations."""
 
     def __init__(self, directory: str | os.PathLike[str]):
         self.directory = Path(directory)
-        self.hits = 0
-        self.computed = 0
 
     def _read(self, path: Path):
         try:
@@ -149,13 +147,11 @@ class CalibrationStore:
         path = self.directory / f"{key}.npz"
         found = self._read(path)
         if found is not None:
-            self.hits += 1
             return found
         self.directory.mkdir(parents=True, exist_ok=True)
         with _locked(self.directory / f"{key}.lock"):
             found = self._read(path)  # another process may have written it while we waited
             if found is not None:
-                self.hits += 1
                 return found
             calibration = compute()
             fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".npz", dir=self.directory)
@@ -166,5 +162,4 @@ class CalibrationStore:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-            self.computed += 1
             return calibration

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -155,10 +154,6 @@ class Progress:
             text += f"  running {self.current}"
         self.stream.write("\r" + text[: columns - 1] + "\x1b[K")
         self.stream.flush()
-
-
-def default_jobs() -> int:
-    return os.cpu_count() or 1
 
 
 def run_cells(
