@@ -199,16 +199,12 @@ LAYOUT = """() => Array.from(document.querySelectorAll('.plot-host')).map(functi
 ALL_DRAWN = "() => !document.querySelector('.plot-host[data-drawn=\"pending\"]')"
 
 
-def test_a_plot_is_drawn_however_late_its_data_is_unpacked(browser, tmp_path_factory):
-    """The flaky failure under ``pytest -n``: the click on a cell's summary missed it, because
-    plots above it, drawn as the click scrolled them into view, pushed it down between the
-    mouse's press and its release (the data is unpacked asynchronously: late on a loaded
-    machine), and the cell never opened. Here the data is held back until the cell is open and
-    its plot is waiting for it: the plot is drawn when the data comes, in the room the page
-    kept for it, so that nothing on the page moves."""
+def open_a_cell_with_its_data_held(browser, tmp_path_factory):
+    """The fixture's page with its plot data held back (HOLD_PLOT_DATA), one closed passing
+    cell opened, and its error plot waiting for the data: (tab, messages, cell, plot host)."""
     document = json.loads(FIXTURE.read_text())
     tab, messages = open_report(
-        browser, tmp_path_factory.mktemp("late"), document, init_script=HOLD_PLOT_DATA
+        browser, tmp_path_factory.mktemp("held"), document, init_script=HOLD_PLOT_DATA
     )
     closed = tab.locator('details.cell-detail[data-status="pass"]:not([open])').last
     detail = tab.locator(f'[id="{closed.get_attribute("id")}"]')
@@ -218,6 +214,17 @@ def test_a_plot_is_drawn_however_late_its_data_is_unpacked(browser, tmp_path_fac
     tab.wait_for_function(
         "h => h.getAttribute('data-drawn') === 'pending'", arg=host.element_handle()
     )
+    return tab, messages, detail, host
+
+
+def test_a_plot_is_drawn_however_late_its_data_is_unpacked(browser, tmp_path_factory):
+    """The flaky failure under ``pytest -n``: the click on a cell's summary missed it, because
+    plots above it, drawn as the click scrolled them into view, pushed it down between the
+    mouse's press and its release (the data is unpacked asynchronously: late on a loaded
+    machine), and the cell never opened. Here the data is held back until the cell is open and
+    its plot is waiting for it: the plot is drawn when the data comes, in the room the page
+    kept for it, so that nothing on the page moves."""
+    tab, messages, detail, host = open_a_cell_with_its_data_held(browser, tmp_path_factory)
     before = tab.evaluate(LAYOUT)
     tab.evaluate("window.releasePlotData()")
     detail.locator('.plot-host[data-plot="errors"][data-drawn="1"] canvas').first.wait_for()
@@ -260,17 +267,7 @@ def test_drawing_a_plot_moves_nothing_on_the_page(browser, tmp_path_factory, wid
 def test_a_cell_closed_before_its_data_comes_is_drawn_when_reopened(browser, tmp_path_factory):
     """A cell opened and closed again before the data is unpacked: its plots are not drawn
     hidden (at a made-up width) but when the cell is opened again, at the width they have."""
-    document = json.loads(FIXTURE.read_text())
-    tab, messages = open_report(
-        browser, tmp_path_factory.mktemp("closed"), document, init_script=HOLD_PLOT_DATA
-    )
-    closed = tab.locator('details.cell-detail[data-status="pass"]:not([open])').last
-    detail = tab.locator(f'[id="{closed.get_attribute("id")}"]')
-    detail.locator("summary").click()
-    host = detail.locator('.plot-host[data-plot="errors"]')
-    tab.wait_for_function(
-        "h => h.getAttribute('data-drawn') === 'pending'", arg=host.element_handle()
-    )
+    tab, messages, detail, host = open_a_cell_with_its_data_held(browser, tmp_path_factory)
     detail.locator("summary").click()
     assert not detail.evaluate("d => d.open")
     tab.evaluate("window.releasePlotData()")
