@@ -23,7 +23,7 @@ pytestmark = pytest.mark.matrix
 STORED = Path(__file__).parent / "fixtures" / "matrix" / "stored.json"
 
 
-def test_parity(equiv_cell, equiv_run_cell, equiv_options, benchmark):
+def test_parity(equiv_cell, equiv_run_cell, equiv_options):
     result = equiv_run_cell(equiv_cell)
     if result.status == "skip":
         pytest.skip(result.reason)
