@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,24 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+#: /proc/cpuinfo flags that decide which vector instructions a JIT compiler (XLA, inductor)
+#: emits; two CPUs with the same model name can differ in them, and so in the last bits.
+_VECTOR_FLAG = re.compile(r"^(sse\S*|ssse3|avx\S*|fma\S*|f16c|amx\S*)$")
+
+
+def cpu_features() -> str:
+    """The CPU's vector-instruction flags, sorted: part of what decides a JIT-compiled
+    backend's rounding (an XLA float64 cell differs bitwise between AVX2 and AVX-512)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                return " ".join(sorted(f for f in flags if _VECTOR_FLAG.match(f)))
+    except OSError:
+        pass
+    return ""
 
 
 def git_commit() -> str | None:
@@ -54,6 +73,7 @@ def environment(
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu": cpu_name(),
+        "cpu_features": cpu_features(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
         "seed": seed,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from equiv.environment import cpu_name, environment
+from equiv.environment import cpu_features, cpu_name, environment
 from equiv.registry import all_backends
 from equiv.runner import describe_divergence
 
@@ -44,7 +44,12 @@ def test_parity(equiv_cell, equiv_run_cell, equiv_options):
 def stored_result() -> tuple[dict, list[str]]:
     """The stored document, and what of this machine differs from the one that made it."""
     doc = json.loads(STORED.read_text())
-    differs = [] if doc["environment"]["cpu"] == cpu_name() else ["cpu"]
+    stored_env = doc["environment"]
+    differs = [] if stored_env["cpu"] == cpu_name() else [f"cpu {cpu_name()!r}"]
+    if stored_env["cpu_features"] != cpu_features():
+        differs.append(
+            f"CPU vector instructions {cpu_features()!r} (stored: {stored_env['cpu_features']!r})"
+        )
     backends = [b for b in all_backends().values() if b.availability() is None]
     versions = environment(0, 1, backends)["versions"]  # as a run records them
     for name, wanted in doc["environment"]["versions"].items():
@@ -62,7 +67,8 @@ def stored_result() -> tuple[dict, list[str]]:
 
 def assert_same_as_stored(result, options) -> None:
     """Same status and max_ratio (1e-12 relative) as the stored run, where the numbers are
-    determined the same way: same seed, steps and threads, same packages, same CPU."""
+    determined the same way: same seed, steps and threads, same packages, same CPU model
+    and vector instructions (XLA compiles for the host's: AVX-512 rounds float64 differently)."""
     doc, differs = stored_result()
     want = doc["cells"].get(result.cell.id)
     run = doc["settings"]

@@ -126,10 +126,6 @@ class TFXla(TFFunction):
     id = "tf.xla"
     mode = "xla"
     jit_compile = True
-    #: XLA's compiled float64 kernels came out with other bits in a pytest-xdist worker that had
-    #: run other tests first (2 cells of a fresh-clone CI run, not reproduced alone): a process of
-    #: its own gives the numbers a run's worker gives
-    needs_own_process = True
 
 
 class TFV1Graph(TFBackend):
