@@ -32,7 +32,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--equiv-backend", action="append", default=[], help="only this backend")
     group.addoption("--equiv-dtype", action="append", default=[], help="only this dtype")
     group.addoption("--equiv-seed", type=int, default=0)
-    group.addoption("--equiv-steps", type=int, default=None, help="steps (default: the case's)")
+    group.addoption(
+        "--equiv-steps",
+        type=int,
+        default=None,
+        help="steps per cell (default: the equiv_steps ini value, else each case's own)",
+    )
+    parser.addini(
+        "equiv_steps",
+        "steps per cell when --equiv-steps is not given; empty: each case's own (the seed's)",
+        default="",
+    )
     group.addoption("--equiv-bench-rounds", type=int, default=10)
     group.addoption(
         "--equiv-isolate",
@@ -70,11 +80,24 @@ def _parallel(config: pytest.Config) -> bool:
     return _xdist_worker(config) or bool(getattr(config.option, "numprocesses", None))
 
 
+def _ini_steps(config: pytest.Config) -> int | None:
+    """``equiv_steps`` from the ini file (or ``-o equiv_steps=N``); None when empty."""
+    value = str(config.getini("equiv_steps")).strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise pytest.UsageError(f"equiv_steps must be an integer, not {value!r}") from None
+
+
 def _options(config: pytest.Config):
     from equiv.calibration_store import default_directory
     from equiv.runner import RunOptions
 
     steps = config.getoption("--equiv-steps")
+    if steps is None:
+        steps = _ini_steps(config)
     if steps is not None and steps <= 0:
         raise pytest.UsageError("--equiv-steps must be a positive integer")
     cache = config.getoption("--equiv-cache-dir")

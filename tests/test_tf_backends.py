@@ -164,3 +164,31 @@ def test_keras_tensorflow_says_why_not_after_keras_was_imported_with_another_bac
     tf_line, torch_line = out.stdout.strip().splitlines()[-2:]
     assert "'jax'" in tf_line and "own" in tf_line
     assert torch_line == "None"  # it runs in a worker of its own anyway
+
+
+XLA_BITS = (
+    "import hashlib\n"
+    "from equiv.records import Cell\n"
+    "from equiv.runner import RunOptions, run_cell\n"
+    "opts = RunOptions(steps=10, threads=1, bench_rounds=0)\n"
+    "r = run_cell(Cell('two_layer_mlp', 'tf.xla', 'float64'), opts)\n"
+    "h = hashlib.sha256()\n"
+    "for name, a in sorted(r.trajectory.items()): h.update(name.encode() + a.tobytes())\n"
+    "print(r.status, h.hexdigest())\n"
+)
+
+
+def test_tf_xla_float64_bits_do_not_depend_on_whether_xla_flags_were_set_before():
+    """With one thread, tf.xla's bits must be those of a process of its own whatever XLA_FLAGS
+    it inherits: a pytest-xdist worker where equiv-jax had set --xla_cpu_multi_thread_eigen=false
+    first gave two float64 cells other bits (XLA's Eigen pool splits a dot differently)."""
+    skip_unless_available("tf.xla")
+    digests = []
+    for flags in ("", "--xla_cpu_multi_thread_eigen=false"):
+        env = {**os.environ, "XLA_FLAGS": flags, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        out = subprocess.run(
+            [sys.executable, "-c", XLA_BITS], capture_output=True, text=True, env=env
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        digests.append(out.stdout.split()[-1])
+    assert digests[0] == digests[1]

@@ -4,7 +4,9 @@ v1graph (a TF 1.0 ``tf.Graph`` run in a ``Session``).
 Layout: TF variables hold the canonical (in, out) kernels as they are. Determinism:
 ``enable_op_determinism``. Threads: TF fixes its intra/inter-op pools when its context first
 initialises, so ``configure`` can only set them before any TF work in the process; a TF1
-``Session`` takes its own thread counts, so v1graph cells always get the asked number.
+``Session`` takes its own thread counts, so v1graph cells always get the asked number. XLA's
+CPU kernels ignore both pools: with one thread, ``--xla_cpu_multi_thread_eigen=false`` in
+``XLA_FLAGS`` (read when XLA first compiles) keeps tf.xla on one thread too, as equiv-jax does.
 TensorFlow is imported inside methods only: ``equiv list`` and torch-only runs never load it.
 """
 
@@ -39,10 +41,26 @@ def tensorflow_version() -> str:
     return tf.__version__
 
 
+#: XLA's CPU kernels (tf.xla's compiled steps) run Eigen on a thread pool of their own, sized by
+#: the machine, not by TF's intra-op setting; this flag makes them single-threaded. Without it a
+#: tf.xla float64 step gave other bits in a process where JAX had set it first (equiv-jax does,
+#: for --threads 1) than in one of its own, and would depend on the core count.
+XLA_SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false"
+
+
+def add_xla_flag(flag: str) -> None:
+    """Append ``flag`` to XLA_FLAGS unless there; XLA reads it when it first compiles."""
+    current = os.environ.get("XLA_FLAGS", "").split()
+    if flag not in current:
+        os.environ["XLA_FLAGS"] = " ".join([*current, flag])
+
+
 def configure_tensorflow(threads: int) -> None:
     """Deterministic kernels and ``threads`` intra/inter-op threads, as far as TF allows."""
     for key, value in _QUIET.items():
         os.environ.setdefault(key, value)
+    if threads == 1:
+        add_xla_flag(XLA_SINGLE_THREAD)
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()

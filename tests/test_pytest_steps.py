@@ -1,0 +1,41 @@
+"""How many steps the pytest plugin's matrix runs: --equiv-steps, else the ini's equiv_steps,
+else each case's own. This repository's pyproject sets 50 for the test suite (issue 10)."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from equiv.pytest_plugin import _options
+
+
+class FakeConfig:
+    def __init__(self, cli_steps, ini_steps):
+        self.values = {"--equiv-steps": cli_steps}
+        self.ini = ini_steps
+        self.option = SimpleNamespace(numprocesses=None)  # not under pytest-xdist
+
+    def getoption(self, name, default=None):
+        defaults = {"--equiv-seed": 0, "--equiv-threads": 1, "--equiv-bench-rounds": 0}
+        return self.values.get(name, defaults.get(name, default))
+
+    def getini(self, name):
+        assert name == "equiv_steps"
+        return self.ini
+
+
+@pytest.mark.parametrize(
+    ("cli", "ini", "steps"),
+    [(None, "", None), (None, "50", 50), (7, "50", 7), (None, " 12 ", 12)],
+)
+def test_the_command_line_wins_over_the_ini_which_wins_over_the_case(cli, ini, steps):
+    assert _options(FakeConfig(cli, ini)).steps == steps
+
+
+@pytest.mark.parametrize("ini", ["fifty", "0", "-3"])
+def test_a_bad_ini_step_count_is_a_usage_error(ini):
+    with pytest.raises(pytest.UsageError, match="equiv_steps|--equiv-steps"):
+        _options(FakeConfig(None, ini))
+
+
+def test_this_repository_runs_its_matrix_at_50_steps(pytestconfig):
+    assert _options(pytestconfig).steps == (pytestconfig.getoption("--equiv-steps") or 50)
