@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from equiv.environment import environment
 from equiv.records import CellResult
 from equiv.registry import all_backends
-from equiv.results import build_document, write_json, write_trajectories
+from equiv.results import document_from_entries, write_json, write_trajectories
 from equiv.runner import RunOptions
 
 
@@ -51,11 +52,17 @@ def write_outputs(
     argv: list[str] | None = None,
     jobs: int = 1,
     bench_disabled_by: str | None = None,
+    earlier: list[dict[str, Any]] | None = None,
+    incomplete: dict[str, Any] | None = None,
 ) -> list[Path]:
-    used = {r.cell.backend for r in results}
+    """``earlier``: cells' entries an interrupted run finished (its journal), for --resume;
+    ``incomplete``: this document is a cut-off run's (docs/parity-json.md)."""
+    entries = [*(earlier or []), *(r.to_json() for r in results)]
+    used = {e["backend"] for e in entries}
     backends = [b for b in all_backends().values() if b.id in used]
     env = environment(options.seed, options.threads, backends, argv)
-    document = build_document(results, env, run_settings(options, jobs, bench_disabled_by))
+    settings = run_settings(options, jobs, bench_disabled_by)
+    document = document_from_entries(entries, env, settings, incomplete)
     write_trajectories(out, results)
     html = _render(document, out)  # rendered before anything is replaced
     target = out / "parity.json"

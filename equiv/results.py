@@ -23,16 +23,16 @@ from equiv.tolerance import policy_summary
 SCHEMA = "equiv.parity/1"
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no Inf/NaN: write them as strings so the file stays standard JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, (np.floating, np.integer)):
-        return _clean(value.item())
+        return json_safe(value.item())
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -42,16 +42,32 @@ def summarize(cells: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def build_document(results: list[CellResult], environment: dict[str, Any], run: dict[str, Any]):
-    cells = [_clean(r.to_json()) for r in sorted(results, key=lambda r: r.cell)]
-    return {
+    return document_from_entries([r.to_json() for r in results], environment, run)
+
+
+def document_from_entries(
+    entries: list[dict[str, Any]],
+    environment: dict[str, Any],
+    run: dict[str, Any],
+    incomplete: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The document from cells' entries (``CellResult.to_json``, or a journal's lines);
+    ``incomplete`` marks a run that was cut off (docs/parity-json.md)."""
+    cells = sorted(
+        (json_safe(e) for e in entries), key=lambda c: (c["case"], c["backend"], c["dtype"])
+    )
+    document = {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "environment": environment,
         "run": run,
-        "tolerance_policy": _clean(policy_summary()),
+        "tolerance_policy": json_safe(policy_summary()),
         "summary": summarize(cells),
         "cells": cells,
     }
+    if incomplete is not None:
+        document["incomplete"] = incomplete
+    return document
 
 
 def _readable(tmp: str) -> None:

@@ -18,6 +18,9 @@ times the very trainer the parity run used, right after it, as a single-process 
 The parent waits at most ``timeout_s`` per cell (time spent paused does not count); a silent
 worker is killed and its cell becomes ``timeout``, a dead one makes its cell ``error`` with the
 exit code, and a fresh worker takes the rest of the backend's cells.
+
+Workers ignore SIGINT and SIGTERM and die with their parent (``_die_with_parent``): a run that
+is stopped stops its workers, whatever signal stopped it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -42,9 +46,41 @@ Job = tuple[Cell, ImplSource | None]
 CAN_PAUSE = hasattr(signal, "SIGSTOP")
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """A worker never outlives its run, even one killed with SIGKILL: on Linux the kernel
+    sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``); elsewhere, and as a backstop,
+    a thread watches for the worker being handed to another parent."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+    if os.getppid() != parent_pid:  # the parent died before the request above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="equiv-parent-watch", daemon=True).start()
+
+
 def _worker_main(
-    conn: Connection, options: RunOptions, env: dict[str, str], hides: tuple[str, ...] = ()
+    conn: Connection,
+    options: RunOptions,
+    env: dict[str, str],
+    hides: tuple[str, ...] = (),
+    parent_pid: int | None = None,
 ) -> None:
+    # The parent decides when a worker ends (a SIGTERM or Ctrl-C to the process group stops
+    # the run through the parent, which kills its workers); a signal here would only turn a
+    # finished cell into an error.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     os.environ.update(env)
     for name in hides:  # see Backend.worker_hides
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
@@ -117,7 +153,9 @@ class _Worker:
 def _spawn(options: RunOptions, group: Group) -> _Worker:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=True)
-    proc = ctx.Process(target=_worker_main, args=(child, options, group.env, group.hides))
+    proc = ctx.Process(
+        target=_worker_main, args=(child, options, group.env, group.hides, os.getpid())
+    )
     proc.start()
     child.close()
     now = time.monotonic()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -71,7 +72,59 @@ def register(sub) -> None:
         default="backend",
         help="backend: one worker process per backend (default); none: all in this process",
     )
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        default=None,
+        help="finish a run that was cut off: run only the cells DIR/journal.jsonl lacks, with "
+        "the settings it records, and write DIR's complete document",
+    )
     p.set_defaults(func=run)
+    DEFAULTS.update({name: p.get_default(name) for name in RESUMED_SETTINGS})
+
+
+#: the parser's defaults of the settings below (to tell which were given beside --resume)
+DEFAULTS: dict[str, object] = {}
+
+#: what --resume takes from the journal; given again beside it, they are a usage error
+RESUMED_SETTINGS = (
+    "case", "backend", "dtype", "steps", "seed", "out", "jobs", "threads", "cache_dir",
+    "no_cache", "bench_rounds", "timeout", "isolate",
+)  # fmt: skip
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived: a BaseException, so no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGTERM (``timeout``, a CI limit) and SIGINT (Ctrl-C) raise Interrupted in the run."""
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """While the partial document is written: a second signal must not cut it short."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def check_writable(out: Path) -> str | None:
@@ -86,24 +139,24 @@ def check_writable(out: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def calibration_directory(args: argparse.Namespace) -> Iterator[Path]:
+def calibration_directory(settings: dict) -> Iterator[Path]:
     """The calibration cache; with --no-cache a folder of this run's own, removed after it."""
-    if not args.no_cache:
+    if not settings["no_cache"]:
         from equiv.calibration_store import default_directory
 
-        yield Path(args.cache_dir) if args.cache_dir else default_directory()
+        cache_dir = settings["cache_dir"]
+        yield Path(cache_dir) if cache_dir else default_directory()
         return
     with tempfile.TemporaryDirectory(prefix="equiv-calibrations-") as private:
         yield Path(private)
 
 
 def run(args: argparse.Namespace) -> int:
-    from equiv.history import Durations
-    from equiv.matrix import Progress, SelectionError, run_cells, select_cells
-    from equiv.output import write_outputs
-    from equiv.results import write_trajectory
-    from equiv.runner import RunOptions
+    from equiv.journal import Journal
+    from equiv.matrix import SelectionError, select_cells
 
+    if args.resume is not None:
+        return resume(args)
     try:
         cells = select_cells(args.case, args.backend, args.dtype)
     except SelectionError as exc:
@@ -114,34 +167,142 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"equiv run: error: {problem}", file=sys.stderr)
         return 2
-    jobs = args.jobs if args.isolate == "backend" else 1
-    threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
-    with calibration_directory(args) as cache_dir:
+    settings = {name: getattr(args, name) for name in RESUMED_SETTINGS}
+    settings["threads"] = args.threads or max(1, (os.cpu_count() or 1) // _jobs(settings))
+    journal = Journal.start(out, settings, [c.id for c in cells])
+    return execute(out, cells, settings, journal, earlier=[])
+
+
+def _jobs(settings: dict) -> int:
+    return settings["jobs"] if settings["isolate"] == "backend" else 1
+
+
+def resume(args: argparse.Namespace) -> int:
+    from equiv.journal import Journal, JournalError, read
+    from equiv.matrix import SelectionError, select_cells
+
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in RESUMED_SETTINGS
+        if getattr(args, name) != DEFAULTS.get(name)
+    ]
+    if given:
+        print(
+            f"equiv run: error: --resume takes the run's settings from its journal; "
+            f"drop {', '.join(given)}",
+            file=sys.stderr,
+        )
+        return 2
+    out = Path(args.resume)
+    try:
+        contents = read(out)
+        settings = contents.settings
+        known = {
+            c.id: c for c in select_cells(settings["case"], settings["backend"], settings["dtype"])
+        }
+    except (JournalError, SelectionError, KeyError) as exc:
+        print(f"equiv run: error: cannot resume {str(out)!r}: {exc}", file=sys.stderr)
+        return 2
+    unknown = [cell_id for cell_id in contents.missing if cell_id not in known]
+    if unknown:
+        print(
+            f"equiv run: error: cannot resume {str(out)!r}: cells no longer available here: "
+            + ", ".join(unknown),
+            file=sys.stderr,
+        )
+        return 2
+    problem = check_writable(out)
+    if problem:
+        print(f"equiv run: error: {problem}", file=sys.stderr)
+        return 2
+    cells = [known[cell_id] for cell_id in contents.missing]
+    print(f"equiv run: resuming {out}: {len(contents.done)} cells done, {len(cells)} to run")
+    return execute(out, cells, settings, Journal.reopen(out), earlier=list(contents.done.values()))
+
+
+def execute(out: Path, cells: list, settings: dict, journal, earlier: list[dict]) -> int:
+    """Run ``cells``, journaling each as it finishes; write the document, complete or, when
+    a signal cuts the run off, partial and marked incomplete (then exit 128 + the signal)."""
+    from equiv.history import Durations
+    from equiv.matrix import Progress, run_cells
+    from equiv.output import write_outputs
+    from equiv.results import write_trajectory
+    from equiv.runner import RunOptions
+
+    jobs = _jobs(settings)
+    finished = []
+
+    def keep(result) -> None:
+        write_trajectory(out, result)
+        journal.append(result)
+        finished.append(result)
+
+    stopped_by: int | None = None
+    with calibration_directory(settings) as cache_dir:
         options = RunOptions(
-            seed=args.seed,
-            steps=args.steps,
-            threads=threads,
-            bench_rounds=max(0, args.bench_rounds),
-            timeout_s=args.timeout,
+            seed=settings["seed"],
+            steps=settings["steps"],
+            threads=settings["threads"],
+            bench_rounds=max(0, settings["bench_rounds"]),
+            timeout_s=settings["timeout"],
             calibration_dir=str(cache_dir),
         )
-        history = Durations(None if args.no_cache else cache_dir, args.seed, args.steps)
-        progress = Progress(total=len(cells), planned=cells, estimate=history.estimate, jobs=jobs)
-        results = run_cells(
-            cells,
-            options,
-            isolate=args.isolate,
-            progress=progress,
-            jobs=jobs,
-            estimate=history.estimate,
-            on_result=lambda result: write_trajectory(out, result),
+        history = Durations(
+            None if settings["no_cache"] else cache_dir, options.seed, options.steps
         )
-        history.record(results)
-    paths = write_outputs(out, results, options, argv=sys.argv, jobs=jobs)
-    bad = [r for r in results if r.status in ("fail", "error", "timeout")]
-    counts = {}
-    for r in results:
-        counts[r.status] = counts.get(r.status, 0) + 1
+        progress = Progress(total=len(cells), planned=cells, estimate=history.estimate, jobs=jobs)
+        try:
+            with interruptible():
+                run_cells(
+                    cells,
+                    options,
+                    isolate=settings["isolate"],
+                    progress=progress,
+                    jobs=jobs,
+                    estimate=history.estimate,
+                    on_result=keep,
+                )
+        except Interrupted as exc:
+            stopped_by = exc.signum
+        with signals_ignored():
+            history.record(finished)
+            done = {e["id"] for e in earlier} | {r.cell.id for r in finished}
+            missing = [c.id for c in cells if c.id not in done]
+            incomplete = None
+            if stopped_by is not None:
+                name = signal.Signals(stopped_by).name
+                incomplete = {
+                    "reason": f"interrupted by {name} after {len(done)} of "
+                    f"{len(done) + len(missing)} cells",
+                    "missing": missing,
+                    "resume": f"equiv run --resume {out}",
+                }
+            paths = write_outputs(
+                out,
+                finished,
+                options,
+                argv=sys.argv,
+                jobs=jobs,
+                earlier=earlier,
+                incomplete=incomplete,
+            )
+            if incomplete is None:
+                journal.remove()
+            else:
+                journal.close()
+    statuses = [e["status"] for e in earlier] + [r.status for r in finished]
+    counts: dict[str, int] = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    print(f"{len(results)} cells: {summary}. Wrote {', '.join(str(p) for p in paths)}")
-    return 1 if bad else 0
+    wrote = ", ".join(str(p) for p in paths)
+    if incomplete is not None:
+        print(
+            f"\nequiv run: {incomplete['reason']}; wrote the partial {wrote} "
+            f"({summary or 'no cells'}); `equiv run --resume {out}` runs the {len(missing)} "
+            "missing",
+            file=sys.stderr,
+        )
+        return 128 + stopped_by
+    print(f"{len(statuses)} cells: {summary}. Wrote {wrote}")
+    return 1 if any(s in ("fail", "error", "timeout") for s in statuses) else 0

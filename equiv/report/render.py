@@ -334,6 +334,9 @@ def build_context(
         if isinstance(document.get("tolerance_policy"), dict)
         else {},
         "sources": [s for s in document.get("sources") or [] if isinstance(s, dict)],
+        "incomplete": document.get("incomplete")
+        if isinstance(document.get("incomplete"), dict)
+        else None,
         "summary": summary,
         "headline": _headline(summary),
         "statuses": [s for s in STATUSES if counts[s]] + (["unknown"] if counts["unknown"] else []),
