@@ -14,6 +14,7 @@ import numpy as np
 
 from equiv.case import CaseSpec
 from equiv.records import StepRecord
+from equiv.reference import ReferenceTrainer
 from equiv.tolerance import Calibration, max_abs_diff, quantity_keys, record_values
 
 # Pipeline order inside one step: the branch is decided first (on the previous loss), then the
@@ -165,3 +166,13 @@ class Comparison:
                 b: self.branches_ref.count(b) for b in sorted(set(filter(None, self.branches_ref)))
             },
         }
+
+
+@dataclass
+class Check:
+    """One reference the implementation is compared with, in lockstep, and its comparison."""
+
+    label: str
+    reference: ReferenceTrainer
+    comparison: Comparison
+    active: bool = True

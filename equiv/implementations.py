@@ -53,3 +53,18 @@ class ImplSource:
         sys.modules[name] = module  # dataclasses, pickling and inspect look modules up here
         exec(compile(source, filename, "exec"), module.__dict__)
         return module
+
+
+def load_implementation(backend, spec, impl: ImplSource | None = None) -> types.ModuleType:
+    """The module of ``backend``'s implementation of ``spec`` (or ``impl``, a patched one);
+    a case the backend does not implement is a ``CellSkip``, any other import error raises."""
+    from equiv.backends.base import CellSkip
+
+    source = impl or ImplSource(backend.implementation_module(spec))
+    try:
+        return source.load()
+    except ModuleNotFoundError as exc:
+        if exc.name and source.module.startswith(exc.name):
+            missing = f"{backend.id} has no implementation of {spec.name}: {exc.name}"
+            raise CellSkip(missing) from exc
+        raise

@@ -41,6 +41,7 @@ import numpy as np
 import pytest
 
 from equiv.backends.base import Backend, CellSkip
+from equiv.diagnosis import first_difference
 from equiv.records import DTYPES, CaseState, Cell, StepRecord
 
 SHORT_STEPS = 20
@@ -83,21 +84,6 @@ def _steps(cls: type[BackendConformance], config: pytest.Config) -> int | None:
     if cls.full_length or os.environ.get(FULL_ENV, "") not in ("", "0"):
         return None  # each case's own step count
     return cls.steps
-
-
-def _record_diff(a: StepRecord, b: StepRecord) -> str | None:
-    """The first quantity where two records differ bitwise, or None."""
-    if np.asarray(a.loss).tobytes() != np.asarray(b.loss).tobytes():
-        return f"loss ({a.loss!r} vs {b.loss!r})"
-    if a.branch != b.branch:
-        return f"branch ({a.branch} vs {b.branch})"
-    for group in ("grads", "params"):
-        x, y = getattr(a, group), getattr(b, group)
-        for name in x:
-            if np.asarray(x[name]).tobytes() != np.asarray(y.get(name)).tobytes():
-                diff = np.max(np.abs(np.asarray(x[name], float) - np.asarray(y[name], float)))
-                return f"{group}/{name} (max difference {diff:.3g})"
-    return None
 
 
 class BackendConformance:
@@ -157,14 +143,13 @@ class BackendConformance:
     @pytest.fixture
     def backend(self, registered: Backend) -> Backend:
         """The adapter, available and configured as the runner configures it."""
-        from equiv.runner import RunOptions, _configure_backend, configure_process
+        from equiv.process import ProcessConfig
+        from equiv.runner import RunOptions
 
         reason = registered.availability()
         if reason:
             pytest.skip(f"{self.backend_id} is not available here: {reason}")
-        threads = RunOptions().threads
-        configure_process(threads)
-        _configure_backend(registered, threads)
+        ProcessConfig.current().prepare(registered, RunOptions().threads)
         return registered
 
     # -- helpers ---------------------------------------------------------------------------
@@ -178,18 +163,11 @@ class BackendConformance:
 
     def trainer(self, backend: Backend, spec: Any, state: CaseState) -> Any:
         """Build a trainer as the runner does; a case the backend does not implement skips."""
-        from equiv.implementations import ImplSource
+        from equiv.implementations import load_implementation
 
-        source = ImplSource(backend.implementation_module(spec))
         try:
-            module = source.load()
-        except ModuleNotFoundError as exc:
-            if exc.name and source.module.startswith(exc.name):
-                pytest.skip(f"{self.backend_id} has no implementation of {spec.name}")
-            raise
-        try:
-            return backend.build_trainer(spec, state, module)
-        except CellSkip as exc:
+            return backend.build_trainer(spec, state, load_implementation(backend, spec))
+        except CellSkip as exc:  # no implementation of the case, or the backend declines it
             pytest.skip(str(exc))
 
     def run(self, backend: Backend, spec: Any, state: CaseState, steps: int) -> list[StepRecord]:
@@ -315,7 +293,7 @@ class BackendConformance:
         n = self.determinism_steps
         one, two = self.run(backend, spec, state, n), self.run(backend, spec, state, n)
         for t, (a, b) in enumerate(zip(one, two, strict=True)):
-            diff = _record_diff(a, b)
+            diff = first_difference(a, b)
             if diff is None:
                 continue
             message = f"two fresh runs differ at step {t} in {diff}"
@@ -326,7 +304,8 @@ class BackendConformance:
     def test_case_passes(
         self, backend: Backend, case: str, dtype: str, request: pytest.FixtureRequest
     ) -> None:
-        from equiv.runner import RunOptions, describe_divergence, run_cell
+        from equiv.divergence import describe
+        from equiv.runner import RunOptions, run_cell
 
         steps = _steps(type(self), request.config)
         options = RunOptions(seed=self.seed, steps=steps, bench_rounds=0, keep_trajectories=False)
@@ -335,7 +314,7 @@ class BackendConformance:
             pytest.skip(result.reason)
         detail = f"{result.cell.id}: {result.status}: {result.reason}"
         if result.first_divergence:
-            detail += f"\n{describe_divergence(result.first_divergence)}"
+            detail += f"\n{describe(result.first_divergence)}"
         if result.traceback:
             detail += f"\n{result.traceback}"
         assert result.status in ("pass", "explained"), detail

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from equiv.divergence import describe
 from equiv.environment import cpu_features, cpu_name, environment
 from equiv.registry import all_backends
-from equiv.runner import describe_divergence
 
 pytestmark = pytest.mark.matrix
 
@@ -37,7 +37,7 @@ def test_parity(equiv_cell, equiv_run_cell, equiv_options):
     assert result.status in ("pass", "explained"), (
         f"{equiv_cell.id}: {result.status}: {result.reason}"
         + (f"\n{result.traceback}" if result.traceback else "")
-        + (f"\n{describe_divergence(result.first_divergence)}" if result.first_divergence else "")
+        + (f"\n{describe(result.first_divergence)}" if result.first_divergence else "")
     )
     assert result.compared_steps > 0
     if result.status == "explained":

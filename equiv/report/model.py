@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from equiv.divergence import as_float, fmt_ratio  # noqa: F401 - the report's number helpers
 from equiv.records import STATUSES
 
 GROUP_TITLES = {"loss": "loss", "grads": "gradients", "params": "parameters"}
@@ -24,14 +25,6 @@ STATUS_HELP = {
     "timeout": "no result within the time limit; the worker was killed",
     "skip": "not run here (framework missing, no implementation): see the reason",
     "explained": "a declared, documented semantic difference, measured to match its declaration",
-}
-QUANTITY_WORDS = {
-    "loss": "loss",
-    "grads": "gradient",
-    "params": "parameter after the update",
-    "branch": "branch taken",
-    "dtype": "dtype",
-    "non-finite": "non-finite value",
 }
 #: fields of a cell that the report shows in their own place; any other field is listed raw
 KNOWN_CELL_FIELDS = {
@@ -65,20 +58,6 @@ KNOWN_CELL_FIELDS = {
 }
 
 
-def as_float(value: Any) -> float | None:
-    """A number from JSON; equiv writes Inf and NaN as the strings "inf" and "nan"."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
 def status_of(cell: dict[str, Any]) -> str:
     status = cell.get("status")
     return status if status in STATUSES else "unknown"
@@ -96,22 +75,6 @@ def largest_ratio(cell: dict[str, Any]) -> float | None:
     values = [v for v in (as_float(x) for x in ratios.values()) if v is not None]
     values = [v for v in values if not math.isnan(v)]
     return max(values) if values else None
-
-
-def fmt_ratio(value: float | None) -> str:
-    if value is None:
-        return ""
-    if math.isinf(value):
-        return "∞"
-    if value == 0:
-        return "0"  # an exact match
-    if value < 0.01:
-        return f"{value:.0e}"
-    if value < 10:
-        return f"{value:.2f}"
-    if value < 1000:
-        return f"{value:.0f}"
-    return f"{value:.1e}"
 
 
 def fmt_number(value: Any) -> str:
@@ -143,27 +106,6 @@ def quantity_label(div: dict[str, Any]) -> str:
     quantity = str(div.get("quantity", ""))
     name = div.get("name")
     return f"{quantity}/{name}" if name and quantity in GROUP_TITLES else str(name or quantity)
-
-
-def describe_divergence(div: Any) -> str:
-    """One sentence a newcomer can read: where the cell first left its tolerance, and how."""
-    if not isinstance(div, dict):
-        return ""
-    quantity = str(div.get("quantity", "?"))
-    words = QUANTITY_WORDS.get(quantity, quantity)
-    name = div.get("name")
-    text = f"step {div.get('step', '?')}: {words}"
-    if name:
-        text += f" of {name}" if quantity in ("grads", "params") else f" in {name}"
-    if div.get("phase") and div.get("phase") != quantity:
-        text += f" ({div['phase']})"
-    error, tol = as_float(div.get("error")), as_float(div.get("tolerance"))
-    if error is not None and tol is not None:
-        ratio = error / tol if tol > 0 else math.inf
-        text += f": error {error:.3g} > tolerance {tol:.3g} ({fmt_ratio(ratio)}×)"
-    elif div.get("detail"):
-        text += f": {div['detail']}"
-    return text
 
 
 def trajectory_name(cell: dict[str, Any]) -> str:

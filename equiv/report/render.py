@@ -18,6 +18,7 @@ from typing import Any
 
 import jinja2
 
+from equiv.divergence import sentence
 from equiv.records import DTYPES, STATUSES
 from equiv.report import model, plotdata
 from equiv.results import atomic_write_bytes
@@ -106,7 +107,7 @@ def _cell_view(cell: dict[str, Any], links: _Links, anchor: str | None = None) -
         "ratio_text": model.fmt_ratio(ratio),
         "groups": groups,
         "divergence": div,
-        "divergence_text": model.describe_divergence(div),
+        "divergence_text": sentence(div),
         "where": f"step {div.get('step')} · {model.quantity_label(div)}" if div else "",
         "warnings": [str(w) for w in _list(cell.get("warnings")) if w],
         "traceback": cell.get("traceback") if isinstance(cell.get("traceback"), str) else None,
@@ -165,9 +166,7 @@ def _localization(loc: Any) -> dict[str, Any] | None:
         "diagnosis": str(loc.get("diagnosis") or ""),
         "phase": loc.get("phase"),
         "forced_from": forced.get("from_step") if forced else None,
-        "forced_divergence": model.describe_divergence(forced.get("first_divergence"))
-        if forced
-        else "",
+        "forced_divergence": sentence(forced.get("first_divergence")) if forced else "",
     }
 
 
@@ -189,7 +188,7 @@ def _explanation(expl: Any) -> dict[str, Any] | None:
         "reference_ratio": model.largest_ratio(ref),
         "variant_ratio": model.largest_ratio(var),
         "variant_compared": var.get("compared_steps"),
-        "variant_divergence": model.describe_divergence(var.get("first_divergence")),
+        "variant_divergence": sentence(var.get("first_divergence")),
     }
 
 
