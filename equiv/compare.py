@@ -7,12 +7,13 @@ never sits in memory. Imports no framework.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from equiv.case import CaseSpec
+from equiv.divergence import Divergence
 from equiv.records import StepRecord
 from equiv.reference import ReferenceTrainer
 from equiv.tolerance import Calibration, max_abs_diff, quantity_keys, record_values
@@ -39,14 +40,15 @@ def group_of(key: str) -> str:
     return key.split("/", 1)[0]
 
 
-def divergence(step: int, key: str, error: float | None = None, tol: float | None = None):
+def divergence(
+    step: int,
+    key: str,
+    error: float | None = None,
+    tol: float | None = None,
+    detail: str | None = None,
+) -> Divergence:
     group, _, name = key.partition("/")
-    out: dict[str, Any] = {"step": step, "quantity": group, "name": name or None}
-    out["phase"] = PHASE.get(group, group)
-    if error is not None:
-        out["error"] = error
-        out["tolerance"] = tol
-    return out
+    return Divergence(step, group, name or None, PHASE.get(group, group), error, tol, detail)
 
 
 @dataclass
@@ -57,7 +59,7 @@ class Comparison:
     keys: list[str] = field(init=False)
     max_error: dict[str, float] = field(default_factory=dict)
     max_ratio: dict[str, float] = field(default_factory=dict)
-    first_divergence: dict[str, Any] | None = None
+    first_divergence: Divergence | None = None
     branches_impl: list[str | None] = field(default_factory=list)
     branches_ref: list[str | None] = field(default_factory=list)
     ambiguous: list[int] = field(default_factory=list)
@@ -72,7 +74,7 @@ class Comparison:
         self._error = {k: [] for k in self.keys}
         self._tol = {k: [] for k in self.keys}
 
-    def _diverge(self, div: dict[str, Any]) -> None:
+    def _diverge(self, div: Divergence) -> None:
         if self.first_divergence is None:
             self.first_divergence = div
 
@@ -94,13 +96,8 @@ class Comparison:
             if not math.isfinite(err) and not np.all(np.isfinite(got)):
                 raise NonFinite(step, key)
             if key != "loss" and np.asarray(got).dtype != np.dtype(self.dtype):
-                self._diverge(
-                    {
-                        **divergence(step, key),
-                        "quantity": "dtype",
-                        "detail": f"{np.asarray(got).dtype} in a {self.dtype} cell",
-                    }
-                )
+                detail = f"{np.asarray(got).dtype} in a {self.dtype} cell"
+                self._diverge(replace(divergence(step, key, detail=detail), quantity="dtype"))
             tol = self.calibration.tolerance(key, step)
             self._error[key].append(err)
             self._tol[key].append(tol)
@@ -129,7 +126,7 @@ class Comparison:
                 f"reference took {want}; steps from {step} on are not compared"
             )
             return False
-        self._diverge({**divergence(step, "branch"), "detail": f"took {got}, reference {want}"})
+        self._diverge(divergence(step, "branch", detail=f"took {got}, reference {want}"))
         self.compared = step
         return False
 

@@ -4,38 +4,61 @@ bug (``localize``), and whether the implementation repeats itself bit for bit
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from equiv.compare import Check, Comparison
+from equiv.divergence import Divergence, as_json
 from equiv.records import CaseState, StepRecord
 from equiv.reference import ReferenceTrainer
 from equiv.tolerance import calibrate_state
 
 
-def localize(spec, backend, module, state, main: Comparison) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Localization:
+    """Where a failing cell first goes wrong, and whether re-running that step from the
+    reference's own state still disagrees (``teacher_forced``: None where it was not tried)."""
+
+    step: int
+    phase: str
+    quantity: str
+    name: str | None
+    diagnosis: str
+    forced: bool = False
+    forced_divergence: Divergence | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        forced = None
+        if self.forced:
+            forced = {"from_step": self.step, "first_divergence": as_json(self.forced_divergence)}
+        return {
+            "step": self.step,
+            "phase": self.phase,
+            "quantity": self.quantity,
+            "name": self.name,
+            "teacher_forced": forced,
+            "diagnosis": self.diagnosis,
+        }
+
+
+def localize(spec, backend, module, state, main: Comparison) -> Localization:
     """Name the phase that disagrees first and tell a one-step bug from accumulated drift by
     re-running the failing step from the reference's own state (teacher forcing)."""
     div = main.first_divergence
-    out: dict[str, Any] = {
-        "step": div["step"],
-        "phase": div.get("phase", div["quantity"]),
-        "quantity": div["quantity"],
-        "name": div.get("name"),
-    }
-    step = div["step"]
+    step, phase = div.step, div.phase or div.quantity
+    where = {"step": step, "phase": phase, "quantity": div.quantity, "name": div.name}
     if step == 0:
-        out["teacher_forced"] = None
-        out["diagnosis"] = f"wrong at the very first step, in the {out['phase']} phase"
-        return out
-    if spec.config.get("optimizer", "sgd") != "sgd":
-        out["teacher_forced"] = None
-        out["diagnosis"] = (
-            f"first wrong at step {step} ({out['phase']}); not teacher-forced: the optimizer's "
-            "state is not part of the canonical state"
+        return Localization(
+            **where, diagnosis=f"wrong at the very first step, in the {phase} phase"
         )
-        return out
+    if spec.config.get("optimizer", "sgd") != "sgd":
+        return Localization(
+            **where,
+            diagnosis=f"first wrong at step {step} ({phase}); not teacher-forced: the "
+            "optimizer's state is not part of the canonical state",
+        )
     reference = ReferenceTrainer(spec, state.astype("float64"))
     for _ in range(step):
         reference.run_step()
@@ -58,19 +81,18 @@ def localize(spec, backend, module, state, main: Comparison) -> dict[str, Any]:
     check.reference.run_step()
     check.comparison.add(0, trainer.record(), check.reference.record())
     again = check.comparison.first_divergence
-    out["teacher_forced"] = {"from_step": step, "first_divergence": again}
     if again:
-        out["diagnosis"] = (
+        diagnosis = (
             f"a one-step bug: started from the reference's own state at step {step}, the "
-            f"implementation's {again.get('phase', again['quantity'])} phase disagrees at once"
+            f"implementation's {again.phase or again.quantity} phase disagrees at once"
         )
     else:
-        out["diagnosis"] = (
+        diagnosis = (
             f"not a one-step bug: from the reference's state at step {step} the step is right; "
             "the divergence comes from state carried across steps (for example gradients that "
             "are not reset) or from drift accumulated over earlier steps"
         )
-    return out
+    return Localization(**where, diagnosis=diagnosis, forced=True, forced_divergence=again)
 
 
 def reproducible(spec, backend, module, state, early: list[StepRecord]) -> bool | None:

@@ -1,15 +1,17 @@
 """A first divergence (where a comparison first left its tolerance), worded in one place.
 
-A divergence is the dict ``Comparison`` records and parity.json stores: ``step``, ``quantity``
-(``loss``, ``grads``, ``params``, ``branch``, ``dtype``, ``non-finite``), ``name`` (the
-parameter), ``phase`` (forward, backward, update, control flow), and either ``error`` and
-``tolerance`` or a ``detail`` in words. ``describe`` is the wording of verdict reasons;
-``sentence`` the report's, which reads JSON from any equiv version and so checks every field.
+``Divergence`` is what ``Comparison`` records: ``step``, ``quantity`` (``loss``, ``grads``,
+``params``, ``branch``, ``dtype``, ``non-finite``), ``name`` (the parameter), ``phase``
+(forward, backward, update, control flow), and either ``error`` and ``tolerance`` or a
+``detail`` in words; ``to_json`` is its object in parity.json (docs/parity-json.md).
+``describe`` is the wording of verdict reasons; ``sentence`` the report's, which reads the JSON
+of any equiv version and so checks every field.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 #: how the report names a quantity in a sentence
@@ -23,9 +25,42 @@ QUANTITY_WORDS = {
 }
 
 
-def describe(div: dict[str, Any]) -> str:
+@dataclass(frozen=True)
+class Divergence:
+    step: int
+    quantity: str
+    name: str | None = None
+    phase: str | None = None
+    error: float | None = None
+    tolerance: float | None = None
+    detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"step": self.step, "quantity": self.quantity, "name": self.name}
+        if self.phase is not None:
+            out["phase"] = self.phase
+        if self.error is not None:
+            out["error"] = self.error
+            out["tolerance"] = self.tolerance
+        if self.detail is not None:
+            out["detail"] = self.detail
+        return out
+
+    def describe(self) -> str:
+        return describe(self.to_json())
+
+    def sentence(self) -> str:
+        return sentence(self.to_json())
+
+
+def as_json(div: Divergence | dict[str, Any] | None) -> dict[str, Any] | None:
+    return div.to_json() if isinstance(div, Divergence) else div
+
+
+def describe(div: Divergence | dict[str, Any]) -> str:
     """The words of a ``fail`` verdict's reason: ``first divergence at step 3, grads w1
     (backward): error 2e-05 > tolerance 1e-06``."""
+    div = as_json(div)
     where = f"step {div['step']}, {div['quantity']}"
     if div.get("name"):
         where += f" {div['name']}"

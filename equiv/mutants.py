@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from equiv.divergence import Divergence
 from equiv.implementations import Patch
 
 
@@ -27,10 +28,11 @@ class Mutant:
     #: the module to patch when the case re-uses another case's implementation file
     module: str | None = None
 
-    def matches(self, divergence: dict[str, Any] | None) -> bool:
-        if not divergence:
+    def matches(self, divergence: Divergence | None) -> bool:
+        if divergence is None:
             return False
-        return all(divergence.get(k) == v for k, v in self.expected.items())
+        found = divergence.to_json()
+        return all(found.get(k) == v for k, v in self.expected.items())
 
 
 def _m(id, kind, case, backend, dtype, old, new, expected, **kw) -> Mutant:

@@ -7,9 +7,15 @@ float64 bit-exact) and be compared without importing any framework.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from equiv.divergence import Divergence, as_json
+
+if TYPE_CHECKING:
+    from equiv.diagnosis import Localization
+    from equiv.verdict import ExplanationProof
 
 DTYPES = ("float64", "float32")
 
@@ -75,7 +81,7 @@ class CellResult:
     compared_steps: int = 0
     max_error: dict[str, float] = field(default_factory=dict)
     max_ratio: dict[str, float] = field(default_factory=dict)
-    first_divergence: dict[str, Any] | None = None
+    first_divergence: Divergence | None = None
     branches: dict[str, Any] | None = None
     traces: int | None = None
     warnings: list[str] = field(default_factory=list)
@@ -88,6 +94,13 @@ class CellResult:
     phases_s: dict[str, float] = field(default_factory=dict)
     #: the peak resident memory of the process that ran the cell, up to the cell's end (MB)
     peak_rss_mb: float | None = None
+    #: a declared difference's proof (``equiv.verdict``), where one is declared and needed
+    explanation: ExplanationProof | None = None
+    #: where a failing cell first goes wrong (``equiv.diagnosis``)
+    localization: Localization | None = None
+    #: whether a fresh run repeats the first steps bit for bit (None: not checked)
+    reproducible: bool | None = None
+    #: fields a plugin adds to the cell's JSON entry
     extra: dict[str, Any] = field(default_factory=dict)
     #: arrays for DIR/trajectories/*.npz (not part of the JSON)
     trajectory: dict[str, np.ndarray] | None = None
@@ -104,7 +117,7 @@ class CellResult:
             "compared_steps": self.compared_steps,
             "max_error": self.max_error,
             "max_ratio": self.max_ratio,
-            "first_divergence": self.first_divergence,
+            "first_divergence": as_json(self.first_divergence),
             "branches": self.branches,
             "traces": self.traces,
             "warnings": self.warnings,
@@ -114,5 +127,8 @@ class CellResult:
             "duration_s": round(self.duration_s, 3),
             "phases_s": {k: round(v, 3) for k, v in self.phases_s.items()},
             "peak_rss_mb": self.peak_rss_mb,
+            **({"explanation": self.explanation.to_json()} if self.explanation else {}),
+            **({"localization": self.localization.to_json()} if self.localization else {}),
+            "reproducible": self.reproducible,
             **self.extra,
         }

@@ -31,6 +31,7 @@ from equiv.calibration_store import CalibrationStore
 from equiv.case import get_case
 from equiv.compare import Check, Comparison, NonFinite, ShapeMismatch
 from equiv.diagnosis import localize, reproducible
+from equiv.divergence import Divergence
 from equiv.implementations import ImplSource, load_implementation
 from equiv.process import ProcessConfig
 from equiv.records import Cell, CellResult, StepRecord
@@ -108,7 +109,7 @@ def run_cell(
         result.status, result.reason = "skip", str(exc)
     except NonFinite as exc:
         result.status, result.reason = "error", str(exc)
-        result.first_divergence = {"step": exc.step, "quantity": "non-finite", "name": exc.key}
+        result.first_divergence = Divergence(exc.step, "non-finite", exc.key)
     except ShapeMismatch as exc:
         result.status, result.reason = "error", f"wrong array shape: {exc}"
     except Exception as exc:
@@ -210,8 +211,8 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
                 result.benchmark["gflops"] = flops / timed["median_s"] / 1e9
     with clock("extras"), threadpool_limits(limits=1, user_api="blas"):
         if result.status == "fail":
-            result.extra["localization"] = localize(spec, backend, module, state, main)
-        result.extra["reproducible"] = reproducible(spec, backend, module, state, early)
+            result.localization = localize(spec, backend, module, state, main)
+        result.reproducible = reproducible(spec, backend, module, state, early)
         if options.keep_trajectories:
             result.trajectory = _trajectory(state, losses, main, snapshots)
 

@@ -38,7 +38,7 @@ class Outcome:
         assert r is not None
         if r.first_divergence:
             d = r.first_divergence
-            where = f"step {d['step']} {d['quantity']}" + (f" {d['name']}" if d.get("name") else "")
+            where = f"step {d.step} {d.quantity}" + (f" {d.name}" if d.name else "")
             return f"{r.status} at {where}"
         return f"{r.status}: {r.reason}" if r.reason else r.status
 

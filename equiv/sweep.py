@@ -27,7 +27,7 @@ def margin(result: CellResult) -> float:
     """Of the check that decided the verdict: for an ``explained`` cell, its proven variant."""
     ratios = result.max_ratio
     if result.status == "explained":
-        ratios = result.extra["explanation"]["variant_result"]["max_ratio"]
+        ratios = result.explanation.variant_max_ratio
     return max(ratios.values(), default=0.0)
 
 

@@ -2,11 +2,49 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from equiv.backends.base import Backend
 from equiv.case import Explanation, combine_explanations
 from equiv.compare import Check
-from equiv.divergence import describe
+from equiv.divergence import Divergence, as_json, describe
 from equiv.records import CellResult
+
+
+@dataclass(frozen=True)
+class ExplanationProof:
+    """A declared difference and its proof: the reference variant that reproduces it, with
+    both sides' largest errors, so that the difference's size stays visible."""
+
+    reason: str
+    variant: dict[str, Any]
+    proved: bool
+    reference_max_ratio: dict[str, float]
+    reference_divergence: Divergence | None
+    variant_max_ratio: dict[str, float]
+    variant_max_error: dict[str, float]
+    variant_compared: int
+    variant_divergence: Divergence | None
+    variant_stopped_at: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "variant": self.variant,
+            "proved": self.proved,
+            "reference": {
+                "max_ratio": self.reference_max_ratio,
+                "first_divergence": as_json(self.reference_divergence),
+            },
+            "variant_result": {
+                "max_ratio": self.variant_max_ratio,
+                "max_error": self.variant_max_error,
+                "compared_steps": self.variant_compared,
+                "first_divergence": as_json(self.variant_divergence),
+                "stopped_at": self.variant_stopped_at,
+            },
+        }
 
 
 def declared_explanation(spec, backend: Backend, dtype: str) -> Explanation | None:
@@ -19,7 +57,7 @@ def declared_explanation(spec, backend: Backend, dtype: str) -> Explanation | No
 def decide(result: CellResult, checks: list[Check], explanation: Explanation | None) -> None:
     """The cell's status and reason from its checks: ``pass`` without a divergence; ``fail``
     with one; ``explained`` when a declared explanation's reference variant matches where the
-    reference does not (the proof goes into ``result.extra["explanation"]``)."""
+    reference does not (the proof goes into ``result.explanation``)."""
     main = checks[0].comparison
     if main.first_divergence is None:
         result.status, result.reason = "pass", ""
@@ -38,19 +76,18 @@ def decide(result: CellResult, checks: list[Check], explanation: Explanation | N
     # decision was numerically ambiguous at the variant's precision is not one, and is warned.
     proved = variant.first_divergence is None
     result.warnings += [f"reference variant: {w}" for w in variant.warnings]
-    result.extra["explanation"] = {
-        "reason": explanation.reason,
-        "variant": explanation.variant,
-        "proved": proved,
-        "reference": {"max_ratio": main.max_ratio, "first_divergence": main.first_divergence},
-        "variant_result": {
-            "max_ratio": variant.max_ratio,
-            "max_error": variant.max_error,
-            "compared_steps": variant.compared,
-            "first_divergence": variant.first_divergence,
-            "stopped_at": variant.stopped_at,
-        },
-    }
+    result.explanation = ExplanationProof(
+        reason=explanation.reason,
+        variant=explanation.variant,
+        proved=proved,
+        reference_max_ratio=main.max_ratio,
+        reference_divergence=main.first_divergence,
+        variant_max_ratio=variant.max_ratio,
+        variant_max_error=variant.max_error,
+        variant_compared=variant.compared,
+        variant_divergence=variant.first_divergence,
+        variant_stopped_at=variant.stopped_at,
+    )
     if proved:
         result.status = "explained"
         precision = explanation.variant.get("compute_dtype")

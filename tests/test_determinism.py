@@ -24,7 +24,7 @@ def test_two_runs_give_identical_verdicts_and_bitwise_identical_reference_trajec
 
 def test_reproducibility_is_recorded_per_cell():
     result = run_cell(Cell("two_layer_mlp", "torch.eager", "float64"), OPTIONS)
-    assert result.extra["reproducible"] is True
+    assert result.reproducible is True
 
 
 def test_a_nondeterministic_implementation_is_reported_as_not_reproducible():
@@ -50,7 +50,7 @@ def test_a_nondeterministic_implementation_is_reported_as_not_reproducible():
     )
     result = run_cell(Cell("two_layer_mlp", "torch.eager", "float64"), OPTIONS, impl=noisy)
     assert result.status == "pass", result.reason
-    assert result.extra["reproducible"] is False
+    assert result.reproducible is False
 
 
 def test_wrong_array_shapes_are_an_error_with_one_clear_reason():

@@ -47,10 +47,10 @@ def test_a_declared_difference_whose_variant_matches_is_explained(monkeypatch, d
     declare(monkeypatch, {"lr": 2e-3})
     result = run_cell(Cell("keras_sequential", "torch.eager", dtype), OPTIONS, impl=DOUBLED_LR)
     assert result.status == "explained", result.reason
-    proof = result.extra["explanation"]
-    assert proof["proved"]
-    assert max(proof["reference"]["max_ratio"].values()) > 1  # the difference stays visible
-    assert max(proof["variant_result"]["max_ratio"].values()) <= 1
+    proof = result.explanation
+    assert proof.proved
+    assert max(proof.reference_max_ratio.values()) > 1  # the difference stays visible
+    assert max(proof.variant_max_ratio.values()) <= 1
     assert result.first_divergence is not None
 
 
@@ -59,7 +59,7 @@ def test_a_wrong_declaration_turns_the_cell_into_fail(monkeypatch):
     declare(monkeypatch, {"lr": 3e-3})
     result = run_cell(Cell("keras_sequential", "torch.eager", "float64"), OPTIONS, impl=DOUBLED_LR)
     assert result.status == "fail"
-    assert result.extra["explanation"]["proved"] is False
+    assert result.explanation.proved is False
     assert "does not account for it" in result.reason
 
 
@@ -88,11 +88,11 @@ def declare_keras_adam(monkeypatch, variant):
 def test_keras_adam_is_explained_by_its_declared_variant(dtype):
     result = run_cell(replace(KERAS_ADAM, dtype=dtype), OPTIONS)
     assert result.status == "explained", result.reason
-    proof = result.extra["explanation"]
-    assert proof["variant"]["optimizer"] == "adam_epsilon_hat"
-    assert max(proof["variant_result"]["max_ratio"].values()) <= 1
+    proof = result.explanation
+    assert proof.variant["optimizer"] == "adam_epsilon_hat"
+    assert max(proof.variant_max_ratio.values()) <= 1
     # The difference from torch-style Adam stays visible: about 7e-5 in the first update.
-    assert result.first_divergence["quantity"] == "params"
+    assert result.first_divergence.quantity == "params"
     assert result.max_error["params"] > 1e-5
 
 
@@ -103,11 +103,11 @@ def test_keras_adam_epsilon_hat_alone_does_not_explain_float64_on_tensorflow(mon
     the float64 tolerance, so the cell must turn into ``fail``."""
     declare_keras_adam(monkeypatch, {"optimizer": "adam_epsilon_hat"})
     result = run_cell(KERAS_ADAM, OPTIONS)
-    proof = result.extra["explanation"]
+    proof = result.explanation
     assert result.status == "fail"
-    assert proof["proved"] is False
-    assert proof["variant_result"]["first_divergence"]["step"] == 0
-    assert proof["variant_result"]["max_error"]["params"] * 1e3 < result.max_error["params"]
+    assert proof.proved is False
+    assert proof.variant_divergence.step == 0
+    assert proof.variant_max_error["params"] * 1e3 < result.max_error["params"]
 
 
 @needs_keras_tf
@@ -118,7 +118,7 @@ def test_the_keras_adam_explanation_does_not_hide_a_real_bug():
     )
     result = run_cell(KERAS_ADAM, OPTIONS, impl=wrong_beta)
     assert result.status == "fail"
-    assert result.extra["explanation"]["proved"] is False
+    assert result.explanation.proved is False
 
 
 # A float64 cell computed in float32: the mechanism on a planted detour (torch, in-process),
@@ -144,7 +144,7 @@ def test_a_declared_float32_detour_is_explained_at_float32_precision(monkeypatch
     result = run_cell(DETOUR_CELL, OPTIONS, impl=detour)
     assert result.status == "explained", result.reason
     assert "at float32 precision" in result.reason
-    assert max(result.extra["explanation"]["reference"]["max_ratio"].values()) > 1e3
+    assert max(result.explanation.reference_max_ratio.values()) > 1e3
 
 
 @pytest.mark.skipif(not available("torch.eager"), reason="needs torch")
@@ -156,7 +156,7 @@ def test_the_float32_declaration_does_not_hide_a_bug(monkeypatch):
     )
     result = run_cell(DETOUR_CELL, OPTIONS, impl=bug)
     assert result.status == "fail"
-    assert result.extra["explanation"]["proved"] is False
+    assert result.explanation.proved is False
 
 
 @pytest.mark.skipif(not available("torch.eager"), reason="needs torch")
@@ -179,7 +179,7 @@ def test_keras_on_torch_float64_is_explained_and_a_planted_bug_is_not():
     cell = Cell("keras_sequential", "keras.torch", "float64")
     result = run_in_worker(cell)
     assert result.status == "explained", result.reason
-    assert result.extra["explanation"]["variant"] == {"compute_dtype": "float32"}
+    assert result.explanation.variant == {"compute_dtype": "float32"}
     doubled_lr = ImplSource(
         "cases.keras_sequential.keras_impl",
         (Patch('SGD(learning_rate=cfg["lr"])', 'SGD(learning_rate=2 * cfg["lr"])'),),
@@ -193,7 +193,7 @@ def test_keras_on_jax_is_explained_only_where_the_case_uses_ops_mean():
     assert mean.status == "explained", mean.reason
     no_mean = run_in_worker(Cell("two_layer_mlp", "keras.jax", "float64"))
     assert no_mean.status == "pass"
-    assert "explanation" not in no_mean.extra
+    assert no_mean.explanation is None
 
 
 def test_declarations_combine_and_filter_by_case_and_dtype():
@@ -223,7 +223,7 @@ def test_a_variant_stopped_at_an_ambiguous_branch_proves_what_it_compared():
     options = RunOptions(seed=1, bench_rounds=0, keep_trajectories=False)
     (result,) = run_group([(cell, None)], options, env=dict(get_backend(cell.backend).worker_env))
     assert result.status == "explained", result.reason
-    proof = result.extra["explanation"]["variant_result"]
-    assert proof["stopped_at"] == proof["compared_steps"] < result.steps
+    proof = result.explanation
+    assert proof.variant_stopped_at == proof.variant_compared < result.steps
     assert "up to a numerically ambiguous branch" in result.reason
     assert any(w.startswith("reference variant: numerically ambiguous") for w in result.warnings)

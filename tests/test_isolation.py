@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+from equiv.divergence import Divergence
 from equiv.implementations import ImplSource, Patch
 from equiv.records import Cell
 from equiv.registry import get_backend
@@ -41,7 +42,7 @@ def test_nan_becomes_an_error_naming_the_step_and_quantity():
     impl = planted("self.w1 -= self.lr * self.w1.grad", "self.w1 -= float('nan') * self.w1.grad")
     result = run_cell(CELL, OPTIONS, impl=impl)
     assert result.status == "error"
-    assert result.first_divergence == {"step": 0, "quantity": "non-finite", "name": "params/w1"}
+    assert result.first_divergence == Divergence(0, "non-finite", "params/w1")
     assert "step 0" in result.reason and "params/w1" in result.reason
 
 

@@ -41,7 +41,7 @@ def test_parity(equiv_cell, equiv_run_cell, equiv_options):
     )
     assert result.compared_steps > 0
     if result.status == "explained":
-        assert result.extra["explanation"]["proved"]
+        assert result.explanation.proved
     assert_same_as_stored(result, equiv_options)
 
 

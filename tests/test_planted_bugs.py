@@ -41,7 +41,7 @@ def test_missing_zero_grad_diverges_in_gradients_at_step_1(backend, dtype):
     result = run_cell(Cell("two_layer_mlp", backend, dtype), OPTIONS, impl=impl)
     assert result.status == "fail", result.reason
     div = result.first_divergence
-    assert (div["step"], div["quantity"], div["phase"]) == (1, "grads", "backward")
+    assert (div.step, div.quantity, div.phase) == (1, "grads", "backward")
 
 
 @pytest.mark.parametrize("backend", ["torch.eager", "torch.jit", "torch.compile"])
@@ -53,7 +53,7 @@ def test_wrong_custom_sigmoid_backward_diverges_in_gradients_at_step_0(backend, 
     result = run_cell(Cell("sigmoid_custom_op", backend, dtype), OPTIONS, impl=impl)
     assert result.status == "fail", result.reason
     div = result.first_divergence
-    assert (div["step"], div["quantity"], div["name"]) == (0, "grads", "w1")
+    assert (div.step, div.quantity, div.name) == (0, "grads", "w1")
 
 
 def test_the_unpatched_implementation_passes_the_same_short_run():

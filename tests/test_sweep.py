@@ -8,6 +8,7 @@ import numpy as np
 
 from equiv.records import Cell, CellResult
 from equiv.sweep import margin, merge_reports, run_sweep
+from equiv.verdict import ExplanationProof
 
 TINY = {"cases": ["two_layer_mlp"], "backends": ["numpy"], "steps": 3}
 
@@ -25,7 +26,9 @@ def test_a_sweep_records_every_seed_and_checkpoints_after_each():
 def test_an_explained_cell_is_measured_against_its_variant():
     result = CellResult(cell=Cell("c", "b", "float64"), status="explained", steps=1)
     result.max_ratio = {"loss": 1e6}
-    result.extra["explanation"] = {"variant_result": {"max_ratio": {"loss": 0.25}}}
+    result.explanation = ExplanationProof(
+        "r", {}, True, {"loss": 1e6}, None, {"loss": 0.25}, {"loss": 0.0}, 1, None, None
+    )
     assert margin(result) == 0.25
     result.status = "fail"
     assert margin(result) == 1e6

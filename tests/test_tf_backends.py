@@ -40,7 +40,7 @@ def run(cell, impl=None):
 
 def first_divergence(result):
     div = result.first_divergence
-    return div["step"], div["quantity"], div["name"], div["phase"]
+    return div.step, div.quantity, div.name, div.phase
 
 
 FLIPPED_GRAPH_UPDATE = (

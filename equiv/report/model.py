@@ -8,9 +8,10 @@ beats one that stops at the first odd value.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
-from equiv.divergence import as_float, fmt_ratio  # noqa: F401 - the report's number helpers
+from equiv.divergence import as_float, fmt_ratio, sentence
 from equiv.records import STATUSES
 
 GROUP_TITLES = {"loss": "loss", "grads": "gradients", "params": "parameters"}
@@ -125,3 +126,156 @@ def runs_text(values: list[Any], limit: int = 12) -> str:
     if len(parts) > limit:
         return ", ".join(parts[:limit]) + f", … ({len(parts) - limit} more runs)"
     return ", ".join(parts)
+
+
+def ordered(values: list[str], first: tuple[str, ...]) -> list[str]:
+    seen = list(dict.fromkeys(values))
+    return [v for v in first if v in seen] + sorted(v for v in seen if v not in first)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def document_view(document: dict[str, Any]) -> dict[str, Any]:
+    """The document's own fields, each checked once: the cells that are objects, and the
+    environment, settings, policy, merge sources and cut-off marker as mappings."""
+    incomplete = document.get("incomplete")
+    return {
+        "schema": document.get("schema"),
+        "created": document.get("created"),
+        "environment": _mapping(document.get("environment")),
+        "run": _mapping(document.get("run")),
+        "policy": _mapping(document.get("tolerance_policy")),
+        "sources": [s for s in _list(document.get("sources")) if isinstance(s, dict)],
+        "incomplete": incomplete if isinstance(incomplete, dict) else None,
+        "cells": [c for c in _list(document.get("cells")) if isinstance(c, dict)],
+    }
+
+
+def cell_view(
+    cell: dict[str, Any], links: Callable[[dict[str, Any]], str | None], anchor: str | None = None
+) -> dict[str, Any]:
+    """A cell of the JSON, parsed once into what the templates show: every field checked here,
+    so that rendering needs no guards. ``links`` gives a cell's trajectory link; ``anchor``
+    names a conflicting result's section (and keys its plot data, unique in the page)."""
+    from equiv.report import plotdata  # it reads this module's helpers
+
+    status = status_of(cell)
+    cid = str(cell.get("id") or f"{cell.get('case')}-{cell.get('backend')}-{cell.get('dtype')}")
+    ratio = largest_ratio(cell)
+    max_error = cell.get("max_error") if isinstance(cell.get("max_error"), dict) else {}
+    max_ratio = cell.get("max_ratio") if isinstance(cell.get("max_ratio"), dict) else {}
+    groups = [
+        {
+            "title": GROUP_TITLES.get(g, g),
+            "error": fmt_number(max_error.get(g)),
+            "ratio": fmt_ratio(as_float(max_ratio.get(g))),
+            "over": (as_float(max_ratio.get(g)) or 0) > 1,
+        }
+        for g in ordered(list(max_error) + list(max_ratio), tuple(GROUP_TITLES))
+    ]
+    div = cell.get("first_divergence") if isinstance(cell.get("first_divergence"), dict) else None
+    branches = cell.get("branches") if isinstance(cell.get("branches"), dict) else None
+    anchor = anchor or "cell-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in cid)
+    view: dict[str, Any] = {
+        "raw": cell,
+        "id": cid,
+        "anchor": anchor,
+        "case": str(cell.get("case")),
+        "backend": str(cell.get("backend")),
+        "dtype": str(cell.get("dtype")),
+        "status": status,
+        "raw_status": str(cell.get("status")),
+        "reason": cell.get("reason") or "",
+        "ratio": ratio,
+        "ratio_text": fmt_ratio(ratio),
+        "groups": groups,
+        "divergence": div,
+        "divergence_text": sentence(div),
+        "where": f"step {div.get('step')} · {quantity_label(div)}" if div else "",
+        "warnings": [str(w) for w in _list(cell.get("warnings")) if w],
+        "traceback": cell.get("traceback") if isinstance(cell.get("traceback"), str) else None,
+        "traces": cell.get("traces"),
+        "steps": cell.get("steps"),
+        "compared_steps": cell.get("compared_steps"),
+        "duration_s": cell.get("duration_s"),
+        "benchmark": cell.get("benchmark") if isinstance(cell.get("benchmark"), dict) else None,
+        "source": cell.get("source"),
+        "sources": [str(s) for s in _list(cell.get("sources"))],
+        "superseded": [s for s in _list(cell.get("superseded")) if isinstance(s, dict)],
+        "trajectory": trajectory_name(cell),
+        "trajectory_href": links(cell),
+        "extra": {k: v for k, v in cell.items() if k not in KNOWN_CELL_FIELDS},
+        "branches": None,
+        "plot": None,
+        "conflicts": [],
+    }
+    if branches:
+        impl = _list(branches.get("implementation"))
+        ref = _list(branches.get("reference"))
+        differ = [i for i, (a, b) in enumerate(zip(impl, ref, strict=False)) if a != b]
+        view["branches"] = {
+            "raw": branches,
+            "reference": runs_text(ref),
+            "implementation": runs_text(impl),
+            "differ": differ,
+            "ambiguous": _list(branches.get("ambiguous_steps")),
+            "stopped_at": branches.get("stopped_at"),
+            "counts": branches.get("counts") if isinstance(branches.get("counts"), dict) else {},
+            "plot": plotdata.branch_data(branches),
+        }
+    view["plot"] = plotdata.error_data(cell.get("series"), div)
+    view["localization"] = _localization(cell.get("localization"))
+    view["explanation"] = _explanation(cell.get("explanation"))
+    view["reproducible"] = cell.get("reproducible")
+    if view["explanation"] and view["explanation"]["variant_ratio"] is not None:
+        view["where"] = (
+            view["where"] or f"variant {fmt_ratio(view['explanation']['variant_ratio'])}× tol"
+        )
+    if view["explanation"] and view["explanation"]["precision"]:
+        view["where"] = f"{view['where']} · held to {view['explanation']['precision']}".lstrip(" ·")
+    conflicts = [c for c in _list(cell.get("conflicts")) if isinstance(c, dict)]
+    for i, other in enumerate(conflicts):
+        view["conflicts"].append(cell_view(other, links, anchor=f"{anchor}-conflict{i + 1}"))
+    return view
+
+
+def _localization(loc: Any) -> dict[str, Any] | None:
+    """``localization`` of a failing cell (docs/verdicts.md): the diagnosis in words, and
+    whether re-running the failing step from the reference's own state still disagrees."""
+    if not isinstance(loc, dict):
+        return None
+    forced = loc.get("teacher_forced") if isinstance(loc.get("teacher_forced"), dict) else None
+    return {
+        "diagnosis": str(loc.get("diagnosis") or ""),
+        "phase": loc.get("phase"),
+        "forced_from": forced.get("from_step") if forced else None,
+        "forced_divergence": sentence(forced.get("first_divergence")) if forced else "",
+    }
+
+
+def _explanation(expl: Any) -> dict[str, Any] | None:
+    """``explanation`` of a cell with a declared difference: the reason, the reference variant
+    that reproduces it, and both sides' largest error so that its size stays visible."""
+    if not isinstance(expl, dict):
+        return None
+    ref = expl.get("reference") if isinstance(expl.get("reference"), dict) else {}
+    var = expl.get("variant_result") if isinstance(expl.get("variant_result"), dict) else {}
+    variant = expl.get("variant")
+    return {
+        "reason": str(expl.get("reason") or ""),
+        "variant": ", ".join(f"{k} = {v}" for k, v in variant.items())
+        if isinstance(variant, dict)
+        else str(variant or ""),
+        "proved": expl.get("proved"),
+        "precision": variant.get("compute_dtype") if isinstance(variant, dict) else None,
+        "reference_ratio": largest_ratio(ref),
+        "variant_ratio": largest_ratio(var),
+        "variant_compared": var.get("compared_steps"),
+        "variant_divergence": sentence(var.get("first_divergence")),
+    }

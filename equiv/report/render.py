@@ -18,7 +18,6 @@ from typing import Any
 
 import jinja2
 
-from equiv.divergence import sentence
 from equiv.records import DTYPES, STATUSES
 from equiv.report import model, plotdata
 from equiv.results import atomic_write_bytes
@@ -43,11 +42,6 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _ordered(values: list[str], first: tuple[str, ...]) -> list[str]:
-    seen = list(dict.fromkeys(values))
-    return [v for v in first if v in seen] + sorted(v for v in seen if v not in first)
-
-
 class _Links:
     """Where each cell's trajectory file lies, as a link relative to the page (or None)."""
 
@@ -69,136 +63,13 @@ class _Links:
         return None
 
 
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _cell_view(cell: dict[str, Any], links: _Links, anchor: str | None = None) -> dict[str, Any]:
-    """What the templates show of one cell; ``anchor`` names a conflicting result's section
-    (and keys its plot data, which must be unique in the page)."""
-    status = model.status_of(cell)
-    cid = str(cell.get("id") or f"{cell.get('case')}-{cell.get('backend')}-{cell.get('dtype')}")
-    ratio = model.largest_ratio(cell)
-    max_error = cell.get("max_error") if isinstance(cell.get("max_error"), dict) else {}
-    max_ratio = cell.get("max_ratio") if isinstance(cell.get("max_ratio"), dict) else {}
-    groups = [
-        {
-            "title": model.GROUP_TITLES.get(g, g),
-            "error": model.fmt_number(max_error.get(g)),
-            "ratio": model.fmt_ratio(model.as_float(max_ratio.get(g))),
-            "over": (model.as_float(max_ratio.get(g)) or 0) > 1,
-        }
-        for g in _ordered(list(max_error) + list(max_ratio), tuple(model.GROUP_TITLES))
-    ]
-    div = cell.get("first_divergence") if isinstance(cell.get("first_divergence"), dict) else None
-    branches = cell.get("branches") if isinstance(cell.get("branches"), dict) else None
-    anchor = anchor or "cell-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in cid)
-    view: dict[str, Any] = {
-        "raw": cell,
-        "id": cid,
-        "anchor": anchor,
-        "case": str(cell.get("case")),
-        "backend": str(cell.get("backend")),
-        "dtype": str(cell.get("dtype")),
-        "status": status,
-        "raw_status": str(cell.get("status")),
-        "reason": cell.get("reason") or "",
-        "ratio": ratio,
-        "ratio_text": model.fmt_ratio(ratio),
-        "groups": groups,
-        "divergence": div,
-        "divergence_text": sentence(div),
-        "where": f"step {div.get('step')} · {model.quantity_label(div)}" if div else "",
-        "warnings": [str(w) for w in _list(cell.get("warnings")) if w],
-        "traceback": cell.get("traceback") if isinstance(cell.get("traceback"), str) else None,
-        "traces": cell.get("traces"),
-        "steps": cell.get("steps"),
-        "compared_steps": cell.get("compared_steps"),
-        "duration_s": cell.get("duration_s"),
-        "benchmark": cell.get("benchmark") if isinstance(cell.get("benchmark"), dict) else None,
-        "source": cell.get("source"),
-        "sources": [str(s) for s in _list(cell.get("sources"))],
-        "superseded": [s for s in _list(cell.get("superseded")) if isinstance(s, dict)],
-        "trajectory": model.trajectory_name(cell),
-        "trajectory_href": links(cell),
-        "extra": {k: v for k, v in cell.items() if k not in model.KNOWN_CELL_FIELDS},
-        "branches": None,
-        "plot": None,
-        "conflicts": [],
-    }
-    if branches:
-        impl = _list(branches.get("implementation"))
-        ref = _list(branches.get("reference"))
-        differ = [i for i, (a, b) in enumerate(zip(impl, ref, strict=False)) if a != b]
-        view["branches"] = {
-            "raw": branches,
-            "reference": model.runs_text(ref),
-            "implementation": model.runs_text(impl),
-            "differ": differ,
-            "ambiguous": _list(branches.get("ambiguous_steps")),
-            "stopped_at": branches.get("stopped_at"),
-            "counts": branches.get("counts") if isinstance(branches.get("counts"), dict) else {},
-            "plot": plotdata.branch_data(branches),
-        }
-    view["plot"] = plotdata.error_data(cell.get("series"), div)
-    view["localization"] = _localization(cell.get("localization"))
-    view["explanation"] = _explanation(cell.get("explanation"))
-    view["reproducible"] = cell.get("reproducible")
-    if view["explanation"] and view["explanation"]["variant_ratio"] is not None:
-        view["where"] = (
-            view["where"] or f"variant {model.fmt_ratio(view['explanation']['variant_ratio'])}× tol"
-        )
-    if view["explanation"] and view["explanation"]["precision"]:
-        view["where"] = f"{view['where']} · held to {view['explanation']['precision']}".lstrip(" ·")
-    conflicts = [c for c in _list(cell.get("conflicts")) if isinstance(c, dict)]
-    for i, other in enumerate(conflicts):
-        view["conflicts"].append(_cell_view(other, links, anchor=f"{anchor}-conflict{i + 1}"))
-    return view
-
-
-def _localization(loc: Any) -> dict[str, Any] | None:
-    """``localization`` of a failing cell (docs/verdicts.md): the diagnosis in words, and
-    whether re-running the failing step from the reference's own state still disagrees."""
-    if not isinstance(loc, dict):
-        return None
-    forced = loc.get("teacher_forced") if isinstance(loc.get("teacher_forced"), dict) else None
-    return {
-        "diagnosis": str(loc.get("diagnosis") or ""),
-        "phase": loc.get("phase"),
-        "forced_from": forced.get("from_step") if forced else None,
-        "forced_divergence": sentence(forced.get("first_divergence")) if forced else "",
-    }
-
-
-def _explanation(expl: Any) -> dict[str, Any] | None:
-    """``explanation`` of a cell with a declared difference: the reason, the reference variant
-    that reproduces it, and both sides' largest error so that its size stays visible."""
-    if not isinstance(expl, dict):
-        return None
-    ref = expl.get("reference") if isinstance(expl.get("reference"), dict) else {}
-    var = expl.get("variant_result") if isinstance(expl.get("variant_result"), dict) else {}
-    variant = expl.get("variant")
-    return {
-        "reason": str(expl.get("reason") or ""),
-        "variant": ", ".join(f"{k} = {v}" for k, v in variant.items())
-        if isinstance(variant, dict)
-        else str(variant or ""),
-        "proved": expl.get("proved"),
-        "precision": variant.get("compute_dtype") if isinstance(variant, dict) else None,
-        "reference_ratio": model.largest_ratio(ref),
-        "variant_ratio": model.largest_ratio(var),
-        "variant_compared": var.get("compared_steps"),
-        "variant_divergence": sentence(var.get("first_divergence")),
-    }
-
-
 def _matrices(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Cases (rows) by backends (columns), one table per dtype, with ok-counts per row/column."""
     out = []
-    for dtype in _ordered([v["dtype"] for v in views], DTYPES):
+    for dtype in model.ordered([v["dtype"] for v in views], DTYPES):
         mine = [v for v in views if v["dtype"] == dtype]
-        backends = _ordered([v["backend"] for v in mine], ("numpy",))
-        cases = _ordered([v["case"] for v in mine], ())
+        backends = model.ordered([v["backend"] for v in mine], ("numpy",))
+        cases = model.ordered([v["case"] for v in mine], ())
         index = {(v["case"], v["backend"]): v for v in mine}
         rows = []
         for case in cases:
@@ -226,7 +97,7 @@ BENCH_FIELDS = ("median_s", "iqr_s", "stddev_s", "min_s", "max_s", "first_call_s
 def _benchmarks(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per case: each timed (backend, dtype) relative to the fastest backend of that dtype."""
     out = []
-    for case in _ordered([v["case"] for v in views], ()):
+    for case in model.ordered([v["case"] for v in views], ()):
         rows, untimed = [], []
         for v in views:
             if v["case"] != case:
@@ -245,7 +116,7 @@ def _benchmarks(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 flops=model.as_float(bench.get("flops_per_step")),
             )
             rows.append(row)
-        dtypes = _ordered([r["dtype"] for r in rows], DTYPES)
+        dtypes = model.ordered([r["dtype"] for r in rows], DTYPES)
         rows.sort(key=lambda r: (dtypes.index(r["dtype"]), r["median_s"] or float("inf")))
         for dtype in dtypes:
             medians = [r["median_s"] for r in rows if r["dtype"] == dtype and r["median_s"]]
@@ -307,35 +178,24 @@ def build_context(
     document: dict[str, Any], out_dir: Path | None = None, json_dir: Path | None = None
 ) -> dict[str, Any]:
     links = _Links(out_dir, json_dir)
-    cells = [c for c in document.get("cells", []) if isinstance(c, dict)]
-    views = [_cell_view(c, links) for c in cells]
+    parsed = model.document_view(document)
+    views = [model.cell_view(c, links) for c in parsed["cells"]]
     counts = {s: sum(v["status"] == s for v in views) for s in STATUSES}
     counts["unknown"] = sum(v["status"] == "unknown" for v in views)
     summary = {**counts, "total": len(views), "conflict": sum(bool(v["conflicts"]) for v in views)}
     problems = [v for v in views if v["status"] not in ("pass",) or v["conflicts"]]
     problems.sort(key=lambda v: (model.severity(v["status"]), v["case"], v["backend"]))
     by_case: dict[str, list[dict[str, Any]]] = {}
-    for case in _ordered([v["case"] for v in views], ()):
+    for case in model.ordered([v["case"] for v in views], ()):
         group = [v for v in views if v["case"] == case]
-        dtypes = _ordered([v["dtype"] for v in group], DTYPES)
-        backends = _ordered([v["backend"] for v in group], ("numpy",))
+        dtypes = model.ordered([v["dtype"] for v in group], DTYPES)
+        backends = model.ordered([v["backend"] for v in group], ("numpy",))
         group.sort(key=lambda v: (dtypes.index(v["dtype"]), backends.index(v["backend"])))
         by_case[case] = group
-    env = document.get("environment") if isinstance(document.get("environment"), dict) else {}
     benchmarks = _benchmarks(views)
     return {
         "document": document,
-        "schema": document.get("schema"),
-        "created": document.get("created"),
-        "environment": env,
-        "run": document.get("run") if isinstance(document.get("run"), dict) else {},
-        "policy": document.get("tolerance_policy")
-        if isinstance(document.get("tolerance_policy"), dict)
-        else {},
-        "sources": [s for s in document.get("sources") or [] if isinstance(s, dict)],
-        "incomplete": document.get("incomplete")
-        if isinstance(document.get("incomplete"), dict)
-        else None,
+        **{k: v for k, v in parsed.items() if k != "cells"},
         "summary": summary,
         "headline": _headline(summary),
         "statuses": [s for s in STATUSES if counts[s]] + (["unknown"] if counts["unknown"] else []),

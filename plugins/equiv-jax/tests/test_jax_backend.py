@@ -84,7 +84,7 @@ def test_the_custom_vjp_backward_is_the_one_used(backend):
     result = run_cell(Cell("sigmoid_custom_op", backend, "float64"), SHORT, impl=wrong)
     assert result.status == "fail", result.reason
     div = result.first_divergence
-    assert (div["step"], div["quantity"], div["name"]) == (0, "grads", "w1")
+    assert (div.step, div.quantity, div.name) == (0, "grads", "w1")
 
 
 @pytest.mark.parametrize("backend", ["jax.eager", "jax.jit"])
