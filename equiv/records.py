@@ -105,6 +105,14 @@ class CellResult:
     #: arrays for DIR/trajectories/*.npz (not part of the JSON)
     trajectory: dict[str, np.ndarray] | None = None
 
+    @property
+    def coverage(self) -> float | None:
+        """The fraction of its steps the cell compared with the reference; None where it did
+        not run (skip) or nothing is known of what it did (timeout)."""
+        if self.status in ("skip", "timeout") or self.steps <= 0:
+            return None
+        return self.compared_steps / self.steps
+
     def to_json(self) -> dict[str, Any]:
         return {
             "case": self.cell.case,
@@ -115,6 +123,7 @@ class CellResult:
             "reason": self.reason,
             "steps": self.steps,
             "compared_steps": self.compared_steps,
+            "coverage": self.coverage,
             "max_error": self.max_error,
             "max_ratio": self.max_ratio,
             "first_divergence": as_json(self.first_divergence),

@@ -36,6 +36,21 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def coverage(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """How much of the run was compared: steps compared over steps asked, over the cells that
+    ran, and the cells that compared only part of theirs (issue 15: a stop at a numerically
+    ambiguous branch, a divergence that ends the comparison, a crash)."""
+    ran = [c for c in cells if isinstance(c.get("coverage"), (int, float))]
+    compared = sum(int(c.get("compared_steps") or 0) for c in ran)
+    asked = sum(int(c.get("steps") or 0) for c in ran)
+    return {
+        "compared_steps": compared,
+        "steps": asked,
+        "fraction": compared / asked if asked else None,
+        "partial": [c["id"] for c in ran if c["coverage"] < 1],
+    }
+
+
 def summarize(cells: list[dict[str, Any]]) -> dict[str, int]:
     counts = Counter(c["status"] for c in cells)
     return {status: counts.get(status, 0) for status in STATUSES} | {"total": len(cells)}
@@ -63,6 +78,7 @@ def document_from_entries(
         "run": run,
         "tolerance_policy": json_safe(policy_summary()),
         "summary": summarize(cells),
+        "coverage": coverage(cells),
         "cells": cells,
     }
     if incomplete is not None:

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from equiv.report import model
-from equiv.results import SCHEMA, summarize
+from equiv.results import SCHEMA, coverage, summarize
 
 Key = tuple[str, str, str]
 SOURCE_FIELDS = ("created", "environment", "run", "tolerance_policy", "summary")
@@ -108,6 +108,7 @@ def merge_documents(inputs: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, A
         "run": first.get("run", {}),
         "tolerance_policy": first.get("tolerance_policy", {}),
         "summary": summary,
+        "coverage": coverage(cells),
         "sources": sources,
         "cells": cells,
     }

@@ -37,6 +37,7 @@ KNOWN_CELL_FIELDS = {
     "reason",
     "steps",
     "compared_steps",
+    "coverage",
     "max_error",
     "max_ratio",
     "first_divergence",
@@ -153,6 +154,7 @@ def document_view(document: dict[str, Any]) -> dict[str, Any]:
         "policy": _mapping(document.get("tolerance_policy")),
         "sources": [s for s in _list(document.get("sources")) if isinstance(s, dict)],
         "incomplete": incomplete if isinstance(incomplete, dict) else None,
+        "coverage": _mapping(document.get("coverage")),
         "cells": [c for c in _list(document.get("cells")) if isinstance(c, dict)],
     }
 
@@ -203,6 +205,7 @@ def cell_view(
         "traces": cell.get("traces"),
         "steps": cell.get("steps"),
         "compared_steps": cell.get("compared_steps"),
+        "coverage": as_float(cell.get("coverage")),
         "duration_s": cell.get("duration_s"),
         "benchmark": cell.get("benchmark") if isinstance(cell.get("benchmark"), dict) else None,
         "source": cell.get("source"),

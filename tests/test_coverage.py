@@ -1,0 +1,76 @@
+"""Coverage as a number (issue 15): every cell records the fraction of its steps it compared,
+the document sums it over the cells that ran, and the report's overview marks every cell that
+compared only part of its steps, so a comparison that stopped early is never a silent pass."""
+
+from __future__ import annotations
+
+from equiv.implementations import ImplSource, Patch
+from equiv.records import Cell, CellResult
+from equiv.report.merge import merge_documents
+from equiv.report.render import render_html
+from equiv.results import build_document
+from equiv.runner import RunOptions, run_cell
+
+OPTIONS = RunOptions(steps=12, bench_rounds=0, keep_trajectories=False)
+#: the other branch than the reference at every step, none of them ambiguous: a real cell whose
+#: comparison ends at its first step
+OTHER_BRANCH = ImplSource(
+    "cases.dynamic_branching.reference",
+    (
+        Patch(
+            "branch = force_branch or choose_branch(prev_loss, cfg)",
+            "branch = force_branch or {'w2a': 'w2b', 'w2b': 'w2a'}[choose_branch(prev_loss, cfg)]",
+        ),
+    ),
+)
+
+
+def test_a_comparison_that_ends_early_is_partial_coverage():
+    result = run_cell(Cell("dynamic_branching", "numpy", "float32"), OPTIONS, impl=OTHER_BRANCH)
+    assert result.status == "fail" and result.first_divergence.quantity == "branch"
+    assert result.compared_steps < result.steps
+    assert result.coverage == result.compared_steps / result.steps < 1
+    doc = build_document([result], {}, {})
+    assert doc["coverage"]["partial"] == [result.cell.id]
+
+
+def test_a_cell_that_compared_every_step_has_coverage_1_and_a_skip_none():
+    whole = run_cell(Cell("two_layer_mlp", "numpy", "float64"), OPTIONS)
+    assert whole.status == "pass" and whole.coverage == 1.0
+    assert whole.to_json()["coverage"] == 1.0
+    skipped = CellResult(Cell("two_layer_mlp", "x", "float64"), "skip", reason="not here")
+    assert skipped.coverage is None
+
+
+def partial_result() -> CellResult:
+    result = CellResult(Cell("dynamic_branching", "numpy", "float32"), "pass", steps=500)
+    result.compared_steps = 332
+    result.warnings = ["numerically ambiguous branch at step 332: comparison stopped"]
+    return result
+
+
+def test_the_document_and_the_report_say_which_cells_compared_part_of_their_steps():
+    whole = run_cell(Cell("two_layer_mlp", "numpy", "float64"), OPTIONS)
+    partial = partial_result()
+    doc = build_document([whole, partial], {}, {"steps": None})
+    assert doc["coverage"] == {
+        "compared_steps": 12 + 332,
+        "steps": 12 + 500,
+        "fraction": 344 / 512,
+        "partial": ["dynamic_branching-numpy-float32"],
+    }
+    html = render_html(doc)
+    assert "compared 332/500 steps" in html  # in the overview's cell
+    assert 'class="cell s-pass partial"' in html
+    assert "67.2%" in html and "1</b> cell compared only part of its steps" in html
+    merged = merge_documents([("a.json", doc)])
+    assert merged["coverage"] == doc["coverage"]
+
+
+def test_a_run_that_compared_everything_says_so():
+    doc = build_document([run_cell(Cell("two_layer_mlp", "numpy", "float32"), OPTIONS)], {}, {})
+    assert doc["coverage"]["partial"] == [] and doc["coverage"]["fraction"] == 1.0
+    html = render_html(doc)
+    assert "every step of every cell that ran" in html
+    marked = render_html(build_document([partial_result()], {}, {}))
+    assert 'class="partial-mark"' not in html and 'class="partial-mark"' in marked
