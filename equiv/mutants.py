@@ -51,6 +51,16 @@ TORCH = [
         {"step": 1, "quantity": "grads", "name": "w1"},
     ),
     _m(
+        "torch-manual-relu-mask",
+        "hand-written backward without the ReLU mask (the seed's first program)",
+        "two_layer_mlp",
+        "torch.manual",
+        "float64",
+        "        grad_h[h < 0] = 0\n",
+        "",
+        {"step": 0, "quantity": "grads", "name": "w1"},
+    ),
+    _m(
         "torch-custom-backward",
         "wrong custom backward: y*(1+y) for the sigmoid",
         "sigmoid_custom_op",

@@ -69,3 +69,17 @@ def test_a_patch_that_does_not_apply_is_an_error_not_a_pass():
     impl = ImplSource("cases.two_layer_mlp.torch_impl", (Patch("no such line", ""),))
     result = run_cell(Cell("two_layer_mlp", "torch.eager", "float64"), OPTIONS, impl=impl)
     assert result.status in ("error", "skip")
+
+
+@needs("torch.manual")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_hand_written_backward_without_the_relu_mask_diverges_in_grads_w1_at_step_0(dtype):
+    """torch.manual runs the seed's first program (gradients by hand, no autograd): a
+    backward that forgets ``grad_h[h < 0] = 0`` is wrong in w1's gradient at once, while w2's
+    is still right."""
+    impl = mutant("two_layer_mlp", "torch.manual", ("        grad_h[h < 0] = 0\n", ""))
+    result = run_cell(Cell("two_layer_mlp", "torch.manual", dtype), OPTIONS, impl=impl)
+    assert result.status == "fail", result.reason
+    div = result.first_divergence
+    assert (div.step, div.quantity, div.name) == (0, "grads", "w1")
+    assert run_cell(Cell("two_layer_mlp", "torch.manual", dtype), OPTIONS).status == "pass"

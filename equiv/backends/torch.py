@@ -111,5 +111,14 @@ class TorchCompile(TorchBackend):
         return torch.compile(fn, backend=counting_inductor)
 
 
+class TorchManual(TorchBackend):
+    """The seed's first program: torch tensors with gradients written by hand, no autograd.
+    Only cases with a ``torch_manual_impl`` run in it (two_layer_mlp); the others skip."""
+
+    id = "torch.manual"
+    mode = "manual"
+    impl_file = "torch_manual_impl"
+
+
 def backends() -> list[Backend]:
-    return [TorchEager(), TorchJit(), TorchCompile()]
+    return [TorchEager(), TorchJit(), TorchCompile(), TorchManual()]
