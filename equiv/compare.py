@@ -7,6 +7,7 @@ never sits in memory. Imports no framework.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,7 +17,12 @@ from equiv.case import CaseSpec
 from equiv.divergence import Divergence
 from equiv.records import StepRecord
 from equiv.reference import ReferenceTrainer
-from equiv.tolerance import Calibration, max_abs_diff, quantity_keys, record_values
+from equiv.tolerance import (
+    Calibration,
+    max_abs_diff,
+    quantity_keys,
+    record_values,
+)
 
 # Pipeline order inside one step: the branch is decided first (on the previous loss), then the
 # forward pass gives the loss, the backward pass the gradients, the update the parameters.
@@ -64,6 +70,11 @@ class Comparison:
     branches_ref: list[str | None] = field(default_factory=list)
     ambiguous: list[int] = field(default_factory=list)
     stopped_at: int | None = None
+    #: ambiguous steps where the reference followed the implementation's branch
+    followed: list[dict[str, Any]] = field(default_factory=list)
+    #: re-runs the reference's last step on a given branch and recalibrates from there (set
+    #: by ``Check``); returns the new reference record, or a reason why it cannot
+    follow: Callable[[int, str], StepRecord | str] | None = None
     warnings: list[str] = field(default_factory=list)
     _error: dict[str, list[float]] = field(default_factory=dict)
     _tol: dict[str, list[float]] = field(default_factory=dict)
@@ -80,8 +91,12 @@ class Comparison:
 
     def add(self, step: int, impl: StepRecord, ref: StepRecord) -> bool:
         """Compare one step; False when the rest of the run cannot be compared meaningfully."""
-        if self.spec.branching and not self._compare_branch(step, impl.branch, ref.branch):
-            return False
+        if self.spec.branching:
+            decision = self._compare_branch(step, impl.branch, ref.branch)
+            if decision is False:
+                return False
+            if isinstance(decision, StepRecord):
+                ref = decision  # the reference's step again, on the implementation's branch
         values, ref_values = record_values(impl), record_values(ref)
         missing = [k for k in self.keys if k not in values]
         if missing:
@@ -110,7 +125,9 @@ class Comparison:
         self.compared = step + 1
         return True
 
-    def _compare_branch(self, step: int, got: str | None, want: str | None) -> bool:
+    def _compare_branch(self, step: int, got: str | None, want: str | None) -> bool | StepRecord:
+        """True: same branch; False: the comparison ends here; a record: the reference's step
+        again, on the implementation's branch (an ambiguous step, followed)."""
         self.branches_impl.append(got)
         self.branches_ref.append(want)
         ambiguous = self.calibration.ambiguous(step, self.spec.config["threshold"])
@@ -119,11 +136,22 @@ class Comparison:
         if got == want:
             return True
         if ambiguous:
+            why = self.follow(step, got) if self.follow else "no reference to re-run"
+            if isinstance(why, StepRecord):
+                self.branches_ref[-1] = got
+                self.followed.append({"step": step, "implementation": got, "reference": want})
+                self.warnings.append(
+                    f"numerically ambiguous branch at step {step}: the previous loss is within "
+                    f"tolerance of the threshold and the implementation took {got} where the "
+                    f"reference took {want}; the reference followed it (tolerances calibrated "
+                    f"anew from step {step} on that path)"
+                )
+                return why
             self.stopped_at = step
             self.warnings.append(
                 f"numerically ambiguous branch at step {step}: the previous loss is within "
                 f"tolerance of the threshold and the implementation took {got} where the "
-                f"reference took {want}; steps from {step} on are not compared"
+                f"reference took {want}; steps from {step} on are not compared ({why})"
             )
             return False
         self._diverge(divergence(step, "branch", detail=f"took {got}, reference {want}"))
@@ -159,17 +187,49 @@ class Comparison:
             "reference": self.branches_ref,
             "ambiguous_steps": self.ambiguous,
             "stopped_at": self.stopped_at,
+            "followed": self.followed,
             "counts": {
                 b: self.branches_ref.count(b) for b in sorted(set(filter(None, self.branches_ref)))
             },
         }
 
 
+#: ambiguous steps a check follows at most; each costs a calibration of the whole run
+MAX_FOLLOWED = 8
+
+
 @dataclass
 class Check:
-    """One reference the implementation is compared with, in lockstep, and its comparison."""
+    """One reference the implementation is compared with, in lockstep, and its comparison.
+
+    At a numerically ambiguous branch decision where the implementation took the other
+    branch (either is correct there), the reference re-runs that step on the implementation's
+    branch and the tolerances of the rest of the run are calibrated anew along that path, by
+    the same policy (``follow``): every step is still compared (issue 15)."""
 
     label: str
     reference: ReferenceTrainer
     comparison: Comparison
     active: bool = True
+    #: the calibration of this check along a given branch path (``tolerance.calibrate_on_path``
+    #: with the check's case, seed, steps, dtype and variant); None: never follow
+    recalibrate: Callable[[list[str | None]], Calibration] | None = None
+
+    def __post_init__(self) -> None:
+        self.comparison.follow = self.follow
+
+    def follow(self, step: int, branch: str) -> StepRecord | str:
+        if self.recalibrate is None:
+            return "not followed: this check has no calibration to redo"
+        if len(self.comparison.followed) >= MAX_FOLLOWED:
+            return (
+                f"not followed: {MAX_FOLLOWED} ambiguous steps were followed already, each "
+                "costing a calibration"
+            )
+        self.reference.redo(branch)
+        old = self.comparison.calibration
+        # The same tolerance policy along the new path: from the start, with the float64
+        # reference (and so its shadows) taking the implementation's branch at ``step``. Up to
+        # ``step`` the arrays are those of before (the same branches, the same arithmetic).
+        self.comparison.calibration = self.recalibrate([*old.branches[:step], branch])
+        return self.reference.record()

@@ -6,6 +6,7 @@ returning (loss, grads, branch); the update rule comes from ``equiv.optim``.
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Callable, Sequence
 
@@ -39,9 +40,15 @@ class ReferenceTrainer:
         self.force_branches = force_branches
         self.t = 0
         self.last: StepRecord | None = None
+        #: branching cases keep each step's starting point, for ``redo``
+        self.keep_before = spec.branching
+        self.before: tuple = (self.params, self.prev_loss, self.t, copy.deepcopy(self.optimizer))
 
-    def run_step(self) -> None:
-        forced = self.force_branches[self.t] if self.force_branches else None
+    def run_step(self, force_branch: str | None = None) -> None:
+        """One step; ``force_branch`` overrides the branch decision (``redo``)."""
+        if self.keep_before:  # what ``redo`` restores (the optimizer's state too: Adam's)
+            self.before = (self.params, self.prev_loss, self.t, copy.deepcopy(self.optimizer))
+        forced = force_branch or (self.force_branches[self.t] if self.force_branches else None)
         loss, grads, branch = self.module.forward_backward(
             self.params, self.data, self.cfg, self.prev_loss, forced, self.flip
         )
@@ -51,6 +58,12 @@ class ReferenceTrainer:
         self.prev_loss = loss
         self.last = StepRecord(loss=loss, grads=grads, params=self.params, branch=branch)
         self.t += 1
+
+    def redo(self, branch: str) -> None:
+        """Run the last step again from where it started, taking ``branch``: the reference
+        follows an implementation through a numerically ambiguous branch decision."""
+        self.params, self.prev_loss, self.t, self.optimizer = self.before
+        self.run_step(force_branch=branch)
 
     def record(self) -> StepRecord:
         assert self.last is not None, "record() before run_step()"

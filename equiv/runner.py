@@ -14,6 +14,7 @@ hangs, per-process settings such as ``KERAS_BACKEND``) is ``equiv.workers``'s jo
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 import traceback
@@ -37,7 +38,7 @@ from equiv.process import ProcessConfig
 from equiv.records import Cell, CellResult, StepRecord
 from equiv.reference import ReferenceTrainer
 from equiv.registry import get_backend
-from equiv.tolerance import calibrate
+from equiv.tolerance import calibrate, calibrate_on_path
 from equiv.verdict import decide, declared_explanation
 
 
@@ -224,6 +225,7 @@ def _check(label, spec, state, seed, steps, variant, store=None) -> Check:
         label,
         ReferenceTrainer(spec, start.astype("float64")),
         Comparison(spec, calibration, state.dtype),
+        recalibrate=functools.partial(calibrate_on_path, spec, seed, steps, state.dtype, variant),
     )
 
 

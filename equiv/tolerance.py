@@ -24,6 +24,7 @@ calibration.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -141,15 +142,34 @@ def _calibrate_cached(
 def _calibrate_uncached(
     spec: CaseSpec, seed: int, steps: int, dtype: str, variant: tuple
 ) -> Calibration:
+    return calibrate_on_path(spec, seed, steps, dtype, variant, None)
+
+
+def calibrate_on_path(
+    spec: CaseSpec,
+    seed: int,
+    steps: int,
+    dtype: str,
+    variant: tuple,
+    path: Sequence[str | None] | None,
+) -> Calibration:
+    """As ``calibrate``, with the float64 reference made to take ``path``'s branches (a run
+    that followed its implementation through ambiguous steps); never stored."""
     overrides = dict(variant)
     # A declared narrower compute precision (Explanation docs) sets the tolerance's precision;
     # the reference itself still computes in float64.
     precision = overrides.pop("compute_dtype", dtype)
     start = spec.make_state(seed, dtype, tuple(sorted(overrides.items())))
-    return calibrate_state(spec, start, steps, precision)
+    return calibrate_state(spec, start, steps, precision, path)
 
 
-def calibrate_state(spec: CaseSpec, start, steps: int, precision: str = "") -> Calibration:
+def calibrate_state(
+    spec: CaseSpec,
+    start,
+    steps: int,
+    precision: str = "",
+    path: Sequence[str | None] | None = None,
+) -> Calibration:
     """Calibrate from any starting state (of the cell's dtype): the teacher-forced check starts
     from the reference's state at a later step. ``precision`` (default: the state's dtype) is
     the arithmetic the tolerance is derived for.
@@ -157,17 +177,22 @@ def calibrate_state(spec: CaseSpec, start, steps: int, precision: str = "") -> C
     One BLAS thread: the reference's summation order then does not depend on ``--threads``
     (nor on a loaded machine, where multi-threaded BLAS also slows down by 10x and more)."""
     with threadpool_limits(limits=1, user_api="blas"):
-        return _calibrate(spec, start, steps, precision or start.dtype)
+        return _calibrate(spec, start, steps, precision or start.dtype, path)
 
 
-def _calibrate(spec: CaseSpec, start, steps: int, dtype: str) -> Calibration:
+def _calibrate(
+    spec: CaseSpec, start, steps: int, dtype: str, path: Sequence[str | None] | None = None
+) -> Calibration:
+    """``path``: branches the float64 reference is made to take (None: its own decision), for
+    a run that followed an implementation through ambiguous steps (``compare.Check``)."""
     keys = quantity_keys(spec)
     scale = {k: np.zeros(steps) for k in keys}
     spread = {k: np.zeros(steps) for k in keys}
     branches: list[str | None] = []
     losses = np.zeros(steps)
     recorder = Flip(0.0, recording=True) if dtype == "float32" else None
-    ref64 = ReferenceTrainer(spec, start.astype("float64"), flip=recorder)
+    forced = list(path) + [None] * (steps - len(path)) if path else None
+    ref64 = ReferenceTrainer(spec, start.astype("float64"), force_branches=forced, flip=recorder)
     # For float32 cells the shadow also flips every ReLU unit within float32 rounding distance of
     # its kink (equiv.kinks): such flips are legitimate for a float32 implementation.
     flip = Flip(EPS["float32"], masks=recorder.masks) if recorder else None

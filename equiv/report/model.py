@@ -229,6 +229,7 @@ def cell_view(
             "differ": differ,
             "ambiguous": _list(branches.get("ambiguous_steps")),
             "stopped_at": branches.get("stopped_at"),
+            "followed": [f for f in _list(branches.get("followed")) if isinstance(f, dict)],
             "counts": branches.get("counts") if isinstance(branches.get("counts"), dict) else {},
             "plot": plotdata.branch_data(branches),
         }

@@ -1,0 +1,59 @@
+"""Every step compared (issue 15): at a numerically ambiguous branch decision, where the
+implementation took the other branch (either is correct there), the reference follows it and
+the comparison goes on, with tolerances calibrated for that path by the same policy.
+
+At seed 5 the float32 numpy cell of dynamic_branching takes the other branch at step 355 (the
+previous loss within tolerance of the threshold); the comparison used to stop there, so a bug
+from step 400 on passed unseen."""
+
+from __future__ import annotations
+
+from equiv.implementations import ImplSource, Patch
+from equiv.records import Cell
+from equiv.report.render import render_html
+from equiv.results import build_document
+from equiv.runner import RunOptions, run_cell
+
+#: 420 of the case's 500 steps: past the first ambiguous step and the late bug, and each
+#: followed step costs a calibration of the run
+SEED5 = RunOptions(seed=5, steps=420, bench_rounds=0, keep_trajectories=False)
+CELL = Cell("dynamic_branching", "numpy", "float32")
+#: w1's gradient 10x too large from the 401st step on: wrong only after the first ambiguous
+#: step (this cell's float32 tolerances are loose here, so the bug must be a large one)
+LATE_BUG = ImplSource(
+    "cases.dynamic_branching.reference",
+    (
+        Patch(
+            "def forward_backward(params, data, cfg, prev_loss, force_branch=None, flip=None):\n",
+            "CALLS = [0]\n\n\n"
+            "def forward_backward(params, data, cfg, prev_loss, force_branch=None, flip=None):\n"
+            "    CALLS[0] += 1\n",
+        ),
+        Patch(
+            'grads = {"w1": grad_w1, "w2a"',
+            'grads = {"w1": 10 * grad_w1 if CALLS[0] > 400 else grad_w1, "w2a"',
+        ),
+    ),
+)
+
+
+def test_an_ambiguous_step_is_followed_and_every_step_compared():
+    result = run_cell(CELL, SEED5)
+    assert result.status == "pass", result.reason
+    assert result.compared_steps == result.steps == 420 and result.coverage == 1.0
+    followed = result.branches["followed"]
+    assert followed and followed[0]["step"] == 355
+    assert result.branches["stopped_at"] is None
+    for f in followed:  # the reference took the implementation's branch there
+        assert result.branches["reference"][f["step"]] == f["implementation"] != f["reference"]
+    assert any("the reference followed it" in w for w in result.warnings)
+    html = render_html(build_document([result], {}, {}))
+    assert "step 355: w2a (the reference would have taken w2b)" in html
+
+
+def test_a_bug_after_the_first_ambiguous_step_fails():
+    """Before, the comparison stopped at step 355 and this cell passed."""
+    result = run_cell(CELL, SEED5, impl=LATE_BUG)
+    assert result.status == "fail", result.reason
+    div = result.first_divergence
+    assert (div.quantity, div.name) == ("grads", "w1") and 400 <= div.step <= 410
