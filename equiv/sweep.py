@@ -66,6 +66,8 @@ def run_sweep(
                 "max_ratio": r.max_ratio,
                 "reason": r.reason,
                 "ambiguous_stop": (r.branches or {}).get("stopped_at"),
+                "followed": len((r.branches or {}).get("followed", [])),
+                "coverage": r.coverage,
             }
             for r in results
         ]
@@ -100,7 +102,18 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             for q in QUANTILES
         }
     false_alarms = [r for r in rows if r["status"] not in ACCEPTED]
-    return {"false_alarms": len(false_alarms), "by_backend_dtype": table}
+    # issue 15: every cell should compare all its steps; rows of older sweeps lack coverage
+    partial = [
+        f"seed {r['seed']} {r['case']} {r['backend']} {r['dtype']}"
+        for r in rows
+        if isinstance(r.get("coverage"), (int, float)) and r["coverage"] < 1
+    ]
+    return {
+        "false_alarms": len(false_alarms),
+        "by_backend_dtype": table,
+        "followed_steps": sum(int(r.get("followed") or 0) for r in rows),
+        "not_fully_compared": partial,
+    }
 
 
 def markdown_table(summary: dict[str, Any]) -> str:

@@ -20,7 +20,20 @@ def test_a_sweep_records_every_seed_and_checkpoints_after_each():
     assert [r["complete"] for r in seen] == [False, True]
     assert len(report["rows"]) == 4  # 2 seeds x 2 dtypes
     assert report["summary"]["false_alarms"] == 0
+    assert all(r["coverage"] == 1.0 and r["followed"] == 0 for r in report["rows"])
+    assert report["summary"]["not_fully_compared"] == []
     assert set(report["summary"]["by_backend_dtype"]) == {"numpy float32", "numpy float64"}
+
+
+def test_the_summary_names_every_cell_that_did_not_compare_all_its_steps():
+    from equiv.sweep import summarize
+
+    row = {"seed": 5, "case": "c", "backend": "b", "dtype": "float32", "status": "pass"}
+    rows = [row | {"margin": 0.1, "coverage": 1.0, "followed": 2}, row | {"margin": 0.2}]
+    rows.append(row | {"seed": 6, "margin": 0.3, "coverage": 0.7, "followed": 8})
+    summary = summarize(rows)
+    assert summary["not_fully_compared"] == ["seed 6 c b float32"]
+    assert summary["followed_steps"] == 10
 
 
 def test_an_explained_cell_is_measured_against_its_variant():
