@@ -6,9 +6,7 @@ The seed's listing has two typos that would not run (``.sum`` without the call, 
 describe. Backend mode ``torch.manual``: nothing is traced, compiled or differentiated by torch.
 """
 
-import torch  # noqa: F401 - the tensors' library; used through their methods
-
-from equiv.records import StepRecord
+from cases.two_layer_mlp.torch_impl import Trainer as AutogradTrainer
 
 
 class Trainer:
@@ -38,14 +36,8 @@ class Trainer:
         w1 -= self.learning_rate * grad_w1
         w2 -= self.learning_rate * grad_w2
 
-    def record(self):
-        to_np = self.backend.to_numpy
-        loss, g1, g2 = self.last
-        return StepRecord(
-            loss=to_np(loss)[()],
-            grads={"w1": to_np(g1), "w2": to_np(g2)},
-            params={"w1": to_np(self.w1), "w2": to_np(self.w2)},
-        )
+    # the same StepRecord as the autograd program's: (loss, grad_w1, grad_w2) and w1, w2
+    record = AutogradTrainer.record
 
 
 def build(state, backend):
