@@ -4,7 +4,8 @@ compared only part of its steps, so a comparison that stopped early is never a s
 
 from __future__ import annotations
 
-from equiv.implementations import ImplSource, Patch
+from planted import OTHER_BRANCH
+
 from equiv.records import Cell, CellResult
 from equiv.report.merge import merge_documents
 from equiv.report.render import render_html
@@ -12,17 +13,6 @@ from equiv.results import build_document
 from equiv.runner import RunOptions, run_cell
 
 OPTIONS = RunOptions(steps=12, bench_rounds=0, keep_trajectories=False)
-#: the other branch than the reference at every step, none of them ambiguous: a real cell whose
-#: comparison ends at its first step
-OTHER_BRANCH = ImplSource(
-    "cases.dynamic_branching.reference",
-    (
-        Patch(
-            "branch = force_branch or choose_branch(prev_loss, cfg)",
-            "branch = force_branch or {'w2a': 'w2b', 'w2b': 'w2a'}[choose_branch(prev_loss, cfg)]",
-        ),
-    ),
-)
 
 
 def test_a_comparison_that_ends_early_is_partial_coverage():

@@ -9,6 +9,7 @@ variant) turns the cell into ``fail``, and it does not hide a planted bug.
 from dataclasses import replace
 
 import pytest
+from planted import DOUBLED_LR
 
 from equiv.case import Explanation, all_cases, get_case
 from equiv.implementations import ImplSource, Patch
@@ -17,15 +18,6 @@ from equiv.registry import get_backend
 from equiv.runner import RunOptions, run_cell
 
 OPTIONS = RunOptions(steps=30, bench_rounds=0, keep_trajectories=False)
-DOUBLED_LR = ImplSource(
-    "cases.keras_sequential.torch_impl",
-    (
-        Patch(
-            'return torch.optim.SGD(params, lr=cfg["lr"])',
-            'return torch.optim.SGD(params, lr=2 * cfg["lr"])',
-        ),
-    ),
-)
 
 
 def available(backend_id):

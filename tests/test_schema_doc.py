@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from planted import DOUBLED_LR, OTHER_BRANCH
 
 from equiv.case import Explanation, all_cases, get_case
 from equiv.implementations import ImplSource, Patch
@@ -77,19 +78,9 @@ def numpy_cells() -> list[CellResult]:
         "cases.two_layer_mlp.reference",
         (Patch("diff = y_pred - y", "diff = y_pred - y[:1, :1, None]"),),
     )
-    wrong_branch = ImplSource(
-        "cases.dynamic_branching.reference",
-        (
-            Patch(
-                "branch = force_branch or choose_branch(prev_loss, cfg)",
-                "branch = force_branch or {'w2a': 'w2b', 'w2b': 'w2a'}["
-                "choose_branch(prev_loss, cfg)]",
-            ),
-        ),
-    )
     return [
         run_cell(Cell("two_layer_mlp", "numpy", "float64"), OPTIONS),
-        run_cell(Cell("dynamic_branching", "numpy", "float64"), OPTIONS, impl=wrong_branch),
+        run_cell(Cell("dynamic_branching", "numpy", "float64"), OPTIONS, impl=OTHER_BRANCH),
         run_cell(Cell("dynamic_branching", "numpy", "float32"), OPTIONS),
         run_cell(Cell("keras_sequential", "numpy", "float32"), OPTIONS),  # flops, gflops
         run_cell(Cell("two_layer_mlp", "numpy", "float32"), OPTIONS, impl=bug),
@@ -103,16 +94,7 @@ def explained_cell(monkeypatch) -> CellResult:
     spec = get_case("keras_sequential")
     explanation = Explanation("torch.eager", "planted: lr doubled", {"lr": 2 * spec.config["lr"]})
     monkeypatch.setitem(all_cases(), spec.name, replace(spec, explanations=(explanation,)))
-    doubled = ImplSource(
-        "cases.keras_sequential.torch_impl",
-        (
-            Patch(
-                'return torch.optim.SGD(params, lr=cfg["lr"])',
-                'return torch.optim.SGD(params, lr=2 * cfg["lr"])',
-            ),
-        ),
-    )
-    return run_cell(Cell("keras_sequential", "torch.eager", "float64"), OPTIONS, impl=doubled)
+    return run_cell(Cell("keras_sequential", "torch.eager", "float64"), OPTIONS, impl=DOUBLED_LR)
 
 
 @pytest.fixture(scope="module")
