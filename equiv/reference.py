@@ -42,7 +42,7 @@ class ReferenceTrainer:
         self.last: StepRecord | None = None
         #: branching cases keep each step's starting point, for ``redo``
         self.keep_before = spec.branching
-        self.before: tuple = (self.params, self.prev_loss, self.t, copy.deepcopy(self.optimizer))
+        self.before: tuple = ()  # set by run_step
 
     def run_step(self, force_branch: str | None = None) -> None:
         """One step; ``force_branch`` overrides the branch decision (``redo``)."""
