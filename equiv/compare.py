@@ -46,6 +46,23 @@ def group_of(key: str) -> str:
     return key.split("/", 1)[0]
 
 
+#: the quantity groups of a step record, in pipeline order
+GROUPS = ("loss", "grads", "params")
+
+
+def declared_not_observed(trainer) -> dict[str, str]:
+    """A trainer's ``not_observed``: {group: why} for what its framework does not expose
+    (``model.fit`` applies its gradients inside its own train step). Empty for most trainers;
+    it must leave something to compare."""
+    declared = dict(getattr(trainer, "not_observed", None) or {})
+    unknown = sorted(set(declared) - set(GROUPS))
+    if unknown:
+        raise ValueError(f"not_observed names unknown quantities {unknown}; known: {GROUPS}")
+    if set(declared) == set(GROUPS):
+        raise ValueError("not_observed leaves nothing to compare")
+    return declared
+
+
 def divergence(
     step: int,
     key: str,
@@ -79,9 +96,18 @@ class Comparison:
     _error: dict[str, list[float]] = field(default_factory=dict)
     _tol: dict[str, list[float]] = field(default_factory=dict)
     compared: int = 0
+    #: quantity groups left out, with why (``leave_out``)
+    not_observed: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.keys = quantity_keys(self.spec)
+        self._error = {k: [] for k in self.keys}
+        self._tol = {k: [] for k in self.keys}
+
+    def leave_out(self, not_observed: dict[str, str]) -> None:
+        """Compare nothing of the quantity groups the implementation cannot expose."""
+        self.not_observed = dict(not_observed)
+        self.keys = [k for k in self.keys if group_of(k) not in not_observed]
         self._error = {k: [] for k in self.keys}
         self._tol = {k: [] for k in self.keys}
 

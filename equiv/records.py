@@ -100,6 +100,9 @@ class CellResult:
     localization: Localization | None = None
     #: whether a fresh run repeats the first steps bit for bit (None: not checked)
     reproducible: bool | None = None
+    #: quantity groups the implementation cannot expose (``model.fit``'s gradients), each with
+    #: the reason: never compared, so never counted as passed (``Trainer.not_observed``)
+    not_observed: dict[str, str] = field(default_factory=dict)
     #: fields a plugin adds to the cell's JSON entry
     extra: dict[str, Any] = field(default_factory=dict)
     #: arrays for DIR/trajectories/*.npz (not part of the JSON)
@@ -139,5 +142,6 @@ class CellResult:
             **({"explanation": self.explanation.to_json()} if self.explanation else {}),
             **({"localization": self.localization.to_json()} if self.localization else {}),
             "reproducible": self.reproducible,
+            "not_observed": self.not_observed,
             **self.extra,
         }

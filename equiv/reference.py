@@ -1,7 +1,8 @@
 """Runs a case's numpy reference step by step, with the same trainer protocol as a framework.
 
 A reference module defines ``forward_backward(params, data, cfg, prev_loss, force_branch)``
-returning (loss, grads, branch); the update rule comes from ``equiv.optim``.
+returning (loss, grads, branch); the update rule comes from ``equiv.optim``. ``data`` is the
+step's minibatch when the case trains on minibatches (``equiv.batching``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import copy
 import importlib
 from collections.abc import Callable, Sequence
 
+from equiv.batching import step_data
 from equiv.case import CaseSpec
 from equiv.kinks import Flip
 from equiv.optim import make_optimizer
@@ -49,8 +51,9 @@ class ReferenceTrainer:
         if self.keep_before:  # what ``redo`` restores (the optimizer's state too: Adam's)
             self.before = (self.params, self.prev_loss, self.t, copy.deepcopy(self.optimizer))
         forced = force_branch or (self.force_branches[self.t] if self.force_branches else None)
+        data = step_data(self.data, self.cfg, self.t)  # the step's minibatch, if any
         loss, grads, branch = self.module.forward_backward(
-            self.params, self.data, self.cfg, self.prev_loss, forced, self.flip
+            self.params, data, self.cfg, self.prev_loss, forced, self.flip
         )
         if self.perturb_grads is not None:
             grads = self.perturb_grads(grads)

@@ -193,6 +193,28 @@ class KerasTensorFlow(KerasBackend):
         return loss, grads
 
 
+class KerasFit(KerasTensorFlow):
+    """Keras's own training loop: ``model.compile`` and ``model.fit`` (on Keras's TensorFlow
+    backend, the one most ``fit`` users run), for the cases that have a ``keras_fit_impl``.
+
+    ``fit`` batches the data itself (``batch_size``, ``shuffle``, a partial last batch) and
+    applies its gradients inside its train step, where no callback sees them: a fit trainer
+    declares them ``not_observed`` and they are never compared. ``stepped_fit`` runs ``fit``
+    one batch per harness step (``equiv.backends.keras_fit``)."""
+
+    id = "keras.fit"
+    mode = "fit"
+    impl_file = "keras_fit_impl"
+
+    def stepped_fit(self, owner: object, start_fit: Callable, observe: Callable):
+        """``start_fit(callback)`` (a call of ``model.fit`` with ``callback`` among its
+        callbacks) run one batch per ``.step()``, which returns ``observe(logs)``; it ends
+        when ``owner`` is collected. Neither function may hold ``owner``."""
+        from equiv.backends.keras_fit import stepped_fit
+
+        return stepped_fit(owner, start_fit, observe)
+
+
 class KerasTorch(KerasBackend):
     id = "keras.torch"
     keras_backend = "torch"
@@ -306,4 +328,4 @@ def _strict_scope_type():
 
 
 def backends() -> list[Backend]:
-    return [KerasTensorFlow(), KerasTorch(), KerasJax()]
+    return [KerasTensorFlow(), KerasFit(), KerasTorch(), KerasJax()]

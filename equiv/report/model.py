@@ -57,6 +57,7 @@ KNOWN_CELL_FIELDS = {
     "localization",
     "explanation",
     "reproducible",
+    "not_observed",
 }
 
 
@@ -181,6 +182,12 @@ def cell_view(
         }
         for g in ordered(list(max_error) + list(max_ratio), tuple(GROUP_TITLES))
     ]
+    not_observed = _mapping(cell.get("not_observed"))
+    unseen = [
+        {"title": GROUP_TITLES.get(g, g), "reason": str(why)}
+        for g, why in not_observed.items()
+        if g not in max_error and g not in max_ratio
+    ]
     div = cell.get("first_divergence") if isinstance(cell.get("first_divergence"), dict) else None
     branches = cell.get("branches") if isinstance(cell.get("branches"), dict) else None
     anchor = anchor or "cell-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in cid)
@@ -197,6 +204,7 @@ def cell_view(
         "ratio": ratio,
         "ratio_text": fmt_ratio(ratio),
         "groups": groups,
+        "not_observed": unseen,
         "divergence": div,
         "divergence_text": sentence(div),
         "where": f"step {div.get('step')} · {quantity_label(div)}" if div else "",
