@@ -206,4 +206,86 @@ TENSORFLOW = [
     ),
 ]
 
-CATALOGUE: list[Mutant] = [*TORCH, *TENSORFLOW]
+OLD_LOADER = 'DataLoader(TensorDataset(x, y), batch_size=cfg["batch_size"])'
+
+MINIBATCH = [
+    _m(
+        "torch-loader-drop-last",
+        "DataLoader(drop_last=True): the partial last batch of every epoch is skipped",
+        "minibatch_partial",
+        "torch.eager",
+        "float64",
+        OLD_LOADER,
+        OLD_LOADER[:-1] + ", drop_last=True)",
+        {"step": 7, "quantity": "loss"},
+        module="cases.minibatch.torch_impl",
+    ),
+    _m(
+        "torch-mean-over-nominal-batch",
+        "the partial last batch's loss averaged over the full batch size",
+        "minibatch_partial",
+        "torch.eager",
+        "float64",
+        "loss = F.mse_loss(self.model(x_batch), y_batch)",
+        'loss = F.mse_loss(self.model(x_batch), y_batch, reduction="sum") / (8 * y_batch.shape[1])',
+        {"step": 7, "quantity": "loss"},
+        module="cases.minibatch.torch_impl",
+    ),
+    _m(
+        "torch-loader-shuffle",
+        "DataLoader(shuffle=True) where the reference takes the batches in order",
+        "minibatch",
+        "torch.eager",
+        "float64",
+        OLD_LOADER,
+        OLD_LOADER[:-1] + ", shuffle=True)",
+        {"step": 0, "quantity": "loss"},
+        module="cases.minibatch.torch_impl",
+    ),
+    _m(
+        "tf-data-drop-remainder",
+        "tf.data's batch(drop_remainder=True): the partial last batch is skipped",
+        "minibatch_partial",
+        "tf.function",
+        "float64",
+        'dataset.batch(cfg["batch_size"])',
+        'dataset.batch(cfg["batch_size"], drop_remainder=True)',
+        {"step": 7, "quantity": "loss"},
+        module="cases.minibatch.tf_impl",
+    ),
+]
+
+KERAS = [
+    Mutant(
+        "keras-fit-shuffle",
+        "model.fit left to shuffle (its default), porting a torch loop over an unshuffled "
+        "DataLoader",
+        "minibatch",
+        "keras.fit",
+        "float64",
+        (
+            Patch("shuffle=False,", "shuffle=True,"),
+            # shuffling needs a seed under TensorFlow's op determinism, as a script would set it
+            Patch(
+                "    with backend.floatx(dtype):\n        model.fit(",
+                "    keras.utils.set_random_seed(0)\n    with backend.floatx(dtype):\n"
+                "        model.fit(",
+            ),
+        ),
+        {"step": 0, "quantity": "loss"},
+        module="cases.minibatch.keras_fit_impl",
+    ),
+    _m(
+        "keras-fit-default-batch-size",
+        "model.fit without batch_size: Keras's default of 32, not the DataLoader's 8",
+        "minibatch",
+        "keras.fit",
+        "float64",
+        'batch_size=cfg["batch_size"],',
+        "",
+        {"step": 0, "quantity": "loss"},
+        module="cases.minibatch.keras_fit_impl",
+    ),
+]
+
+CATALOGUE: list[Mutant] = [*TORCH, *TENSORFLOW, *MINIBATCH, *KERAS]

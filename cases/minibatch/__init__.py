@@ -1,0 +1,1 @@
+"""Case minibatch: see spec.py."""

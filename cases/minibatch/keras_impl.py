@@ -1,0 +1,32 @@
+"""minibatch in Keras 3: keras_sequential's Keras code, one minibatch a step.
+
+``keras.Sequential`` with ``Dense(H, relu)`` and ``Dense(D_out)``, ``MeanSquaredError``, SGD
+built under the cell's floatx, gradients by ``backend.value_and_grad`` and
+``apply_gradients``: keras_sequential's trainer, imported. Keras 3 has no data pipeline of its
+own outside ``fit`` (``keras_fit_impl``), and none that is the same on its three backends, so
+the batches are slices of the numpy arrays, in order (``equiv.batching.batch_slices``: full
+batches, then the partial last one), converted once to the backend's tensors and cycled epoch
+after epoch; the loss is the mean over the batch's own elements, as ``MeanSquaredError`` is.
+"""
+
+import itertools
+
+from cases.keras_sequential import keras_impl as keras_sequential
+from equiv.batching import batch_slices
+
+
+class Trainer(keras_sequential.Trainer):
+    def __init__(self, state, backend):
+        super().__init__(state, backend)
+        x, y = state.data["x"], state.data["y"]
+        slices = batch_slices(len(x), state.config["batch_size"])
+        to_native = backend.to_native
+        self.batches = itertools.cycle([(to_native(x[s]), to_native(y[s])) for s in slices])
+
+    def run_step(self):
+        self.x, self.y = next(self.batches)  # what ``compute_loss`` reads
+        super().run_step()
+
+
+def build(state, backend):
+    return Trainer(state, backend)

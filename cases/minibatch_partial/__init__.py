@@ -1,0 +1,1 @@
+"""Case minibatch_partial: see spec.py."""

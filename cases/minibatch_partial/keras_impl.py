@@ -1,0 +1,5 @@
+"""minibatch_partial: minibatch's code; the batches come from the case config."""
+
+from cases.minibatch.keras_impl import build
+
+__all__ = ["build"]

@@ -1,0 +1,93 @@
+"""``keras.fit``: Keras's own training loop compared batch by batch, and what it cannot show.
+
+The planted bugs are the two ``fit`` defaults that break a port from a torch loop
+(known-differences rows 18-19): ``shuffle=True`` and the default ``batch_size`` of 32.
+"""
+
+import gc
+import threading
+
+import pytest
+
+from equiv.case import get_case
+from equiv.compare import declared_not_observed
+from equiv.implementations import ImplSource, Patch
+from equiv.records import Cell
+from equiv.registry import get_backend
+from equiv.runner import RunOptions, run_cell
+
+BACKEND = "keras.fit"
+OPTIONS = RunOptions(steps=10, bench_rounds=0, keep_trajectories=False)
+MODULE = "cases.minibatch.keras_fit_impl"
+
+
+@pytest.fixture(autouse=True)
+def needs_keras_on_tensorflow():
+    if reason := get_backend(BACKEND).availability():
+        pytest.skip(reason)
+
+
+def run(case, dtype="float64", *patches):
+    impl = ImplSource(MODULE, tuple(Patch(old, new) for old, new in patches)) if patches else None
+    return run_cell(Cell(case, BACKEND, dtype), OPTIONS, impl=impl)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fit_passes_and_its_gradients_are_not_observed(dtype):
+    result = run("minibatch_partial", dtype)  # 10 steps: through the partial batch at step 7
+    assert result.status == "pass", result.reason
+    assert result.compared_steps == 10
+    assert set(result.max_ratio) == {"loss", "params"}  # never "grads": nothing compared
+    assert "grads" in result.not_observed and "model.fit" in result.not_observed["grads"]
+    assert result.to_json()["not_observed"] == result.not_observed
+
+
+#: shuffling needs a seed under TensorFlow's op determinism, as a user's script would set it
+SEEDED_FIT = (
+    "    with backend.floatx(dtype):\n        model.fit(",
+    "    keras.utils.set_random_seed(0)\n    with backend.floatx(dtype):\n        model.fit(",
+)
+
+
+def test_fit_with_shuffle_fails_at_the_first_batch():
+    result = run("minibatch", "float64", ("shuffle=False,", "shuffle=True,"), SEEDED_FIT)
+    assert result.status == "fail", result.reason
+    div = result.first_divergence
+    assert (div.step, div.quantity) == (0, "loss")
+
+
+def test_fit_with_the_default_batch_size_fails_at_the_first_batch():
+    result = run("minibatch", "float64", ('batch_size=cfg["batch_size"],', ""))
+    assert result.status == "fail", result.reason
+    div = result.first_divergence
+    assert (div.step, div.quantity) == (0, "loss")
+
+
+def test_a_dropped_fit_trainer_leaves_no_thread_inside_fit():
+    spec = get_case("minibatch")
+    backend = get_backend(BACKEND)
+    from equiv.process import ProcessConfig
+
+    ProcessConfig.current().prepare(backend, 1)
+    module = __import__(MODULE, fromlist=["build"])
+    trainer = backend.build_trainer(spec, spec.make_state(0, "float32"), module)
+    for _ in range(3):
+        trainer.run_step()
+    assert any(t.name == "equiv-stepped-fit" for t in threading.enumerate())
+    del trainer
+    gc.collect()
+    assert not any(t.name == "equiv-stepped-fit" for t in threading.enumerate())
+
+
+class Declares:
+    def __init__(self, not_observed):
+        self.not_observed = not_observed
+
+
+def test_not_observed_must_name_known_quantities_and_leave_something():
+    assert declared_not_observed(object()) == {}
+    assert declared_not_observed(Declares({"grads": "why"})) == {"grads": "why"}
+    with pytest.raises(ValueError, match="unknown"):
+        declared_not_observed(Declares({"gradients": "why"}))
+    with pytest.raises(ValueError, match="nothing to compare"):
+        declared_not_observed(Declares(dict.fromkeys(("loss", "grads", "params"), "why")))
