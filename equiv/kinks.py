@@ -62,3 +62,49 @@ def relu_mask(
     at_risk = np.abs(h) <= flip.radius(x, params, w, b)
     reference = flip.masks.get(w, mask)
     return np.where(at_risk, ~reference, mask)
+
+
+def product_relu_mask(
+    h1: np.ndarray,
+    h2: np.ndarray,
+    flip: Flip | None = None,
+    x: np.ndarray | None = None,
+    params: dict | None = None,
+    w1: str = "w1",
+    b1: str | None = None,
+    w2: str = "w2",
+    b2: str | None = None,
+) -> np.ndarray:
+    """``h1 * h2 > 0`` for a ReLU of the product of two affine maps of the same input ``x``
+    (h1 = x @ w1 + b1, h2 = x @ w2 + b2), with ``relu_mask``'s recording and flipping; the
+    mask is kept under ``w1``'s name. The product's radius is first order in both factors'
+    (``product_radius``)."""
+    product = h1 * h2
+    mask = product > 0
+    if flip is None:
+        return mask
+    if flip.recording:
+        flip.masks[w1] = mask
+        return mask
+    radius = product_radius(flip, h1, h2, x, params, w1, b1, w2, b2)
+    at_risk = np.abs(product) <= radius
+    reference = flip.masks.get(w1, mask)
+    return np.where(at_risk, ~reference, mask)
+
+
+def product_radius(
+    flip: Flip,
+    h1: np.ndarray,
+    h2: np.ndarray,
+    x: np.ndarray,
+    params: dict,
+    w1: str,
+    b1: str | None,
+    w2: str,
+    b2: str | None,
+) -> np.ndarray:
+    """How far float32 may move h1 * h2: |h2| r1 + |h1| r2 (each factor's own radius,
+    ``Flip.radius``) plus the rounding of the product itself, eps |h1 h2|."""
+    r1 = flip.radius(x, params, w1, b1)
+    r2 = flip.radius(x, params, w2, b2)
+    return np.abs(h2) * r1 + np.abs(h1) * r2 + flip.eps * np.abs(h1 * h2)

@@ -206,6 +206,19 @@ TENSORFLOW = [
     ),
 ]
 
+PARALLEL_BLOCKS = [
+    _m(
+        "torch-sum-not-product",
+        "parallel block adds its two branches instead of multiplying them",
+        "parallel_blocks",
+        "torch.eager",
+        "float64",
+        "return (h1 * h2).clamp(min=0)",
+        "return (h1 + h2).clamp(min=0)",
+        {"step": 0, "quantity": "loss"},
+    ),
+]
+
 OLD_LOADER = 'DataLoader(TensorDataset(x, y), batch_size=cfg["batch_size"])'
 
 MINIBATCH = [
@@ -288,4 +301,4 @@ KERAS = [
     ),
 ]
 
-CATALOGUE: list[Mutant] = [*TORCH, *TENSORFLOW, *MINIBATCH, *KERAS]
+CATALOGUE: list[Mutant] = [*TORCH, *TENSORFLOW, *PARALLEL_BLOCKS, *MINIBATCH, *KERAS]

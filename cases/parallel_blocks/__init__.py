@@ -1,0 +1,1 @@
+"""Case parallel_blocks: see spec.py."""
