@@ -110,10 +110,14 @@ class CellResult:
 
     @property
     def coverage(self) -> float | None:
-        """The fraction of its steps the cell compared with the reference; None where it did
-        not run (skip) or nothing is known of what it did (timeout)."""
+        """The fraction of its steps the cell compared with the reference its verdict rests
+        on: for an ``explained`` cell the proven variant (the plain reference is expected to
+        part from it early); None where it did not run (skip) or nothing is known of what it
+        did (timeout)."""
         if self.status in ("skip", "timeout") or self.steps <= 0:
             return None
+        if self.status == "explained" and self.explanation is not None:
+            return self.explanation.variant_compared / self.steps
         return self.compared_steps / self.steps
 
     def to_json(self) -> dict[str, Any]:

@@ -41,7 +41,8 @@ def coverage(cells: list[dict[str, Any]]) -> dict[str, Any]:
     ran, and the cells that compared only part of theirs (issue 15: a stop at a numerically
     ambiguous branch, a divergence that ends the comparison, a crash)."""
     ran = [c for c in cells if isinstance(c.get("coverage"), (int, float))]
-    compared = sum(int(c.get("compared_steps") or 0) for c in ran)
+    # an explained cell's coverage is its proven variant's (``CellResult.coverage``)
+    compared = sum(round(c["coverage"] * int(c.get("steps") or 0)) for c in ran)
     asked = sum(int(c.get("steps") or 0) for c in ran)
     return {
         "compared_steps": compared,

@@ -4,6 +4,8 @@ compared only part of its steps, so a comparison that stopped early is never a s
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from planted import OTHER_BRANCH
 
 from equiv.records import Cell, CellResult
@@ -64,3 +66,26 @@ def test_a_run_that_compared_everything_says_so():
     assert "every step of every cell that ran" in html
     marked = render_html(build_document([partial_result()], {}, {}))
     assert 'class="partial-mark"' not in html and 'class="partial-mark"' in marked
+
+
+def test_an_explained_cell_is_covered_by_its_proven_variant():
+    """Such a cell parts from the plain reference at once (it computes at another precision);
+    its verdict rests on the variant, so the variant's steps are its coverage (found by the
+    branching sweep: keras.torch float64 cells listed as partial with every step proven)."""
+    from equiv.verdict import ExplanationProof
+
+    result = CellResult(Cell("static_graph_step", "keras.torch", "float64"), "explained")
+    result.steps, result.compared_steps = 500, 346
+    proof = dict(reason="r", variant={}, proved=True, reference_max_ratio={})
+    proof |= dict(reference_divergence=None, variant_max_ratio={}, variant_max_error={})
+    result.explanation = ExplanationProof(
+        **proof, variant_compared=500, variant_divergence=None, variant_stopped_at=None
+    )
+    assert result.coverage == 1.0
+    assert build_document([result], {}, {})["coverage"]["partial"] == []
+    stopped = replace(result.explanation, variant_compared=400, variant_stopped_at=400)
+    result.explanation = stopped
+    assert result.coverage == 0.8
+    doc = build_document([result], {}, {})
+    assert doc["coverage"]["compared_steps"] == 400
+    assert "compared 400/500 steps" in render_html(doc)
