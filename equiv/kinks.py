@@ -53,15 +53,7 @@ def relu_mask(
     """``h > 0``; with a recording ``flip``, the mask is kept for the shadow; with a flipping
     one, every unit within its radius of the kink takes the side *opposite to the float64
     reference's* (flipping relative to its own rounding could undo a real float32 flip)."""
-    mask = h > 0
-    if flip is None:
-        return mask
-    if flip.recording:
-        flip.masks[w] = mask
-        return mask
-    at_risk = np.abs(h) <= flip.radius(x, params, w, b)
-    reference = flip.masks.get(w, mask)
-    return np.where(at_risk, ~reference, mask)
+    return _kink_mask(h, flip, w, lambda: flip.radius(x, params, w, b))
 
 
 def product_relu_mask(
@@ -79,16 +71,22 @@ def product_relu_mask(
     (h1 = x @ w1 + b1, h2 = x @ w2 + b2), with ``relu_mask``'s recording and flipping; the
     mask is kept under ``w1``'s name. The product's radius is first order in both factors'
     (``product_radius``)."""
-    product = h1 * h2
-    mask = product > 0
+    return _kink_mask(
+        h1 * h2, flip, w1, lambda: product_radius(flip, h1, h2, x, params, w1, b1, w2, b2)
+    )
+
+
+def _kink_mask(h: np.ndarray, flip: Flip | None, key: str, radius) -> np.ndarray:
+    """``h > 0``, recorded under ``key`` by a recording ``flip``; a flipping one puts every
+    unit within ``radius()`` of the kink on the side opposite to the float64 reference's."""
+    mask = h > 0
     if flip is None:
         return mask
     if flip.recording:
-        flip.masks[w1] = mask
+        flip.masks[key] = mask
         return mask
-    radius = product_radius(flip, h1, h2, x, params, w1, b1, w2, b2)
-    at_risk = np.abs(product) <= radius
-    reference = flip.masks.get(w1, mask)
+    at_risk = np.abs(h) <= radius()
+    reference = flip.masks.get(key, mask)
     return np.where(at_risk, ~reference, mask)
 
 

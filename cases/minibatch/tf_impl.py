@@ -23,7 +23,6 @@ import tensorflow as tf
 
 from cases.keras_sequential import tf_impl as keras_sequential
 from cases.keras_sequential.tf_impl import NAMES, OPTIMIZERS, forward_loss
-from equiv.records import StepRecord
 
 
 def make_dataset(state):
@@ -73,14 +72,7 @@ class GraphTrainer:
     def run_step(self):
         self.last = self.sess.run(self.fetches)
 
-    def record(self):
-        loss, grads, _ = self.last
-        params = self.sess.run(self.params)
-        return StepRecord(
-            loss=loss[()],
-            grads=dict(zip(NAMES, grads, strict=True)),
-            params=dict(zip(NAMES, params, strict=True)),
-        )
+    record = keras_sequential.GraphTrainer.record  # (loss, grads, update) fetched per step
 
 
 def build(state, backend):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from equiv.records import StepRecord
+from cases.keras_sequential import torch_impl as keras_sequential
 
 
 class TwoLayerNet(torch.nn.Module):
@@ -46,7 +46,7 @@ class Trainer:
         loader = DataLoader(TensorDataset(x, y), batch_size=cfg["batch_size"])
         self.batches = epochs(loader)
         model = TwoLayerNet(cfg["D_in"], cfg["H"], cfg["D_out"]).to(getattr(torch, state.dtype))
-        self.linear1, self.linear2 = model.linear1, model.linear2
+        self.dense1, self.dense2 = model.linear1, model.linear2
         with torch.no_grad():
             model.linear1.weight.copy_(backend.linear_weight(p["w1"]))
             model.linear1.bias.copy_(backend.to_native(p["b1"]))
@@ -64,24 +64,9 @@ class Trainer:
         self.optimizer.step()
         self.loss = loss.detach()
 
-    def record(self):
-        b = self.backend
-        l1, l2 = self.linear1, self.linear2
-        return StepRecord(
-            loss=b.to_numpy(self.loss)[()],
-            grads={
-                "w1": b.canonical_kernel(l1.weight.grad),
-                "b1": b.to_numpy(l1.bias.grad),
-                "w2": b.canonical_kernel(l2.weight.grad),
-                "b2": b.to_numpy(l2.bias.grad),
-            },
-            params={
-                "w1": b.canonical_kernel(l1.weight),
-                "b1": b.to_numpy(l1.bias),
-                "w2": b.canonical_kernel(l2.weight),
-                "b2": b.to_numpy(l2.bias),
-            },
-        )
+    #: keras_sequential's: canonical kernels from ``dense1`` and ``dense2`` (here the
+    #: TwoLayerNet's ``linear1`` and ``linear2``), their gradients and the loss
+    record = keras_sequential.Trainer.record
 
 
 def build(state, backend):
