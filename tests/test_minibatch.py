@@ -78,13 +78,9 @@ def run_torch(case, dtype, *patches):
     return run_cell(Cell(case, "torch.eager", dtype), OPTIONS, impl=impl if patches else None)
 
 
-@pytest.mark.parametrize("case", ["minibatch", "minibatch_partial"])
-def test_the_unpatched_torch_pipeline_passes_the_short_run(case):
-    result = run_torch(case, "float64")
-    assert result.status == "pass", result.reason
-
-
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+# float32 here; the same plants in float64 are selftest mutants (torch-loader-drop-last,
+# torch-mean-over-nominal-batch), and the unpatched cells are the matrix's.
+@pytest.mark.parametrize("dtype", ["float32"])
 def test_a_loader_that_drops_the_partial_batch_diverges_at_step_7(dtype):
     """drop_last=True skips the batch of 4: step 7 trains on the next epoch's first batch."""
     result = run_torch("minibatch_partial", dtype, DROP_LAST)
@@ -93,7 +89,7 @@ def test_a_loader_that_drops_the_partial_batch_diverges_at_step_7(dtype):
     assert (div.step, div.quantity) == (7, "loss")
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype", ["float32"])
 def test_a_mean_over_the_nominal_batch_size_diverges_at_the_partial_batch(dtype):
     """Summing and dividing by 8 x D_out halves the batch of 4's loss: step 7 again."""
     result = run_torch("minibatch_partial", dtype, NOMINAL_MEAN)
