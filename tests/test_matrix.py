@@ -20,7 +20,7 @@ from equiv.registry import all_backends
 pytestmark = pytest.mark.matrix
 
 #: full runs' statuses and max_ratio values (tests/fixtures/matrix/make_stored.py): at the
-#: seed's step counts, and at the 50 steps of the default test run (pyproject's equiv_steps)
+#: seed's step counts, and at the 30 steps of the default test run (pyproject's equiv_steps)
 STORED_DIR = Path(__file__).parent / "fixtures" / "matrix"
 
 
