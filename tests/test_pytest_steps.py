@@ -37,5 +37,5 @@ def test_a_bad_ini_step_count_is_a_usage_error(ini):
         _options(FakeConfig(None, ini))
 
 
-def test_this_repository_runs_its_matrix_at_50_steps(pytestconfig):
-    assert _options(pytestconfig).steps == (pytestconfig.getoption("--equiv-steps") or 50)
+def test_this_repository_runs_its_matrix_at_30_steps(pytestconfig):
+    assert _options(pytestconfig).steps == (pytestconfig.getoption("--equiv-steps") or 30)
