@@ -43,6 +43,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "steps per cell when --equiv-steps is not given; empty: each case's own (the seed's)",
         default="",
     )
+    parser.addini(
+        "equiv_reproducibility",
+        "re-run each matrix cell's first steps on a fresh build and record whether the bits "
+        "repeat (the cell's `reproducible`; informative, not part of the verdict)",
+        type="bool",
+        default=True,
+    )
     group.addoption("--equiv-bench-rounds", type=int, default=10)
     group.addoption(
         "--equiv-isolate",
@@ -107,6 +114,7 @@ def _options(config: pytest.Config):
         threads=config.getoption("--equiv-threads"),
         bench_rounds=0 if _parallel(config) else config.getoption("--equiv-bench-rounds"),
         calibration_dir=str(Path(cache) if cache else default_directory()),
+        check_reproducible=config.getini("equiv_reproducibility"),
     )
 
 

@@ -57,6 +57,9 @@ class RunOptions:
     keep_trajectories: bool = True
     #: where calibrations are shared (``equiv.calibration_store``); None: this process only
     calibration_dir: str | None = None
+    #: re-run each cell's first steps on a fresh build and record whether the bits repeat
+    #: (``CellResult.reproducible``; None when off); informative, never part of the verdict
+    check_reproducible: bool = True
 
     def steps_for(self, case: str) -> int:
         return self.steps if self.steps is not None else get_case(case).default_steps
@@ -216,7 +219,8 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
     with clock("extras"), threadpool_limits(limits=1, user_api="blas"):
         if result.status == "fail":
             result.localization = localize(spec, backend, module, state, main)
-        result.reproducible = reproducible(spec, backend, module, state, early)
+        if options.check_reproducible:
+            result.reproducible = reproducible(spec, backend, module, state, early)
         if options.keep_trajectories:
             result.trajectory = _trajectory(state, losses, main, snapshots)
 

@@ -1,5 +1,5 @@
 """How many steps the pytest plugin's matrix runs: --equiv-steps, else the ini's equiv_steps,
-else each case's own. This repository's pyproject sets 50 for the test suite (issue 10)."""
+else each case's own. This repository's pyproject sets 30 for the test suite (issue 10)."""
 
 from types import SimpleNamespace
 
@@ -19,8 +19,8 @@ class FakeConfig:
         return self.values.get(name, defaults.get(name, default))
 
     def getini(self, name):
-        assert name == "equiv_steps"
-        return self.ini
+        assert name in ("equiv_steps", "equiv_reproducibility")
+        return self.ini if name == "equiv_steps" else True
 
 
 @pytest.mark.parametrize(
@@ -39,3 +39,12 @@ def test_a_bad_ini_step_count_is_a_usage_error(ini):
 
 def test_this_repository_runs_its_matrix_at_30_steps(pytestconfig):
     assert _options(pytestconfig).steps == (pytestconfig.getoption("--equiv-steps") or 30)
+
+
+def test_this_repository_skips_the_informative_reproducibility_rerun_in_its_matrix(pytestconfig):
+    """pyproject's equiv_reproducibility = false (CI's time budget); run_cell's default and
+    `equiv run` keep the check (tests/test_determinism.py)."""
+    from equiv.runner import RunOptions
+
+    assert _options(pytestconfig).check_reproducible is False
+    assert RunOptions().check_reproducible is True
