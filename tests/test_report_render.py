@@ -300,3 +300,19 @@ def test_report_imports_no_framework(tmp_path, document):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "out" / "parity.html").exists()
+
+
+def test_quantities_not_observed_are_shown_as_such_and_never_as_compared():
+    from equiv.records import Cell, CellResult
+    from equiv.results import build_document
+
+    why = "model.fit computes and applies the gradients inside its train step"
+    result = CellResult(Cell("minibatch", "keras.fit", "float32"), "pass", steps=10)
+    result.compared_steps = 10
+    result.max_error = {"loss": 1e-8, "params": 2e-8}
+    result.max_ratio = {"loss": 0.1, "params": 0.2}
+    result.not_observed = {"grads": why}
+    html = render_html(build_document([result], {}, {}))
+    assert ">gradients not observed</span>" in html  # in the overview's cell
+    assert f"not observed: {why}" in html  # in the cell's error table, in place of numbers
+    assert '<th>gradients</th><td class="num">' not in html
