@@ -9,7 +9,9 @@ framework's implementation uses its own data pipeline; this module is only the r
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,16 @@ def step_data(data: dict[str, np.ndarray], cfg: dict[str, Any], t: int) -> dict[
     if batch_size is None:
         return data
     n = len(next(iter(data.values())))
-    slices = batch_slices(n, batch_size)
-    batch = slices[t % len(slices)]
-    return {k: v[batch] for k, v in data.items()}
+    start = (t % math.ceil(n / batch_size)) * batch_size  # batch_slices(n, batch_size)[t % ...]
+    return {k: v[start : start + batch_size] for k, v in data.items()}
+
+
+def cycled_batches(state, to_native) -> Iterator[tuple]:
+    """(x, y) minibatches in order, converted once by ``to_native``, epoch after epoch: the
+    pipeline of the implementations that have no data pipeline of their own to use (plain
+    slices: the Keras loops and JAX)."""
+    x, y = state.data["x"], state.data["y"]
+    batches = [
+        (to_native(x[s]), to_native(y[s])) for s in batch_slices(len(x), state.config["batch_size"])
+    ]
+    return itertools.cycle(batches)

@@ -9,19 +9,14 @@ batches, then the partial last one), converted once to the backend's tensors and
 after epoch; the loss is the mean over the batch's own elements, as ``MeanSquaredError`` is.
 """
 
-import itertools
-
 from cases.keras_sequential import keras_impl as keras_sequential
-from equiv.batching import batch_slices
+from equiv.batching import cycled_batches
 
 
 class Trainer(keras_sequential.Trainer):
     def __init__(self, state, backend):
         super().__init__(state, backend)
-        x, y = state.data["x"], state.data["y"]
-        slices = batch_slices(len(x), state.config["batch_size"])
-        to_native = backend.to_native
-        self.batches = itertools.cycle([(to_native(x[s]), to_native(y[s])) for s in slices])
+        self.batches = cycled_batches(state, backend.to_native)
 
     def run_step(self):
         self.x, self.y = next(self.batches)  # what ``compute_loss`` reads

@@ -7,9 +7,7 @@ cycled epoch after epoch. Under ``jax.jit`` the step is traced once per batch sh
 ``minibatch``, twice for ``minibatch_partial`` (its last batch of 4).
 """
 
-import itertools
-
-from equiv.batching import batch_slices
+from equiv.batching import cycled_batches
 
 from equiv_jax.cases import keras_sequential
 
@@ -17,10 +15,7 @@ from equiv_jax.cases import keras_sequential
 class Trainer(keras_sequential.Trainer):
     def __init__(self, state, backend):
         super().__init__(state, backend)
-        x, y = state.data["x"], state.data["y"]
-        slices = batch_slices(len(x), state.config["batch_size"])
-        to_native = backend.to_native
-        self.batches = itertools.cycle([(to_native(x[s]), to_native(y[s])) for s in slices])
+        self.batches = cycled_batches(state, backend.to_native)
 
     def run_step(self):
         self.x, self.y = next(self.batches)  # what the step is called with
