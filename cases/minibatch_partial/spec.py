@@ -14,32 +14,24 @@ lr 1e-2 as in minibatch: seed 0, float64, the epoch-mean loss falls from 1.273 i
 0.285 in epoch 20; no hidden unit dies.
 """
 
-from cases.minibatch.spec import (
-    CONFIG as MINIBATCH_CONFIG,
-)
-from cases.minibatch.spec import (
-    KERAS_JAX_MEAN_IN_FLOAT32,
-    default_steps,
-    draw,
-    minibatch_step_flops,
-)
-from equiv.case import CaseSpec
+from dataclasses import replace
+
+from cases.minibatch.spec import CONFIG as MINIBATCH_CONFIG
+from cases.minibatch.spec import SPEC as MINIBATCH
+from cases.minibatch.spec import default_steps
 
 CONFIG = {**MINIBATCH_CONFIG, "N": 60}
 
-SPEC = CaseSpec(
+SPEC = replace(
+    MINIBATCH,
     name="minibatch_partial",
     title="TwoLayerNet on minibatches of 8 of 60: a partial last batch of 4, MSE, SGD",
     seed_source='"PyTorch: DataLoaders", with N=60 (DataLoader keeps the partial last batch)',
     summary="minibatch with N=60: 7 batches of 8 and one of 4 an epoch, 20 epochs; SGD lr 1e-2",
     default_steps=default_steps(CONFIG),
     config=CONFIG,
-    param_names=("w1", "b1", "w2", "b2"),
-    draw=draw,
-    flops_per_step=minibatch_step_flops,
     notes=(
         "the last batch of each epoch has 4 samples; its mse is over its own 4 x D_out.",
         "compiled steps trace a second time for the partial batch's shape, once.",
     ),
-    explanations=(KERAS_JAX_MEAN_IN_FLOAT32,),
 )
