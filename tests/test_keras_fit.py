@@ -12,6 +12,7 @@ import pytest
 from equiv.case import get_case
 from equiv.compare import declared_not_observed
 from equiv.implementations import ImplSource, Patch
+from equiv.mutants import CATALOGUE
 from equiv.records import Cell
 from equiv.registry import get_backend
 from equiv.runner import RunOptions, run_cell
@@ -42,22 +43,21 @@ def test_fit_passes_and_its_gradients_are_not_observed(dtype):
     assert result.to_json()["not_observed"] == result.not_observed
 
 
-#: shuffling needs a seed under TensorFlow's op determinism, as a user's script would set it
-SEEDED_FIT = (
-    "    with backend.floatx(dtype):\n        model.fit(",
-    "    keras.utils.set_random_seed(0)\n    with backend.floatx(dtype):\n        model.fit(",
-)
+def planted(mutant_id):
+    """The selftest catalogue's plant: the same change as ``equiv selftest`` makes."""
+    (mutant,) = [m for m in CATALOGUE if m.id == mutant_id]
+    return tuple((p.old, p.new) for p in mutant.patches)
 
 
 def test_fit_with_shuffle_fails_at_the_first_batch():
-    result = run("minibatch", "float64", ("shuffle=False,", "shuffle=True,"), SEEDED_FIT)
+    result = run("minibatch", "float32", *planted("keras-fit-shuffle"))
     assert result.status == "fail", result.reason
     div = result.first_divergence
     assert (div.step, div.quantity) == (0, "loss")
 
 
 def test_fit_with_the_default_batch_size_fails_at_the_first_batch():
-    result = run("minibatch", "float64", ('batch_size=cfg["batch_size"],', ""))
+    result = run("minibatch", "float32", *planted("keras-fit-default-batch-size"))
     assert result.status == "fail", result.reason
     div = result.first_divergence
     assert (div.step, div.quantity) == (0, "loss")
