@@ -37,17 +37,8 @@ PARAM_NAMES = (
     "out_b",
 )
 
-CONFIG = {
-    "N": 64,
-    "D_in": 1000,
-    "H": 100,
-    "D_out": 10,
-    "optimizer": "adam",
-    "lr": 1e-4,
-    "beta_1": 0.9,
-    "beta_2": 0.999,
-    "epsilon": 1e-8,
-}
+#: keras_sequential_adam's sizes and Adam settings (the seed's), with the seed's N=64
+CONFIG = {**KERAS_SEQUENTIAL_ADAM.config, "N": 64}
 
 
 def layer_sizes(cfg):
