@@ -1,14 +1,19 @@
 """Case specs and their discovery.
 
-A case is a framework-neutral training problem. Its folder in ``cases/`` holds ``spec.py``
-(defining ``SPEC``), ``reference.py`` (numpy, hand-written backward) and one implementation
-file per framework, with the same file names in every case folder.
+A case is a framework-neutral training problem. Its folder holds ``spec.py`` (defining
+``SPEC``), ``reference.py`` (numpy, hand-written backward) and one implementation file per
+framework, with the same file names in every case folder. equiv's own cases are the folders of
+its ``cases`` package; a case package of anyone's registers its ``CaseSpec``s under the
+``equiv.cases`` entry-point group (``CaseSpec.package`` names the package that holds the case
+folders). A package that fails to load, an entry that is not a CaseSpec, or a name already
+taken becomes an ``UnavailableCase`` with the reason, as a broken backend plugin does.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import importlib
+import importlib.util
 import pkgutil
 import zlib
 from collections.abc import Callable
@@ -124,9 +129,38 @@ def case_seed_sequence(seed: int, case_name: str) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), zlib.crc32(case_name.encode())])
 
 
-@cache
-def all_cases() -> dict[str, CaseSpec]:
-    """The built-in cases: every sub-package of ``cases`` that defines ``spec.SPEC``."""
+#: the entry-point group of case packages: an entry point's object is a CaseSpec, an iterable
+#: of CaseSpecs, or a callable returning either
+GROUP = "equiv.cases"
+BUILT_IN = "built-in"
+
+
+@dataclass(frozen=True)
+class UnavailableCase:
+    """A case package (or one of its entries) that could not be loaded: listed with the
+    reason, and its cells are skipped with it; it never breaks the other cases."""
+
+    name: str
+    reason: str
+    origin: str
+
+
+@dataclass
+class CaseCatalog:
+    """Every case equiv found: the usable ones, where each came from, and the broken ones."""
+
+    cases: dict[str, CaseSpec]
+    origins: dict[str, str]
+    unavailable: dict[str, UnavailableCase]
+
+    def names(self) -> list[str]:
+        """Every selectable name: usable cases, then the unavailable (their cells skip)."""
+        return list(self.cases) + [n for n in self.unavailable if n not in self.cases]
+
+
+def _builtin_cases() -> dict[str, CaseSpec]:
+    """Every sub-package of ``cases`` that defines ``spec.SPEC``. A broken one raises: it is
+    a bug of equiv itself, not a plugin to list and step around."""
     import cases
 
     found: dict[str, CaseSpec] = {}
@@ -138,8 +172,114 @@ def all_cases() -> dict[str, CaseSpec]:
     return found
 
 
+def _entry_items(load: Callable[[], Any]) -> list[Any]:
+    made = load()
+    if callable(made) and not isinstance(made, CaseSpec):
+        made = made()
+    if isinstance(made, CaseSpec):
+        return [made]
+    if isinstance(made, str | bytes) or not hasattr(made, "__iter__"):
+        raise TypeError(f"{type(made).__name__} is neither a CaseSpec nor an iterable of them")
+    return list(made)
+
+
+def _problem(item: Any) -> str | None:
+    """Why ``item`` cannot serve as a plugin's case, or None."""
+    if not isinstance(item, CaseSpec):
+        return f"{type(item).__name__} {item!r:.60} is not an equiv.case.CaseSpec"
+    if not isinstance(item.name, str) or not item.name:
+        return "a CaseSpec without a name"
+    reference = item.module_name("reference")
+    try:
+        found = importlib.util.find_spec(reference)
+    except ModuleNotFoundError as exc:
+        if not (exc.name and reference.startswith(exc.name)):  # it imports something missing
+            return f"case {item.name!r}: importing its package failed: {exc!r}"
+        found = None
+    except (Exception, SystemExit) as exc:  # the case's package fails to import
+        return f"case {item.name!r}: importing its package failed: {exc!r}"
+    if found is None:
+        return (
+            f"case {item.name!r}: its reference module {reference} is missing (CaseSpec.package "
+            f"is {item.package!r}: the package that holds the folder {item.name}/)"
+        )
+    return None
+
+
+def discover(
+    builtins: Callable[[], dict[str, CaseSpec]] = _builtin_cases,
+    plugins: Callable[[], list[tuple[str, Callable[[], Any], str]]] | None = None,
+) -> CaseCatalog:
+    """The built-in cases, then each ``equiv.cases`` entry point's (``plugins`` gives them as
+    (entry point name, loader, origin), in ``equiv.registry.ordered_entry_points``'s order).
+    A name taken already (a built-in's, or an earlier plugin's) stays with its first owner;
+    the later one is listed as ``<name>@<entry point>``, unavailable, with the reason."""
+    catalog = CaseCatalog(cases={}, origins={}, unavailable={})
+    for name, spec in builtins().items():
+        catalog.cases[name] = spec
+        catalog.origins[name] = BUILT_IN
+
+    def unavailable(name: str, reason: str, origin: str) -> None:
+        alias, n = name, 2
+        while alias in catalog.cases or alias in catalog.unavailable:
+            alias, n = f"{name}#{n}", n + 1
+        catalog.unavailable[alias] = UnavailableCase(alias, reason, origin)
+        catalog.origins[alias] = origin
+
+    for ep_name, load, origin in (plugins or _plugin_loaders)():
+        try:
+            items = _entry_items(load)
+        except (Exception, SystemExit) as exc:  # a broken package must not break discovery
+            unavailable(ep_name, f"{origin} failed to load: {exc!r}", origin)
+            continue
+        for index, item in enumerate(items):
+            name = getattr(item, "name", None)
+            if isinstance(item, CaseSpec) and name in catalog.cases:
+                unavailable(
+                    f"{name}@{ep_name}",
+                    f"{origin} registers case {name!r}, which {catalog.origins[name]} already "
+                    "registered; this one is ignored",
+                    origin,
+                )
+            elif problem := _problem(item):
+                label = name if isinstance(name, str) and name else f"{ep_name}[{index}]"
+                unavailable(label, f"{origin}: {problem}", origin)
+            else:
+                catalog.cases[name] = item
+                catalog.origins[name] = origin
+    return catalog
+
+
+def _plugin_loaders() -> list[tuple[str, Callable[[], Any], str]]:
+    from equiv.registry import ordered_entry_points
+
+    return [(ep.name, ep.load, origin) for ep, _, origin in ordered_entry_points(GROUP)]
+
+
+@cache
+def case_catalog() -> CaseCatalog:
+    return discover()
+
+
+def all_cases() -> dict[str, CaseSpec]:
+    """Every usable case: the built-ins, then those of installed case packages."""
+    return case_catalog().cases
+
+
+def unavailable_cases() -> dict[str, UnavailableCase]:
+    """Case packages (or entries) that could not be loaded, by the name they are listed as."""
+    return case_catalog().unavailable
+
+
+def case_origin(name: str) -> str:
+    """``"built-in"`` or ``"plugin 'x' (dist version)"``."""
+    return case_catalog().origins[name]
+
+
 def get_case(name: str) -> CaseSpec:
-    cases = all_cases()
-    if name not in cases:
-        raise KeyError(f"unknown case {name!r}; valid cases: {', '.join(cases)}")
-    return cases[name]
+    catalog = case_catalog()
+    if name in catalog.unavailable:
+        raise KeyError(f"case {name!r} is unavailable: {catalog.unavailable[name].reason}")
+    if name not in catalog.cases:
+        raise KeyError(f"unknown case {name!r}; valid cases: {', '.join(catalog.cases)}")
+    return catalog.cases[name]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from equiv.case import all_cases
+from equiv.case import case_catalog, unavailable_cases
 from equiv.records import DTYPES, Cell, CellResult
 from equiv.registry import all_backends
 from equiv.runner import RunOptions, run_cell
@@ -28,7 +28,8 @@ def _check(kind: str, asked: Sequence[str], valid: Sequence[str]) -> list[str]:
 def select_cells(
     cases: Sequence[str] = (), backends: Sequence[str] = (), dtypes: Sequence[str] = ()
 ) -> list[Cell]:
-    case_names = _check("case", cases, list(all_cases()))
+    # unavailable case packages are selectable: their cells skip with the reason
+    case_names = _check("case", cases, case_catalog().names())
     backend_ids = _check("backend", backends, list(all_backends()))
     dtype_names = _check("dtype", dtypes, list(DTYPES))
     return [Cell(c, b, d) for d in dtype_names for c in case_names for b in backend_ids]
@@ -181,8 +182,12 @@ def run_cells(
                 progress.finish(result)
 
     by_backend: dict[str, list[Cell]] = {}
+    broken_cases = unavailable_cases()
     for cell in cells:
-        by_backend.setdefault(cell.backend, []).append(cell)
+        if cell.case in broken_cases:  # a case package that failed to load: no process needed
+            collect([CellResult(cell=cell, status="skip", reason=broken_cases[cell.case].reason)])
+        else:
+            by_backend.setdefault(cell.backend, []).append(cell)
     in_process: list[Cell] = []
     groups: list[Group] = []
     for backend_id, group in by_backend.items():

@@ -165,7 +165,9 @@ def equiv_options(request: pytest.FixtureRequest):
 
 @pytest.fixture
 def equiv_run_cell(request: pytest.FixtureRequest, equiv_options):
-    """Run a cell and return its CellResult; kept for ``--equiv-report``."""
+    """Run a cell and return its CellResult; kept for ``--equiv-report``. A cell of an
+    unavailable backend or case package is a skip with the reason, found in this process."""
+    from equiv.case import unavailable_cases
     from equiv.registry import get_backend
     from equiv.runner import run_cell
     from equiv.workers import WorkerSession
@@ -175,7 +177,8 @@ def equiv_run_cell(request: pytest.FixtureRequest, equiv_options):
 
     def run(cell, impl=None):
         backend = get_backend(cell.backend)
-        if backend.availability() is None and (isolate or backend.needs_own_process):
+        usable = backend.availability() is None and cell.case not in unavailable_cases()
+        if usable and (isolate or backend.needs_own_process):
             # one worker per backend for the whole session: its framework is imported once
             if backend.id not in sessions:
                 sessions[backend.id] = WorkerSession(
@@ -186,7 +189,7 @@ def equiv_run_cell(request: pytest.FixtureRequest, equiv_options):
             fixture = None
             # pytest-benchmark's own fixture, so the timings land in its table and JSON; asked
             # for only when steps are timed (an unused one warns, once per cell under xdist)
-            if equiv_options.bench_rounds > 0 and backend.availability() is None:
+            if equiv_options.bench_rounds > 0 and usable:
                 fixture = request.getfixturevalue("benchmark")
             result = run_cell(cell, equiv_options, impl=impl, bench_fixture=fixture)
         result.trajectory = (

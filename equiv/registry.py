@@ -1,4 +1,5 @@
-"""Backend discovery through the ``equiv.backends`` entry-point group.
+"""Backend discovery through the ``equiv.backends`` entry-point group (and the entry-point
+ordering that case discovery, ``equiv.case``, shares).
 
 Built-in backends are registered in equiv's own ``pyproject.toml`` and found the same way as a
 third-party package's. A plugin that fails to load, returns something that is not a complete
@@ -18,22 +19,12 @@ from typing import Any
 import numpy as np
 
 from equiv.backends.base import Backend
+from equiv.contract import HARNESS_CALLS
 
 GROUP = "equiv.backends"
 #: everything the harness calls on an adapter (runner, workers, ``equiv list``, outputs); an
 #: adapter without one is reported at discovery instead of failing in the middle of a run
-REQUIRED_METHODS = (
-    "availability",
-    "configure",
-    "to_native",
-    "to_numpy",
-    "synchronize",
-    "transform",
-    "implementation_module",
-    "build_trainer",
-    "describe",
-    "versions",
-)
+REQUIRED_METHODS = HARNESS_CALLS
 
 
 class BrokenBackend(Backend):
@@ -123,20 +114,26 @@ def _describe_entry_point(ep: EntryPoint) -> tuple[bool, str, str]:
     return own, dist_name, f"plugin {ep.name!r}{where}"
 
 
-def _loaders() -> list[tuple[str, Callable[[], Any], str]]:
+def ordered_entry_points(group: str) -> list[tuple[EntryPoint, bool, str]]:
+    """The entry points of ``group`` as (entry point, is equiv's own, origin for messages):
+    equiv's own first, in their declared order (numpy, the baseline row, leads); then the
+    plugins sorted by distribution and name, so that which of two clashing plugins keeps a
+    name does not depend on the order of sys.path."""
     try:
-        eps = list(entry_points(group=GROUP))
-    except Exception:  # unreadable metadata of some distribution: fall back to the built-ins
+        eps = list(entry_points(group=group))
+    except Exception:  # unreadable metadata of some distribution: the built-ins still work
         eps = []
-    # equiv's own first, in their declared order (numpy, the baseline row, leads); then the
-    # plugins sorted, so that which of two clashing plugins keeps an id does not depend on
-    # the order of sys.path.
     described = sorted(
         ((ep, *_describe_entry_point(ep)) for ep in eps),
         key=lambda row: (False, "", "") if row[1] else (True, row[2], row[0].name),
     )
-    loaders = [(ep.name, ep.load, origin) for ep, _, _, origin in described]
-    if not any(own for _, own, _, _ in described):  # a checkout that was never installed
+    return [(ep, own, origin) for ep, own, _, origin in described]
+
+
+def _loaders() -> list[tuple[str, Callable[[], Any], str]]:
+    found = ordered_entry_points(GROUP)
+    loaders = [(ep.name, ep.load, origin) for ep, _, origin in found]
+    if not any(own for _, own, _ in found):  # a checkout that was never installed
         builtins = [(name, load, f"built-in {name!r}") for name, load in _builtin_loaders()]
         loaders = builtins + loaders
     return loaders

@@ -29,8 +29,9 @@ from threadpoolctl import threadpool_limits
 from equiv.backends.base import CellSkip
 from equiv.bench import benchmark_steps
 from equiv.calibration_store import CalibrationStore
-from equiv.case import get_case
+from equiv.case import get_case, unavailable_cases
 from equiv.compare import Check, Comparison, NonFinite, ShapeMismatch, declared_not_observed
+from equiv.contract import check_trainer
 from equiv.diagnosis import localize, reproducible
 from equiv.divergence import Divergence
 from equiv.implementations import ImplSource, load_implementation
@@ -62,7 +63,9 @@ class RunOptions:
     check_reproducible: bool = True
 
     def steps_for(self, case: str) -> int:
-        return self.steps if self.steps is not None else get_case(case).default_steps
+        if self.steps is not None:
+            return self.steps
+        return 0 if case in unavailable_cases() else get_case(case).default_steps
 
 
 #: wraps a cell's benchmark; a worker process uses it to have every other worker paused
@@ -102,6 +105,10 @@ def run_cell(
     result = CellResult(cell=cell, status="error", steps=steps)
     clock = PhaseClock(result.phases_s, on_phase)
     try:
+        broken = unavailable_cases().get(cell.case)
+        if broken is not None:  # a case package that failed to load: listed with its reason
+            result.status, result.reason = "skip", broken.reason
+            return result
         backend = get_backend(cell.backend)
         reason = backend.availability()
         if reason:
@@ -171,7 +178,8 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
     # numpy's BLAS threads and the framework's OpenMP threads spin-wait on each other when they
     # alternate step by step (measured: 13x slower); the parity phase gives numpy one thread.
     with clock("lockstep"):
-        trainer = backend.build_trainer(spec, state, module)
+        # the default build_trainer checks already; an adapter's own may not
+        trainer = check_trainer(backend.build_trainer(spec, state, module), module.__name__)
         result.not_observed = declared_not_observed(trainer)
         for check in checks:
             check.comparison.leave_out(result.not_observed)

@@ -3,7 +3,8 @@
 A backend is one framework in one mode (``torch.jit``). It knows how to make its framework
 available, deterministic and equally threaded; how to move canonical numpy arrays in and out;
 how to wait for queued work (for fair timing); and how its mode transforms a step function.
-Case code lives in ``cases/<case>/<impl_file>.py`` and receives the backend in ``build``.
+Case code lives in ``<case package>/<case>/<impl_file>.py`` and receives the backend in
+``build``. What the harness calls, and what case code may call, is ``equiv.contract``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class Backend(ABC):
     #: documented differences of this framework from the reference, each with the reference
     #: variant that reproduces it (``equiv.case.Explanation``; proven per cell by the runner)
     explanations: tuple = ()
+    #: the helpers this family offers case code beyond ``equiv.contract.CASE_API`` (each a
+    #: method with a docstring); a subclass declares only its own, ``declared_helpers`` adds
+    #: its bases'. Listed in docs/adding-a-backend.md.
+    case_helpers: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.traces = 0
@@ -86,11 +91,14 @@ class Backend(ABC):
         return spec.module_name(self.impl_file)
 
     def build_trainer(self, spec, state, module):
-        """Turn a case's implementation module into a trainer (``run_step``, ``record``)."""
+        """Turn a case's implementation module into a trainer: ``module.build(state, self)``
+        (``equiv.contract.Build``), checked against ``equiv.contract.Trainer``."""
+        from equiv.contract import check_trainer
+
         build = getattr(module, "build", None)
         if build is None:
             raise CellSkip(f"{module.__name__} defines no build(state, backend)")
-        return build(state, self)
+        return check_trainer(build(state, self), module.__name__)
 
     def describe(self) -> dict[str, Any]:
         reason = self.availability()

@@ -68,6 +68,7 @@ class KerasBackend(Backend):
     framework = "keras"
     impl_file = "keras_impl"
     keras_backend = ""
+    case_helpers = ("floatx", "value_and_grad", "value_and_grad_fn")
 
     def __init__(self) -> None:
         super().__init__()
@@ -205,6 +206,7 @@ class KerasFit(KerasTensorFlow):
     id = "keras.fit"
     mode = "fit"
     impl_file = "keras_fit_impl"
+    case_helpers = ("stepped_fit",)
 
     def stepped_fit(self, owner: object, start_fit: Callable, observe: Callable):
         """``start_fit(callback)`` (a call of ``model.fit`` with ``callback`` among its

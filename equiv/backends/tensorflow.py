@@ -153,6 +153,7 @@ class TFV1Graph(TFBackend):
     id = "tf.v1graph"
     mode = "v1graph"
     compiled = True
+    case_helpers = ("new_graph", "session")
 
     def to_native(self, array: np.ndarray) -> np.ndarray:
         return np.array(array, copy=True)  # a Session is fed and answers numpy arrays
@@ -165,6 +166,8 @@ class TFV1Graph(TFBackend):
         return tf.Graph()
 
     def session(self, graph):
+        """A ``tf.compat.v1.Session`` on ``graph`` with this backend's thread counts (the ones
+        every other backend of the run gets)."""
         import tensorflow as tf
 
         config = tf.compat.v1.ConfigProto(

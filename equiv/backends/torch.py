@@ -19,6 +19,7 @@ class TorchBackend(Backend):
     framework = "torch"
     impl_file = "torch_impl"
     requires = ("torch",)
+    case_helpers = ("linear_weight", "canonical_kernel")
 
     def configure(self, threads: int) -> None:
         import torch
@@ -58,6 +59,7 @@ class TorchBackend(Backend):
         return self.to_native(np.ascontiguousarray(kernel.T))
 
     def canonical_kernel(self, weight) -> np.ndarray:
+        """``nn.Linear.weight`` (out, in) -> the canonical (in, out) kernel, as numpy."""
         return np.ascontiguousarray(self.to_numpy(weight).T)
 
 

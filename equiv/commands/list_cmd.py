@@ -1,5 +1,7 @@
-"""``equiv list``: the cases, each backend with whether it is available here (and why not), and
-the declared differences (explanations) that a cell may be ``explained`` by."""
+"""``equiv list``: the cases, each with where it comes from (built-in or which installed
+package) and the case packages that could not be loaded (with why); each backend with whether
+it is available here (and why not); and the declared differences (explanations) that a cell
+may be ``explained`` by."""
 
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from equiv.case import all_cases
+    from equiv.case import case_catalog
     from equiv.registry import all_backends
 
-    cases = all_cases()
+    catalog = case_catalog()
+    cases = catalog.cases
     found = all_backends()
     backends = [b.describe() for b in found.values()]
     declared = [
@@ -32,7 +35,19 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         doc = {
             "cases": [
-                {"name": c.name, "title": c.title, "steps": c.default_steps} for c in cases.values()
+                {
+                    "name": c.name,
+                    "title": c.title,
+                    "steps": c.default_steps,
+                    "origin": catalog.origins[c.name],
+                    "available": True,
+                    "reason": "",
+                }
+                for c in cases.values()
+            ]
+            + [
+                {"name": u.name, "origin": u.origin, "available": False, "reason": u.reason}
+                for u in catalog.unavailable.values()
             ],
             "backends": backends,
             "declared_differences": declared,
@@ -41,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print("cases:")
     for spec in cases.values():
-        print(f"  {spec.name:20s} {spec.default_steps:5d} steps  {spec.title}")
+        origin = catalog.origins[spec.name]
+        print(f"  {spec.name:20s} {spec.default_steps:5d} steps  {spec.title}  [{origin}]")
+    for broken in catalog.unavailable.values():
+        print(f"  {broken.name:20s} unavailable: {broken.reason}")
     print("backends:")
     for b in backends:
         state = "available" if b["available"] else f"unavailable: {b['reason']}"

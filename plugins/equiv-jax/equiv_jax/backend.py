@@ -37,6 +37,8 @@ import numpy as np
 from equiv.backends.base import Backend
 
 CASES_PACKAGE = "equiv_jax.cases"
+#: the file name of a case package's own JAX implementation, beside its ``torch_impl``
+IMPL_FILE = "jax_impl"
 
 
 def _backends_initialized() -> bool:
@@ -74,6 +76,8 @@ def enable_x64() -> None:
 class JaxBackend(Backend):
     framework = "jax"
     requires = ("jax",)
+    impl_file = IMPL_FILE
+    case_helpers = ("track",)
 
     def __init__(self) -> None:
         super().__init__()
@@ -116,8 +120,15 @@ class JaxBackend(Backend):
         jax.config.update("jax_default_matmul_precision", "highest")
 
     def implementation_module(self, spec) -> str:
-        """The JAX code for case ``name`` is ``equiv_jax.cases.<name>``, in this package."""
-        return f"{CASES_PACKAGE}.{spec.name}"
+        """A case package's own ``jax_impl`` module when it has one (a case installed from
+        another package brings its JAX code along); otherwise this package's
+        ``equiv_jax.cases.<name>``, where the JAX code of equiv's built-in cases lives."""
+        own = spec.module_name(self.impl_file)
+        try:
+            found = importlib.util.find_spec(own)
+        except (ImportError, ValueError):  # the case's package itself cannot be imported
+            found = None
+        return own if found is not None else f"{CASES_PACKAGE}.{spec.name}"
 
     def to_native(self, array: np.ndarray):
         import jax.numpy as jnp
