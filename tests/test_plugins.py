@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from equiv.registry import BrokenBackend, _load_group
+from equiv.registry import REQUIRED_METHODS, BrokenBackend, _load_group
 
 ENTRY_POINTS = """\
 [equiv.backends]
@@ -237,3 +237,162 @@ def test_availability_returning_a_non_string_makes_the_backend_unavailable():
     (backend,) = _load_group("chatty", lambda: [Chatty()])
     assert "returned 0" in backend.availability()
     assert backend.describe()["available"] is False
+
+
+# -- the contract, stated once (equiv.contract) ------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "adding-a-backend.md"
+
+
+@pytest.mark.parametrize("method", REQUIRED_METHODS)
+def test_the_registry_refuses_an_adapter_lacking_any_method_the_harness_calls(method):
+    from equiv.backends.numpy import NumpyBackend
+
+    class Lacking(NumpyBackend):
+        id = f"lacks.{method}"
+
+    setattr(Lacking, method, None)
+    (broken,) = _load_group("lacking", lambda: [Lacking()])
+    assert isinstance(broken, BrokenBackend)
+    assert f"lacks {method}" in broken.availability()
+
+
+def test_the_registry_checks_exactly_what_the_contract_says_the_harness_calls():
+    from equiv.contract import HARNESS_CALLS
+
+    assert REQUIRED_METHODS == HARNESS_CALLS
+    from equiv.backends.base import Backend
+
+    assert all(callable(getattr(Backend, m, None)) for m in HARNESS_CALLS)
+
+
+def table_rows(markdown: str, heading: str) -> list[list[str]]:
+    """The rows of the first table after ``heading``, each as its cells' text."""
+    lines = markdown.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def member_name(cell: str) -> str:
+    """`name(args)` -> name."""
+    return cell.strip("`").split("(", 1)[0]
+
+
+def test_the_docs_member_table_lists_every_method_the_harness_calls():
+    from equiv.contract import HARNESS_CALLS
+
+    rows = table_rows(DOC.read_text(), "What each part must do")
+    methods = {member_name(row[0]) for row in rows if "(" in row[0]}
+    assert methods == set(HARNESS_CALLS)
+
+
+def all_backend_classes() -> list[type]:
+    from equiv.registry import all_backends
+
+    return [type(b) for b in all_backends().values() if not isinstance(b, BrokenBackend)]
+
+
+def test_every_declared_helper_is_a_documented_method():
+    import inspect
+
+    from equiv.contract import declared_helpers
+
+    for cls in all_backend_classes():
+        for name in declared_helpers(cls):
+            method = getattr(cls, name, None)
+            assert callable(method), f"{cls.__name__}.case_helpers names {name}, not a method"
+            # inspect.getdoc: an override inherits the docstring of the method it overrides
+            assert inspect.getdoc(method), f"{cls.__name__}.{name} has no docstring"
+
+
+def test_the_docs_helper_table_lists_exactly_what_the_backends_declare():
+    """Each helper with the backend ids that declare it: `torch.*` in the docs stands for
+    every id of the torch family."""
+    import fnmatch
+
+    from equiv.contract import declared_helpers
+    from equiv.registry import all_backends
+
+    declared: dict[str, set[str]] = {}
+    for backend in all_backends().values():
+        if not isinstance(backend, BrokenBackend):
+            for name in declared_helpers(backend):
+                declared.setdefault(name, set()).add(backend.id)
+    documented: dict[str, set[str]] = {}
+    for row in table_rows(DOC.read_text(), "### Helpers for case code"):
+        patterns = [p.strip("` ") for p in row[1].split(",")]
+        ids = {b for b in all_backends() for p in patterns if fnmatch.fnmatchcase(b, p)}
+        documented[member_name(row[0])] = ids - {b for b in ids if "@" in b}
+    assert documented == declared
+
+
+def test_the_helpers_the_issue_names_are_declared():
+    """The helpers case code called before they were declared anywhere (issue 14)."""
+    from equiv.backends.keras import KerasBackend
+    from equiv.backends.tensorflow import TFV1Graph
+    from equiv.backends.torch import TorchBackend
+    from equiv.contract import declared_helpers
+
+    assert {"linear_weight", "canonical_kernel"} <= set(declared_helpers(TorchBackend))
+    assert {"new_graph", "session"} <= set(declared_helpers(TFV1Graph))
+    assert {"floatx", "value_and_grad", "value_and_grad_fn"} <= set(declared_helpers(KerasBackend))
+    jax = pytest.importorskip("equiv_jax.backend")
+    assert "track" in declared_helpers(jax.JaxBackend)
+
+
+NOT_A_TRAINER = """
+def build(state, backend):
+    return {"w1": state.params["w1"]}  # a dict of arrays, not something with run_step
+"""
+
+
+def test_a_build_returning_a_non_trainer_is_an_error_naming_the_module(tmp_path, monkeypatch):
+    from equiv.backends.base import Backend
+    from equiv.backends.numpy import NumpyBackend
+    from equiv.records import Cell
+    from equiv.registry import all_backends
+    from equiv.runner import RunOptions, run_cell
+
+    (tmp_path / "not_a_trainer_impl.py").write_text(NOT_A_TRAINER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    class Builds(NumpyBackend):
+        """Calls the module's build, as every framework backend does."""
+
+        id = "toy.builds"
+        build_trainer = Backend.build_trainer
+
+        def implementation_module(self, spec):
+            return "not_a_trainer_impl"
+
+    class Overrides(Builds):
+        """An adapter's own build_trainer: the runner checks its result too."""
+
+        id = "toy.overrides"
+
+        def build_trainer(self, spec, state, module):
+            return module.build(state, self)
+
+    for backend in (Builds(), Overrides()):
+        monkeypatch.setitem(all_backends(), backend.id, backend)
+        cell = Cell("two_layer_mlp", backend.id, "float64")
+        result = run_cell(cell, RunOptions(steps=2, bench_rounds=0, check_reproducible=False))
+        assert result.status == "error", result
+        assert result.reason.startswith("NotATrainer: not_a_trainer_impl.build(state, backend)")
+        assert "returned dict" in result.reason and "lacks run_step, record" in result.reason
+
+
+def test_a_trainer_satisfies_the_protocol():
+    from equiv.case import get_case
+    from equiv.contract import Trainer, check_trainer
+    from equiv.reference import ReferenceTrainer
+
+    spec = get_case("two_layer_mlp")
+    trainer = ReferenceTrainer(spec, spec.make_state(0, "float64"))
+    assert isinstance(trainer, Trainer)
+    assert check_trainer(trainer, "x") is trainer
