@@ -33,6 +33,8 @@ import numpy as np
 HARNESS_MODULES = (
     "equiv.tolerance",
     "equiv.kinks",
+    "equiv.numerics",
+    "equiv.layers",
     "equiv.reference",
     "equiv.optim",
     "equiv.case",

@@ -6,7 +6,8 @@ from the reference's by a whole unit's contribution, and its trajectory carries 
 on. The tolerance calibration therefore runs a float32 shadow that flips every such unit
 (``Flip``) to the side opposite the float64 reference's: whatever a float32 implementation
 could flip, the shadow flips, so the measured spread covers it. The reference proper never
-flips (``flip=None``).
+flips: it asks ``equiv.numerics.EXACT``, and the calibration passes ``numerics.KinkShadow``,
+which calls the functions below.
 
 "Close enough" is the rounding of this step's dot product, eps * sum_i |x_i w_i| (+ |b|), the
 classical first-order bound, plus how far a float32 state may have drifted from the float64

@@ -1,8 +1,10 @@
 """Runs a case's numpy reference step by step, with the same trainer protocol as a framework.
 
-A reference module defines ``forward_backward(params, data, cfg, prev_loss, force_branch)``
-returning (loss, grads, branch); the update rule comes from ``equiv.optim``. ``data`` is the
-step's minibatch when the case trains on minibatches (``equiv.batching``).
+A reference module defines ``forward_backward(params, data, cfg, prev_loss=None,
+numerics=EXACT)`` returning (loss, grads, branch): plain maths, which asks ``numerics``
+(``equiv.numerics``) for its branch and its ReLU masks only. The update rule comes from
+``equiv.optim``. ``data`` is the step's minibatch when the case trains on minibatches
+(``equiv.batching``).
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from collections.abc import Callable, Sequence
 
 from equiv.batching import step_data
 from equiv.case import CaseSpec
-from equiv.kinks import Flip
+from equiv.numerics import EXACT, ForcedBranch, Numerics
 from equiv.optim import make_optimizer
 from equiv.records import CaseState, StepRecord
 
 
 class ReferenceTrainer:
-    """``perturb_grads`` lets the tolerance calibration give the gradients another rounding
-    before the update, as another correct implementation would (``equiv.tolerance``)."""
+    """For the tolerance calibration (``equiv.tolerance``): ``force_branches`` (per step,
+    None = the reference's own), ``numerics`` (the shadow's ReLUs; exact by default) and
+    ``perturb_grads``, another rounding of the gradients before the update, as another
+    correct implementation would give them."""
 
     def __init__(
         self,
@@ -28,10 +32,10 @@ class ReferenceTrainer:
         state: CaseState,
         module=None,
         force_branches: Sequence[str | None] | None = None,
-        flip: Flip | None = None,
+        numerics: Numerics = EXACT,
         perturb_grads: Callable[[dict], dict] | None = None,
     ):
-        self.flip = flip
+        self.numerics = numerics
         self.perturb_grads = perturb_grads
         self.module = module or importlib.import_module(spec.module_name("reference"))
         self.data = state.data
@@ -52,8 +56,9 @@ class ReferenceTrainer:
             self.before = (self.params, self.prev_loss, self.t, copy.deepcopy(self.optimizer))
         forced = force_branch or (self.force_branches[self.t] if self.force_branches else None)
         data = step_data(self.data, self.cfg, self.t)  # the step's minibatch, if any
+        numerics = ForcedBranch(forced, self.numerics) if forced else self.numerics
         loss, grads, branch = self.module.forward_backward(
-            self.params, data, self.cfg, self.prev_loss, forced, self.flip
+            self.params, data, self.cfg, self.prev_loss, numerics=numerics
         )
         if self.perturb_grads is not None:
             grads = self.perturb_grads(grads)

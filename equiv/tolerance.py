@@ -31,9 +31,9 @@ from functools import lru_cache
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from equiv import numerics
 from equiv.calibration_store import CalibrationStore, cache_key
 from equiv.case import CaseSpec, get_case
-from equiv.kinks import Flip
 from equiv.reference import ReferenceTrainer
 
 K = 8.0
@@ -190,13 +190,19 @@ def _calibrate(
     spread = {k: np.zeros(steps) for k in keys}
     branches: list[str | None] = []
     losses = np.zeros(steps)
-    recorder = Flip(0.0, recording=True) if dtype == "float32" else None
+    # For float32 cells the float64 reference records its ReLU masks and the shadow flips every
+    # unit within float32 rounding distance of its kink (equiv.kinks) to the other side: such
+    # flips are legitimate for a float32 implementation.
+    recorder = numerics.recording() if dtype == "float32" else None
+    flipper = numerics.flipping(EPS["float32"], recorder) if recorder else numerics.EXACT
+    flip = flipper.flip if recorder else None  # its drift is updated before every step
     forced = list(path) + [None] * (steps - len(path)) if path else None
-    ref64 = ReferenceTrainer(spec, start.astype("float64"), force_branches=forced, flip=recorder)
-    # For float32 cells the shadow also flips every ReLU unit within float32 rounding distance of
-    # its kink (equiv.kinks): such flips are legitimate for a float32 implementation.
-    flip = Flip(EPS["float32"], masks=recorder.masks) if recorder else None
-    shadow = ReferenceTrainer(spec, start.astype("float32"), force_branches=branches, flip=flip)
+    ref64 = ReferenceTrainer(
+        spec, start.astype("float64"), force_branches=forced, numerics=recorder or numerics.EXACT
+    )
+    shadow = ReferenceTrainer(
+        spec, start.astype("float32"), force_branches=branches, numerics=flipper
+    )
     # A second shadow, in the cell's precision, with rounding differences of that precision
     # injected: before every update, up to one ulp of the gradient's array scale max|g| in each
     # gradient element (the rounding error of a sum whose terms are that large; an element near
@@ -212,7 +218,7 @@ def _calibrate(
         spec,
         start.astype(dtype),
         force_branches=branches,
-        flip=flip,
+        numerics=flipper,
         perturb_grads=lambda grads: gradient_rounding(grads, jitter, dtype),
     )
     spread_noisy = {k: np.zeros(steps) for k in keys}

@@ -8,8 +8,8 @@ OTHER_BRANCH = ImplSource(
     "cases.dynamic_branching.reference",
     (
         Patch(
-            "branch = force_branch or choose_branch(prev_loss, cfg)",
-            "branch = force_branch or {'w2a': 'w2b', 'w2b': 'w2a'}[choose_branch(prev_loss, cfg)]",
+            "branch = numerics.branch(choose_branch(prev_loss, cfg))",
+            "branch = numerics.branch({'w2a': 'w2b', 'w2b': 'w2a'}[choose_branch(prev_loss, cfg)])",
         ),
     ),
 )

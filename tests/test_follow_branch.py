@@ -24,9 +24,9 @@ LATE_BUG = ImplSource(
     "cases.dynamic_branching.reference",
     (
         Patch(
-            "def forward_backward(params, data, cfg, prev_loss, force_branch=None, flip=None):\n",
+            "def forward_backward(params, data, cfg, prev_loss=None, numerics=EXACT):\n",
             "CALLS = [0]\n\n\n"
-            "def forward_backward(params, data, cfg, prev_loss, force_branch=None, flip=None):\n"
+            "def forward_backward(params, data, cfg, prev_loss=None, numerics=EXACT):\n"
             "    CALLS[0] += 1\n",
         ),
         Patch(

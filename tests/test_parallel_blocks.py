@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from cases.parallel_blocks.reference import block_forward
+from equiv import numerics
 from equiv.case import get_case
 from equiv.implementations import ImplSource, Patch
-from equiv.kinks import Flip, product_radius, product_relu_mask
+from equiv.kinks import Flip, product_radius
 from equiv.records import Cell
 from equiv.reference import ReferenceTrainer
 from equiv.registry import get_backend
@@ -46,21 +47,24 @@ def test_product_radius_is_first_order_in_both_factors():
 
 
 def test_product_relu_mask_records_and_flips_units_within_the_radius():
+    """Exact numerics give h1 * h2 > 0; the calibration's recording numerics give the same
+    and keep it; its flipping numerics flip what lies within the radius."""
     x, params, h1, h2 = product_case()
     names = ("w1", "b1", "w2", "b2")
-    plain = product_relu_mask(h1, h2)
+    plain = numerics.EXACT.product_relu_mask(h1, h2, x, params, *names)
     np.testing.assert_array_equal(plain, h1 * h2 > 0)
-    recorder = Flip(0.0, recording=True)
-    np.testing.assert_array_equal(product_relu_mask(h1, h2, recorder, x, params, *names), plain)
-    np.testing.assert_array_equal(recorder.masks["w1"], plain)
+    recorder = numerics.recording()
+    np.testing.assert_array_equal(recorder.product_relu_mask(h1, h2, x, params, *names), plain)
+    np.testing.assert_array_equal(recorder.flip.masks["w1"], plain)
     # A unit put exactly at the kink (h1 = 0) is within any radius: it takes the side opposite
     # to the recorded reference's; the others, far from the kink at eps32, keep their own.
     h1 = h1.copy()
     h1[2, 1] = 0.0
-    flip = Flip(EPS32, masks={"w1": np.ones_like(plain)})
-    flipped = product_relu_mask(h1, h2, flip, x, params, *names)
+    recorder.flip.masks["w1"] = np.ones_like(plain)
+    flipper = numerics.flipping(EPS32, recorder)
+    flipped = flipper.product_relu_mask(h1, h2, x, params, *names)
     assert not flipped[2, 1]
-    radius = product_radius(flip, h1, h2, x, params, *names)
+    radius = product_radius(flipper.flip, h1, h2, x, params, *names)
     far = np.abs(h1 * h2) > radius
     np.testing.assert_array_equal(flipped[far], (h1 * h2 > 0)[far])
 
@@ -75,10 +79,10 @@ def test_loss_falls_and_the_product_relu_is_neither_off_nor_on():
             first = trainer.record().loss
     assert trainer.record().loss < 1e-2 * first
     for params in (state.params, trainer.params):
-        a1, (_, _, _, active1) = block_forward(state.data["x"], params, "p1", None)
-        _, (_, _, _, active2) = block_forward(a1, params, "p2", None)
-        assert 0.3 < active1.mean() < 0.7
-        assert 0.3 < active2.mean() < 0.7
+        a1, _ = block_forward(state.data["x"], params, "p1")
+        a2, _ = block_forward(a1, params, "p2")
+        assert 0.3 < (a1 > 0).mean() < 0.7
+        assert 0.3 < (a2 > 0).mean() < 0.7
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

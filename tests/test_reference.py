@@ -1,10 +1,14 @@
 """The reference is the ground truth, so it is checked itself: its hand-written gradients
-against central finite differences of its own loss, in float64, for every case."""
+against central finite differences of its own loss, in float64, for every case
+(``equiv.gradcheck.check_gradients``)."""
 
 import numpy as np
 import pytest
 
+from equiv import layers
 from equiv.case import all_cases
+from equiv.gradcheck import check_gradients
+from equiv.numerics import ForcedBranch
 from equiv.reference import ReferenceTrainer
 
 CASES = list(all_cases())
@@ -15,9 +19,19 @@ def small_state(spec):
     return spec.make_state(seed=3, dtype="float64")
 
 
-def loss_at(module, params, data, cfg, prev_loss, branch):
-    loss, _, _ = module.forward_backward(params, data, cfg, prev_loss, branch)
-    return float(loss)
+def check_reference(module, params, data, cfg, prev_loss=None) -> int:
+    """Gradients at ``params`` against central differences, the branch held at the one the
+    reference takes there (``ForcedBranch``): a difference quotient across a branch switch
+    measures the switch, not a gradient."""
+    _, grads, branch = module.forward_backward(params, data, cfg, prev_loss)
+    numerics = ForcedBranch(branch) if branch is not None else None
+
+    def loss(moved):
+        if numerics is None:
+            return module.forward_backward(moved, data, cfg, prev_loss)[0]
+        return module.forward_backward(moved, data, cfg, prev_loss, numerics)[0]
+
+    return check_gradients(loss, params, grads)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -28,63 +42,54 @@ def test_gradients_match_central_differences(case):
     # Two steps in, so that branching cases have a real previous loss and the state is not
     # the initial draw only.
     trainer.run_step()
-    params = {k: v.copy() for k, v in trainer.params.items()}
-    prev = trainer.prev_loss
-    module = trainer.module
-    loss, grads, branch = module.forward_backward(params, state.data, state.config, prev, None)
-    rng = np.random.default_rng(0)
-    checked = 0
-    for name, value in params.items():
-        g = grads[name]
-        flat = rng.choice(value.size, size=min(12, value.size), replace=False)
-        for index in flat:
-            idx = np.unravel_index(index, value.shape)
-            h = 1e-5 * max(1.0, abs(value[idx]))
-            plus = {k: v.copy() for k, v in params.items()}
-            minus = {k: v.copy() for k, v in params.items()}
-            plus[name][idx] += h
-            minus[name][idx] -= h
-            lp = loss_at(module, plus, state.data, state.config, prev, branch)
-            lm = loss_at(module, minus, state.data, state.config, prev, branch)
-            numeric = (lp - lm) / (2 * h)
-            # Central differences err by O(h^2 f''') plus rounding O(eps |f| / h).
-            scale = max(abs(numeric), abs(g[idx]), 1e-8 * abs(float(loss)) / h)
-            assert abs(numeric - g[idx]) <= 1e-5 * scale, (name, idx, numeric, g[idx])
-            checked += 1
-    assert checked >= 2 * len(params)
+    checked = check_reference(
+        trainer.module, trainer.params, state.data, state.config, trainer.prev_loss
+    )
+    assert checked >= 2 * len(trainer.params)
 
 
-def test_a_wrong_backward_is_caught_by_the_finite_difference_check():
-    """The check above can fail: a reference with y*(1+y) as sigmoid backward is rejected."""
-    from cases.sigmoid_custom_op import reference
+def test_a_forced_branch_is_taken_and_checked_at_either_branch():
+    """The finite-difference check holds the branch with ``ForcedBranch``: forced onto the
+    branch the reference would not take, the loss is the other layer's and its gradient
+    lands on that layer, and the check passes there too."""
+    from cases.dynamic_branching import reference
 
-    spec = all_cases()["sigmoid_custom_op"]
-    state = small_state(spec)
-    original = reference.sigmoid_backward
-    try:
-        reference.sigmoid_backward = lambda grad_y, y: grad_y * y * (1.0 + y)
-        with pytest.raises(AssertionError):
-            _check_one(spec, state)
-    finally:
-        reference.sigmoid_backward = original
-    _check_one(spec, state)  # and the right one passes
-
-
-def _check_one(spec, state):
-    from cases.sigmoid_custom_op import reference
-
+    state = small_state(all_cases()["dynamic_branching"])
+    cfg = {**state.config}
+    own = reference.choose_branch(0.0, cfg)
+    other = {"w2a": "w2b", "w2b": "w2a"}[own]
+    loss, grads, branch = reference.forward_backward(state.params, state.data, cfg, 0.0)
+    forced_loss, forced_grads, forced = reference.forward_backward(
+        state.params, state.data, cfg, 0.0, ForcedBranch(other)
+    )
+    assert (branch, forced) == (own, other) and forced_loss != loss
+    assert not forced_grads[own].any() and forced_grads[other].any()
     params = {k: v.copy() for k, v in state.params.items()}
-    loss, grads, _ = reference.forward_backward(params, state.data, state.config)
-    idx = (3, 7)
-    h = 1e-5
-    plus = {k: v.copy() for k, v in params.items()}
-    minus = {k: v.copy() for k, v in params.items()}
-    plus["w1"][idx] += h
-    minus["w1"][idx] -= h
-    lp, _, _ = reference.forward_backward(plus, state.data, state.config)
-    lm, _, _ = reference.forward_backward(minus, state.data, state.config)
-    numeric = (lp - lm) / (2 * h)
-    assert abs(numeric - grads["w1"][idx]) <= 1e-5 * max(abs(numeric), 1e-3)
+    check_gradients(
+        lambda p: reference.forward_backward(p, state.data, cfg, 0.0, ForcedBranch(other))[0],
+        params,
+        forced_grads,
+        samples=4,
+    )
+
+
+def test_a_wrong_sigmoid_backward_is_caught_by_the_finite_difference_check(monkeypatch):
+    """The check above can fail: with y*(1+y) as the sigmoid's backward in ``equiv.layers``,
+    sigmoid_custom_op's reference is rejected; the right one passes."""
+    from cases.sigmoid_custom_op import reference
+
+    state = small_state(all_cases()["sigmoid_custom_op"])
+    right = layers.sigmoid
+
+    def wrong_sigmoid(h):
+        y, _ = right(h)
+        return y, lambda gy: gy * y * (1.0 + y)
+
+    monkeypatch.setattr(layers, "sigmoid", wrong_sigmoid)
+    with pytest.raises(AssertionError, match="d loss / d w1"):
+        check_reference(reference, state.params, state.data, state.config)
+    monkeypatch.setattr(layers, "sigmoid", right)
+    check_reference(reference, state.params, state.data, state.config)
 
 
 def test_reference_is_bitwise_deterministic():

@@ -1,31 +1,26 @@
-"""Reference for dynamic_branching: the branch on the previous loss, then the seed's backward."""
+"""Reference for dynamic_branching: the branch on the previous loss picks the output layer,
+then two_layer_mlp's network; the branch not taken gets a zero gradient."""
 
 import numpy as np
 
-from equiv.kinks import relu_mask
+from equiv import layers
+from equiv.numerics import EXACT
 
 
 def choose_branch(prev_loss, cfg):
     return "w2a" if prev_loss < cfg["threshold"] else "w2b"
 
 
-def forward_backward(params, data, cfg, prev_loss, force_branch=None, flip=None):
-    """``force_branch`` and ``flip`` are for the tolerance calibration only (see
-    ``equiv.tolerance``); implementations never see them."""
-    branch = force_branch or choose_branch(prev_loss, cfg)
+def forward_backward(params, data, cfg, prev_loss=None, numerics=EXACT):
+    branch = numerics.branch(choose_branch(prev_loss, cfg))
     x, y = data["x"], data["y"]
-    w1, w2 = params["w1"], params[branch]
-    h = x @ w1
-    active = relu_mask(h, flip, x, params, "w1")
-    h_relu = h * active
-    y_pred = h_relu @ w2
-    diff = y_pred - y
-    loss = np.sum(diff**2)
+    h, dense1_back = layers.dense(x, params["w1"])
+    h_relu, relu_back = layers.relu(h, numerics.relu_mask(h, x, params, "w1"))
+    y_pred, dense2_back = layers.dense(h_relu, params[branch])
+    loss, loss_back = layers.sum_of_squares(y_pred, y)
 
-    grad_y_pred = 2.0 * diff
-    grad_w2 = h_relu.T @ grad_y_pred
-    grad_h = (grad_y_pred @ w2.T) * active
-    grad_w1 = x.T @ grad_h
-    grads = {"w1": grad_w1, "w2a": np.zeros_like(w2), "w2b": np.zeros_like(w2)}
+    grad_h_relu, grad_w2, _ = dense2_back(loss_back())
+    _, grad_w1, _ = dense1_back(relu_back(grad_h_relu), input_grad=False)
+    grads = {"w1": grad_w1, "w2a": np.zeros_like(grad_w2), "w2b": np.zeros_like(grad_w2)}
     grads[branch] = grad_w2
     return loss, grads, branch

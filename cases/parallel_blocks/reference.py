@@ -1,50 +1,46 @@
 """Reference for parallel_blocks: two ParallelBlocks, relu((x @ w1 + b1) * (x @ w2 + b2)), then
-an affine output layer; mean squared error over every element.
+an affine output layer; mean squared error over every element. Composed of ``equiv.layers``.
 
-Each block's ReLU acts on a product of two affine maps: its mask goes through
-``equiv.kinks.product_relu_mask``, keyed by the block's first kernel ("p1_w1", "p2_w1").
+Each block's ReLU acts on a product of two affine maps: its mask comes from
+``numerics.product_relu_mask``, keyed by the block's first kernel ("p1_w1", "p2_w1").
 """
 
-import numpy as np
-
 from cases.parallel_blocks.spec import BLOCKS, PARAM_NAMES
-from equiv.kinks import product_relu_mask
+from equiv import layers
+from equiv.numerics import EXACT
 
 
-def block_forward(x, params, prefix, flip):
+def block_forward(x, params, prefix, numerics=EXACT):
+    """relu(h1 * h2) and its backward: ``back(grad_out, grads, input_grad=True)`` adds the
+    block's parameter gradients to ``grads`` and returns its input's gradient (None without
+    ``input_grad``: the first block's input is the data)."""
     names = (f"{prefix}_w1", f"{prefix}_b1", f"{prefix}_w2", f"{prefix}_b2")
     w1, b1, w2, b2 = (params[n] for n in names)
-    h1 = x @ w1 + b1
-    h2 = x @ w2 + b2
-    active = product_relu_mask(h1, h2, flip, x, params, *names)
-    return h1 * h2 * active, (x, h1, h2, active)
+    h1, dense1_back = layers.dense(x, w1, b1)
+    h2, dense2_back = layers.dense(x, w2, b2)
+    product, product_back = layers.multiply(h1, h2)
+    mask = numerics.product_relu_mask(h1, h2, x, params, *names)
+    out, relu_back = layers.relu(product, mask)
+
+    def back(grad_out, grads, input_grad=True):
+        grad_h1, grad_h2 = product_back(relu_back(grad_out))
+        grad_x1, grads[names[0]], grads[names[1]] = dense1_back(grad_h1, input_grad)
+        grad_x2, grads[names[2]], grads[names[3]] = dense2_back(grad_h2, input_grad)
+        return grad_x1 + grad_x2 if input_grad else None
+
+    return out, back
 
 
-def block_backward(grad_out, params, prefix, cache, grads, input_grad=True):
-    """Adds the block's parameter gradients to ``grads``; returns the gradient of its input
-    (None when ``input_grad`` is false: the first block's input is the data)."""
-    x, h1, h2, active = cache
-    grad_product = grad_out * active
-    grad_h1, grad_h2 = grad_product * h2, grad_product * h1
-    grads[f"{prefix}_w1"], grads[f"{prefix}_b1"] = x.T @ grad_h1, grad_h1.sum(axis=0)
-    grads[f"{prefix}_w2"], grads[f"{prefix}_b2"] = x.T @ grad_h2, grad_h2.sum(axis=0)
-    if not input_grad:
-        return None
-    return grad_h1 @ params[f"{prefix}_w1"].T + grad_h2 @ params[f"{prefix}_w2"].T
-
-
-def forward_backward(params, data, cfg, prev_loss=None, force_branch=None, flip=None):
-    h, caches = data["x"], []
+def forward_backward(params, data, cfg, prev_loss=None, numerics=EXACT):
+    h, backs = data["x"], []
     for prefix in BLOCKS:
-        h, cache = block_forward(h, params, prefix, flip)
-        caches.append(cache)
-    y_pred = h @ params["out_w"] + params["out_b"]
-    diff = y_pred - data["y"]
-    loss = np.mean(diff**2)
+        h, back = block_forward(h, params, prefix, numerics)
+        backs.append(back)
+    y_pred, out_back = layers.dense(h, params["out_w"], params["out_b"])
+    loss, loss_back = layers.mse(y_pred, data["y"])
 
-    grad_y_pred = 2.0 * diff / diff.size
-    grads = {"out_w": h.T @ grad_y_pred, "out_b": grad_y_pred.sum(axis=0)}
-    grad_h = grad_y_pred @ params["out_w"].T
-    grad_h = block_backward(grad_h, params, "p2", caches[1], grads)
-    block_backward(grad_h, params, "p1", caches[0], grads, input_grad=False)
+    grads = {}
+    grad_h, grads["out_w"], grads["out_b"] = out_back(loss_back())
+    grad_h = backs[1](grad_h, grads)
+    backs[0](grad_h, grads, input_grad=False)
     return loss, {n: grads[n] for n in PARAM_NAMES}, None

@@ -1,28 +1,18 @@
-"""Reference for sigmoid_custom_op: sigmoid forward and its hand-written backward."""
+"""Reference for sigmoid_custom_op: x @ w1 -> sigmoid -> @ w2, sum of squared errors; the
+sigmoid's hand-written backward is ``equiv.layers.sigmoid``'s, gy * y * (1 - y)."""
 
-import numpy as np
-
-
-def sigmoid(h):
-    return 1.0 / (1.0 + np.exp(-h))
+from equiv import layers
+from equiv.numerics import EXACT
 
 
-def sigmoid_backward(grad_y, y):
-    return grad_y * y * (1.0 - y)
-
-
-def forward_backward(params, data, cfg, prev_loss=None, force_branch=None, flip=None):
-    del flip  # smooth everywhere: no kinks to flip
+def forward_backward(params, data, cfg, prev_loss=None, numerics=EXACT):
+    del numerics  # smooth everywhere: no branch, no kink
     x, y = data["x"], data["y"]
-    w1, w2 = params["w1"], params["w2"]
-    h = x @ w1
-    s = sigmoid(h)
-    y_pred = s @ w2
-    diff = y_pred - y
-    loss = np.sum(diff**2)
+    h, dense1_back = layers.dense(x, params["w1"])
+    s, sigmoid_back = layers.sigmoid(h)
+    y_pred, dense2_back = layers.dense(s, params["w2"])
+    loss, loss_back = layers.sum_of_squares(y_pred, y)
 
-    grad_y_pred = 2.0 * diff
-    grad_w2 = s.T @ grad_y_pred
-    grad_h = sigmoid_backward(grad_y_pred @ w2.T, s)
-    grad_w1 = x.T @ grad_h
+    grad_s, grad_w2, _ = dense2_back(loss_back())
+    _, grad_w1, _ = dense1_back(sigmoid_back(grad_s), input_grad=False)
     return loss, {"w1": grad_w1, "w2": grad_w2}, None

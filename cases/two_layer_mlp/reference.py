@@ -1,23 +1,17 @@
-"""Reference for two_layer_mlp: the seed's hand-written forward and backward, in numpy."""
+"""Reference for two_layer_mlp: the seed's network, x @ w1 -> relu -> @ w2, sum of squared
+errors, composed of ``equiv.layers``."""
 
-import numpy as np
+from equiv import layers
+from equiv.numerics import EXACT
 
-from equiv.kinks import relu_mask
 
-
-def forward_backward(params, data, cfg, prev_loss=None, force_branch=None, flip=None):
+def forward_backward(params, data, cfg, prev_loss=None, numerics=EXACT):
     x, y = data["x"], data["y"]
-    w1, w2 = params["w1"], params["w2"]
-    h = x @ w1
-    active = relu_mask(h, flip, x, params, "w1")
-    h_relu = h * active
-    y_pred = h_relu @ w2
-    diff = y_pred - y
-    loss = np.sum(diff**2)
+    h, dense1_back = layers.dense(x, params["w1"])
+    h_relu, relu_back = layers.relu(h, numerics.relu_mask(h, x, params, "w1"))
+    y_pred, dense2_back = layers.dense(h_relu, params["w2"])
+    loss, loss_back = layers.sum_of_squares(y_pred, y)
 
-    grad_y_pred = 2.0 * diff
-    grad_w2 = h_relu.T @ grad_y_pred
-    grad_h_relu = grad_y_pred @ w2.T
-    grad_h = grad_h_relu * active
-    grad_w1 = x.T @ grad_h
+    grad_h_relu, grad_w2, _ = dense2_back(loss_back())
+    _, grad_w1, _ = dense1_back(relu_back(grad_h_relu), input_grad=False)
     return loss, {"w1": grad_w1, "w2": grad_w2}, None

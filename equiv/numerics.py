@@ -1,0 +1,101 @@
+"""The numerics a reference computes with: plain maths (``EXACT``) unless the calibration says.
+
+A reference is plain maths, but two of its decisions are the tolerance calibration's to make
+(``equiv.tolerance``): which branch a branching case takes (the float32 shadow follows the
+float64 run's branches, and a run may follow an implementation through an ambiguous step),
+and on which side of its kink a ReLU unit lies (the float32 shadow flips every unit within
+rounding distance, ``equiv.kinks``). The reference asks this object at those two points and
+nowhere else::
+
+    branch = numerics.branch(choose_branch(prev_loss, cfg))
+    mask = numerics.relu_mask(h, x, params, "w1")
+
+``EXACT`` answers with the reference's own choice and ``h > 0``. ``ReferenceTrainer`` passes
+``ForcedBranch`` for a forced step and the calibration passes ``KinkShadow``s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from equiv import kinks
+from equiv.kinks import Flip
+
+
+class Numerics:
+    """Exact numerics: the reference's own branch, ``h > 0`` for a ReLU.
+
+    ``w``/``b`` (and ``w1``... for a product) name the parameters of the affine map(s) that
+    computed ``h`` from ``x``; only the calibration's shadow reads them (its rounding radius)."""
+
+    def branch(self, chosen: str) -> str:
+        return chosen
+
+    def relu_mask(
+        self, h: np.ndarray, x: np.ndarray, params: dict, w: str, b: str | None = None
+    ) -> np.ndarray:
+        return h > 0
+
+    def product_relu_mask(
+        self,
+        h1: np.ndarray,
+        h2: np.ndarray,
+        x: np.ndarray,
+        params: dict,
+        w1: str,
+        b1: str | None,
+        w2: str,
+        b2: str | None,
+    ) -> np.ndarray:
+        """The mask of relu(h1 * h2), h1 and h2 affine maps of the same ``x``."""
+        return h1 * h2 > 0
+
+
+EXACT = Numerics()
+
+
+@dataclass(frozen=True)
+class ForcedBranch(Numerics):
+    """Takes ``chosen`` whatever the reference would choose; masks as ``base``'s. For the
+    calibration's shadows, ``ReferenceTrainer.redo`` and finite differences at a fixed branch."""
+
+    chosen: str
+    base: Numerics = EXACT
+
+    def branch(self, chosen: str) -> str:
+        return self.chosen
+
+    def relu_mask(self, h, x, params, w, b=None):
+        return self.base.relu_mask(h, x, params, w, b)
+
+    def product_relu_mask(self, h1, h2, x, params, w1, b1, w2, b2):
+        return self.base.product_relu_mask(h1, h2, x, params, w1, b1, w2, b2)
+
+
+@dataclass(frozen=True)
+class KinkShadow(Numerics):
+    """The calibration's ReLUs (``equiv.kinks``): with a recording ``Flip`` (the float64
+    reference) the masks are ``h > 0`` and kept; with a flipping one (the float32 shadow)
+    every unit within rounding distance of its kink takes the side opposite to the recorded
+    float64 mask. ``flip.drift`` is the calibration's to update before each step."""
+
+    flip: Flip
+
+    def relu_mask(self, h, x, params, w, b=None):
+        return kinks.relu_mask(h, self.flip, x, params, w, b)
+
+    def product_relu_mask(self, h1, h2, x, params, w1, b1, w2, b2):
+        return kinks.product_relu_mask(h1, h2, self.flip, x, params, w1, b1, w2, b2)
+
+
+def recording() -> KinkShadow:
+    """For the float64 reference of a float32 calibration: exact, its masks kept."""
+    return KinkShadow(Flip(0.0, recording=True))
+
+
+def flipping(eps: float, recorded: KinkShadow) -> KinkShadow:
+    """For the float32 shadow: flips units within ``eps`` rounding (plus the drift) of the
+    kink, to the side opposite ``recorded``'s masks of the same step."""
+    return KinkShadow(Flip(eps, masks=recorded.flip.masks))
