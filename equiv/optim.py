@@ -10,13 +10,29 @@ Arrays = dict[str, np.ndarray]
 
 
 class SGD:
-    """p <- p - lr * g, the seed's manual update and ``optim.SGD`` without momentum."""
+    """p <- p - lr * g, the seed's manual update and ``optim.SGD`` without momentum.
+
+    With ``cfg["momentum"]`` (nonzero), torch's form (``torch.optim.SGD``, no dampening):
+    buffer <- momentum * buffer + g, the first step's buffer g itself; p <- p - lr * buffer.
+    (Keras's SGD keeps velocity <- momentum * velocity - lr * g instead: the same maths for a
+    constant lr, another rounding.)"""
 
     def __init__(self, cfg: dict[str, Any]):
         self.lr = cfg["lr"]
+        self.momentum = cfg.get("momentum", 0.0)
+        self.buffer: Arrays = {}
 
     def step(self, params: Arrays, grads: Arrays) -> Arrays:
-        return {k: p - self.lr * grads[k] for k, p in params.items()}
+        if not self.momentum:
+            return {k: p - self.lr * grads[k] for k, p in params.items()}
+        out = {}
+        for k, p in params.items():
+            g = grads[k]
+            previous = self.buffer.get(k)
+            momentum = p.dtype.type(self.momentum)
+            self.buffer[k] = g.copy() if previous is None else momentum * previous + g
+            out[k] = p - self.lr * self.buffer[k]
+        return out
 
 
 class Adam:
@@ -86,7 +102,47 @@ class AdamEpsilonHat(Adam):
         return out
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adam_epsilon_hat": AdamEpsilonHat}
+class AdamW(Adam):
+    """``torch.optim.AdamW``: decoupled weight decay p <- p * (1 - lr * weight_decay) (the
+    factor computed in Python floats, as torch's ``param.mul_(1 - lr * weight_decay)``), then
+    ``Adam``'s update of the decayed p. ``cfg["weight_decay"]`` (torch's default 0.01)."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        super().__init__(cfg)
+        self.weight_decay = cfg.get("weight_decay", 0.01)
+
+    def step(self, params: Arrays, grads: Arrays) -> Arrays:
+        factor = 1.0 - self.lr * self.weight_decay
+        decayed = {k: p * p.dtype.type(factor) for k, p in params.items()}
+        return super().step(decayed, grads)
+
+
+class AdamWEpsilonHat(AdamEpsilonHat):
+    """``keras.optimizers.AdamW``: before the update, ``_apply_weight_decay`` assigns
+    p <- p - p * wd * lr (wd and lr cast to p's dtype; Keras's ``base_optimizer.py``), then
+    ``AdamEpsilonHat``'s update of the decayed p. ``cfg["weight_decay"]`` (Keras's default
+    0.004). Unlike torch the decay is subtracted, not a factor: another rounding, and a
+    different default."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        super().__init__(cfg)
+        self.weight_decay = cfg.get("weight_decay", 0.004)
+
+    def step(self, params: Arrays, grads: Arrays) -> Arrays:
+        decayed = {}
+        for k, p in params.items():
+            dt = p.dtype.type
+            decayed[k] = p - p * dt(self.weight_decay) * dt(self.lr)
+        return super().step(decayed, grads)
+
+
+OPTIMIZERS = {
+    "sgd": SGD,
+    "adam": Adam,
+    "adam_epsilon_hat": AdamEpsilonHat,
+    "adamw": AdamW,
+    "adamw_epsilon_hat": AdamWEpsilonHat,
+}
 
 
 def make_optimizer(cfg: dict[str, Any]):

@@ -103,3 +103,73 @@ def test_reference_is_bitwise_deterministic():
     assert runs[0].loss == runs[1].loss
     for k in runs[0].params:
         assert np.array_equal(runs[0].params[k], runs[1].params[k])
+
+
+def keras_sequential_before_issue_14(params, data, flip=None):
+    """keras_sequential's reference as it was written by hand before ``equiv.layers``, with
+    the calibration's ``Flip`` passed in directly (the stored fixtures' bits)."""
+    from equiv.kinks import relu_mask
+
+    x, y = data["x"], data["y"]
+    h = x @ params["w1"] + params["b1"]
+    active = relu_mask(h, flip, x, params, "w1", "b1")
+    h_relu = h * active
+    y_pred = h_relu @ params["w2"] + params["b2"]
+    diff = y_pred - y
+    loss = np.mean(diff**2)
+    grad_y_pred = 2.0 * diff / diff.size
+    grad_w2 = h_relu.T @ grad_y_pred
+    grad_b2 = grad_y_pred.sum(axis=0)
+    grad_h = (grad_y_pred @ params["w2"].T) * active
+    grad_w1 = x.T @ grad_h
+    grad_b1 = grad_h.sum(axis=0)
+    return loss, {"w1": grad_w1, "b1": grad_b1, "w2": grad_w2, "b2": grad_b2}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_composed_reference_has_the_hand_written_ones_bits(dtype):
+    """``EXACT`` and the calibration's flipping numerics give, bit for bit, what the
+    hand-written reference gave with no flip and with the same ``Flip``: a reordered
+    operation would move the stored trajectories and calibrations."""
+    from cases.keras_sequential import reference
+    from equiv import numerics
+    from equiv.kinks import Flip
+
+    state = all_cases()["keras_sequential"].make_state(2, dtype)
+    params, data = state.params, state.data
+    recorded = numerics.recording()
+    reference.forward_backward(params, data, state.config, numerics=recorded)
+    # a radius large enough that units really flip (eps32 alone flips none at step 0)
+    flipper = numerics.flipping(1e-2, recorded)
+    old_flip = Flip(1e-2, masks=recorded.flip.masks)
+    for new, old in ((numerics.EXACT, None), (flipper, old_flip)):
+        loss, grads, _ = reference.forward_backward(params, data, state.config, numerics=new)
+        old_loss, old_grads = keras_sequential_before_issue_14(params, data, old)
+        assert loss.dtype == np.dtype(dtype) and loss.tobytes() == old_loss.tobytes()
+        for k in grads:
+            assert grads[k].dtype == old_grads[k].dtype
+            assert grads[k].tobytes() == old_grads[k].tobytes(), k
+    h = data["x"] @ params["w1"] + params["b1"]
+    flipped = flipper.relu_mask(h, data["x"], params, "w1", "b1") != (h > 0)
+    assert flipped.any()
+
+
+def test_a_reordered_loss_gradient_changes_the_bits(monkeypatch):
+    """The bit comparison above can fail: mse's gradient as diff * (2 / n), algebraically the
+    same as 2 * diff / n, gives other bits."""
+    from cases.keras_sequential import reference
+
+    state = all_cases()["keras_sequential"].make_state(2, "float64")
+    right = layers.mse
+
+    def reordered_mse(pred, target):
+        loss, _ = right(pred, target)
+        diff = pred - target
+        return loss, lambda g=1.0: diff * (2.0 * g / diff.size)
+
+    monkeypatch.setattr(layers, "mse", reordered_mse)
+    _, grads, _ = reference.forward_backward(state.params, state.data, state.config)
+    _, old = keras_sequential_before_issue_14(state.params, state.data)
+    assert any(grads[k].tobytes() != old[k].tobytes() for k in grads)
+    scale = np.abs(old["w1"]).max()  # the same numbers up to rounding
+    np.testing.assert_allclose(grads["w1"], old["w1"], rtol=0, atol=1e-12 * scale)
