@@ -12,7 +12,7 @@ Three parties meet here:
   declares in its class attribute ``case_helpers`` (torch's ``linear_weight``, JAX's
   ``track``, ...) on that family's backends; ``declared_helpers`` collects them.
 
-``docs/adding-a-backend.md`` lists exactly these names (``tests/test_contract.py`` holds it to
+``docs/adding-a-backend.md`` lists exactly these names (``tests/test_plugins.py`` holds it to
 that), and the conformance kits (``equiv.testing``) check trainers against ``Trainer``.
 """
 
