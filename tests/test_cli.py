@@ -29,6 +29,22 @@ def test_list_shows_cases_and_backends():
     assert ("case keras_sequential_adam", "*") in declared
 
 
+def test_list_shows_where_each_case_comes_from():
+    """Built-in cases say so; an installed case package's say which (tests/test_case_plugins)."""
+    from pathlib import Path
+
+    folders = Path(__file__).resolve().parents[1] / "cases"
+    builtins = [p.parent.name for p in folders.glob("*/spec.py")]
+    out = equiv("list", "--json")
+    assert out.returncode == 0, out.stderr
+    listed = {c["name"]: c for c in json.loads(out.stdout)["cases"]}
+    assert builtins
+    for name in builtins:
+        assert listed[name]["origin"] == "built-in" and listed[name]["available"], listed[name]
+    text = equiv("list").stdout
+    assert "two_layer_mlp" in text and "[built-in]" in text
+
+
 def test_list_does_not_import_frameworks():
     code = (
         "import sys, equiv.cli as c; c.main(['list']);"

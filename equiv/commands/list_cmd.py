@@ -55,11 +55,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=1))
         return 0
     print("cases:")
+    width = max([20, *(len(name) for name in catalog.names())])
     for spec in cases.values():
         origin = catalog.origins[spec.name]
-        print(f"  {spec.name:20s} {spec.default_steps:5d} steps  {spec.title}  [{origin}]")
+        print(f"  {spec.name:{width}s} {spec.default_steps:5d} steps  {spec.title}  [{origin}]")
     for broken in catalog.unavailable.values():
-        print(f"  {broken.name:20s} unavailable: {broken.reason}")
+        print(f"  {broken.name:{width}s} unavailable: {broken.reason}")
     print("backends:")
     for b in backends:
         state = "available" if b["available"] else f"unavailable: {b['reason']}"
