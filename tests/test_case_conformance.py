@@ -48,13 +48,25 @@ class TestTwoLayerMlp(CaseConformance):
         "torch.eager": [
             *CATALOGUE_PLANTS.get("torch.eager", []),
             ("self.w2 -= self.lr * self.w2.grad", "self.w2 -= 0.5 * self.lr * self.w2.grad"),
+            [  # a plant of two changes: the learning rate doubled for both weights
+                ("self.w1 -= self.lr * self.w1.grad", "self.w1 -= 2 * self.lr * self.w1.grad"),
+                ("self.w2 -= self.lr * self.w2.grad", "self.w2 -= 2 * self.lr * self.w2.grad"),
+            ],
         ],
     }
 
 
 def test_the_catalogue_gives_plants_on_several_backends():
     assert {"torch.eager", "torch.manual", "tf.v1graph"} <= set(CATALOGUE_PLANTS)
-    assert any(len(p) > 1 for plants in CATALOGUE_PLANTS.values() for p in plants)
+
+
+def test_a_plant_is_one_change_or_several():
+    from equiv.testing import plant_patches
+
+    one = plant_patches(("a", "b"))
+    two = plant_patches([("a", "b"), ("c", "d")])
+    assert [(p.old, p.new) for p in one] == [("a", "b")]
+    assert [(p.old, p.new) for p in two] == [("a", "b"), ("c", "d")]
 
 
 # -- the kit can fail: planted wrong cases, checked by direct calls ----------------------------
