@@ -1,0 +1,1 @@
+"""Case transformer_block: see spec.py."""

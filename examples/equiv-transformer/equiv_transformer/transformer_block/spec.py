@@ -1,0 +1,153 @@
+"""transformer_block: one pre-LN transformer block, every port set to the torch model's settings.
+
+The program a person ports: x (B, T, d) -> x + MHSA(LN1(x)) with a causal mask -> + MLP(LN2(.))
+with an exact (erf) GELU -> mean squared error against a target; AdamW (decoupled weight decay)
+for 20 steps. It is written once per framework with that framework's own modules (torch
+``nn.LayerNorm``, ``nn.MultiheadAttention``, ``nn.GELU``, ``torch.optim.AdamW``; Keras 3
+``LayerNormalization``, ``MultiHeadAttention(use_causal_mask=True)``, ``Dense(activation="gelu")``,
+``keras.optimizers.AdamW``; JAX by hand, AdamW as optax defines it). In this case every port
+passes torch's settings explicitly (LayerNorm eps 1e-5, exact GELU, AdamW weight decay 0.01 and
+eps 1e-8), so its cells pass; ``transformer_block_defaults`` is the same program with each
+framework's defaults.
+
+The one difference no setting removes is Keras's Adam update, the paper's "epsilon hat" form
+(Keras's AdamW is its Adam with decoupled decay): declared below, so the Keras cells are
+``explained`` by that one declaration, as keras_sequential_adam's are.
+
+Sizes are small on purpose (B=2, T=6, d=8, 2 heads of 4, MLP 16: 16 parameter arrays, 1,128
+numbers): every cell runs in CI. The input has the scale of freshly initialized embeddings
+(std 0.1), where LayerNorm's epsilon is a visible part of the variance (0.01): see the
+defaults case. lr 1e-2 so that 20 steps move every parameter by many float32 ulps.
+
+The parameter layout is ``equiv_transformer.layout``'s (kernels (in, out), attention as
+separate q/k/v/o projections); each framework's file converts to and from its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from equiv.case import CaseSpec, Explanation
+
+from equiv_transformer.layout import PARAM_NAMES
+
+CONFIG: dict[str, Any] = {
+    "B": 2,
+    "T": 6,
+    "d": 8,
+    "heads": 2,
+    "mlp": 16,
+    "x_std": 0.1,
+    # what each port passes (matched: all of them; defaults: only lr)
+    "settings": "matched",
+    "ln_eps": 1e-5,
+    "gelu": "exact",
+    "optimizer": "adamw",
+    "lr": 1e-2,
+    "weight_decay": 0.01,
+    "beta_1": 0.9,
+    "beta_2": 0.999,
+    "epsilon": 1e-8,
+}
+
+
+def glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=(fan_in, fan_out))
+
+
+def draw(rng: np.random.Generator, cfg: dict[str, Any]) -> tuple[dict, dict]:
+    """Data and canonical parameters. LayerNorm scales and every bias start away from the
+    frameworks' ones and zeros, so that a parameter that is never loaded shows from step 0."""
+    b, t, d, m = cfg["B"], cfg["T"], cfg["d"], cfg["mlp"]
+    data = {
+        "x": cfg["x_std"] * rng.standard_normal((b, t, d)),
+        "y": rng.standard_normal((b, t, d)),
+    }
+    params: dict[str, np.ndarray] = {}
+    for name in PARAM_NAMES:
+        if name.endswith("gamma"):
+            params[name] = 1.0 + 0.1 * rng.standard_normal(d)
+        elif name == "w1":
+            params[name] = glorot_uniform(rng, d, m)
+        elif name == "w2":
+            params[name] = glorot_uniform(rng, m, d)
+        elif name.startswith("w"):
+            params[name] = glorot_uniform(rng, d, d)
+        else:  # betas and biases
+            params[name] = 0.1 * rng.standard_normal(m if name == "b1" else d)
+    return data, params
+
+
+def step_flops(cfg: dict[str, Any]) -> int:
+    """Matmul FLOPs of one step (forward, and twice that backward): the four projections, the
+    scores and the weighted sum, the MLP. LayerNorm, softmax and the update are left out."""
+    b, t, d, m = cfg["B"], cfg["T"], cfg["d"], cfg["mlp"]
+    forward = 2 * b * t * (4 * d * d + 2 * d * m) + 2 * 2 * b * t * t * d
+    return 3 * forward
+
+
+EPSILON_HAT = Explanation(
+    backends="keras.*",
+    reason=(
+        "Keras's AdamW is its Adam in the paper's 'epsilon hat' form (epsilon added to sqrt(v) "
+        "before bias correction: Adam with eps * sqrt(1 - beta_2^t)), with torch's decoupled "
+        "decay p -= p * wd * lr before the update (keras/src/optimizers/adamw.py, adam.py)"
+    ),
+    variant={"optimizer": "adamw_epsilon_hat"},
+)
+
+KERAS_TF_GELU = Explanation(
+    backends="keras.tensorflow",
+    dtypes="float64",
+    reason=(
+        "on TensorFlow the exact GELU (tf.nn.gelu) of float64 multiplies by 1/sqrt(2) rounded "
+        "to float32: math_ops.cast(0.7071067811865476, float64) converts the Python float to a "
+        "float32 tensor first (tensorflow/python/ops/nn_ops.py); a 5e-9 change of GELU's output"
+    ),
+    variant={"gelu_inv_sqrt2": "float32"},
+)
+KERAS_TF_HYPERPARAMETERS = Explanation(
+    backends="keras.tensorflow",
+    dtypes="float64",
+    reason=(
+        "on TensorFlow, Keras's ops.cast(python_float, float64) turns the Python float into a "
+        "float32 tensor first, so AdamW's weight decay and the betas of its bias corrections "
+        "1 - beta^t are float32-rounded (keras/src/optimizers/base_optimizer.py "
+        "_apply_weight_decay, adam.py)"
+    ),
+    variant={"bias_correction_betas": "float32", "weight_decay_dtype": "float32"},
+)
+KERAS_JAX_FLOAT32 = Explanation(
+    backends="keras.jax",
+    dtypes="float64",
+    reason=(
+        "Keras 3 on jax computes keras.ops.layer_normalization (LayerNormalization) and "
+        "keras.ops.mean (MeanSquaredError) of float64 in float32: both compute in "
+        "result_type(x.dtype, 'float32'), and its dtype promotion maps float64 to float32 on "
+        "non-TensorFlow backends (keras/src/ops/nn.py; keras/src/backend/common/dtypes.py, "
+        "BIT64_TO_BIT32_DTYPE)"
+    ),
+    variant={"compute_dtype": "float32"},
+)
+
+SPEC = CaseSpec(
+    name="transformer_block",
+    title="Pre-LN transformer block (causal MHSA, GELU MLP), MSE, AdamW; settings matched",
+    seed_source="equiv's example case package (examples/equiv-transformer)",
+    summary="x + MHSA(LN(x)) causal, + MLP(LN(.)) exact GELU; MSE; AdamW lr 1e-2 wd 0.01",
+    default_steps=20,
+    config=CONFIG,
+    param_names=PARAM_NAMES,
+    draw=draw,
+    flops_per_step=step_flops,
+    notes=(
+        "every port passes torch's LayerNorm eps, GELU, AdamW weight decay and epsilon.",
+        "the causal mask's fill value is -inf in torch and the JAX port, -0.7 * finfo.max "
+        "in Keras's attention kernel: no row is fully masked, so every masked weight is "
+        "exactly 0 either way (see transformer_block_defaults).",
+    ),
+    explanations=(EPSILON_HAT, KERAS_TF_GELU, KERAS_TF_HYPERPARAMETERS, KERAS_JAX_FLOAT32),
+    package="equiv_transformer",
+)

@@ -1,0 +1,125 @@
+"""The transformer block in PyTorch, as its author wrote it: the program the others port.
+
+``nn.LayerNorm``, ``nn.MultiheadAttention(batch_first=True)`` with a boolean causal
+``attn_mask`` (True = may *not* attend, torch's convention; ``F._canonical_mask`` turns it into
+an additive -inf mask), ``nn.GELU()``, ``F.mse_loss``, ``torch.optim.AdamW``. torch's defaults
+are the case's reference settings (torch 2.13 source): ``nn.LayerNorm(eps=1e-5)``,
+``nn.GELU(approximate="none")`` (exact, erf), ``AdamW(weight_decay=1e-2, eps=1e-8,
+betas=(0.9, 0.999))``, whose decay is decoupled: ``param.mul_(1 - lr * weight_decay)`` before
+the Adam step (torch/optim/adam.py). So the defaults case passes nothing but lr, and the
+matched case passes the same values explicitly.
+
+The block is a ``Module`` whose ``forward`` takes the mask as an argument, so that the mode
+(``torch.jit.script``, ``torch.compile``) is applied to the whole model. Layout: the canonical
+q/k/v kernels go into the packed ``in_proj_weight`` (``equiv_transformer.layout``); Linear
+weights are (out, in), converted by the backend's ``linear_weight`` / ``canonical_kernel``.
+"""
+
+import torch
+import torch.nn.functional as F
+from equiv.records import StepRecord
+from torch import nn
+
+from equiv_transformer import layout
+
+
+def explicit(cfg, **settings):
+    """The keyword arguments this port passes: the given settings in the matched case, none
+    (the framework's defaults) in the defaults case."""
+    return settings if cfg["settings"] == "matched" else {}
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        d = cfg["d"]
+        ln = explicit(cfg, eps=cfg["ln_eps"])
+        self.ln1 = nn.LayerNorm(d, **ln)
+        self.attn = nn.MultiheadAttention(d, cfg["heads"], batch_first=True)
+        self.ln2 = nn.LayerNorm(d, **ln)
+        gelu = explicit(cfg, approximate="tanh" if cfg["gelu"] == "tanh" else "none")
+        self.mlp = nn.Sequential(
+            nn.Linear(d, cfg["mlp"]), nn.GELU(**gelu), nn.Linear(cfg["mlp"], d)
+        )
+
+    def forward(self, x, mask):
+        h = self.ln1(x)
+        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
+        return x + self.mlp(self.ln2(x))
+
+
+class Trainer:
+    def __init__(self, state, backend):
+        self.backend = backend
+        cfg, p = state.config, state.params
+        self.x = backend.to_native(state.data["x"])
+        self.y = backend.to_native(state.data["y"])
+        t = cfg["T"]
+        self.mask = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+        model = Block(cfg).to(getattr(torch, state.dtype))
+        self.load(model, p)
+        self.block = model
+        self.model = backend.transform(model)
+        opt = explicit(
+            cfg,
+            weight_decay=cfg["weight_decay"],
+            betas=(cfg["beta_1"], cfg["beta_2"]),
+            eps=cfg["epsilon"],
+        )
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], **opt)
+
+    def load(self, model, p):
+        b = self.backend
+        weight, bias = layout.torch_in_proj(p)
+        with torch.no_grad():
+            model.ln1.weight.copy_(b.to_native(p["ln1_gamma"]))
+            model.ln1.bias.copy_(b.to_native(p["ln1_beta"]))
+            model.attn.in_proj_weight.copy_(b.to_native(weight))
+            model.attn.in_proj_bias.copy_(b.to_native(bias))
+            model.attn.out_proj.weight.copy_(b.linear_weight(p["wo"]))
+            model.attn.out_proj.bias.copy_(b.to_native(p["bo"]))
+            model.ln2.weight.copy_(b.to_native(p["ln2_gamma"]))
+            model.ln2.bias.copy_(b.to_native(p["ln2_beta"]))
+            model.mlp[0].weight.copy_(b.linear_weight(p["w1"]))
+            model.mlp[0].bias.copy_(b.to_native(p["b1"]))
+            model.mlp[2].weight.copy_(b.linear_weight(p["w2"]))
+            model.mlp[2].bias.copy_(b.to_native(p["b2"]))
+
+    def run_step(self):
+        self.optimizer.zero_grad()
+        loss = F.mse_loss(self.model(self.x, self.mask), self.y)
+        loss.backward()
+        self.optimizer.step()
+        self.loss = loss.detach()
+
+    def canonical(self, pick):
+        """The canonical arrays of ``pick(tensor)`` (the parameter itself, or its ``.grad``)."""
+        b, m = self.backend, self.block
+        np_ = b.to_numpy
+        out = {
+            "ln1_gamma": np_(pick(m.ln1.weight)),
+            "ln1_beta": np_(pick(m.ln1.bias)),
+            **layout.from_torch_in_proj(
+                np_(pick(m.attn.in_proj_weight)), np_(pick(m.attn.in_proj_bias))
+            ),
+            "wo": b.canonical_kernel(pick(m.attn.out_proj.weight)),
+            "bo": np_(pick(m.attn.out_proj.bias)),
+            "ln2_gamma": np_(pick(m.ln2.weight)),
+            "ln2_beta": np_(pick(m.ln2.bias)),
+            "w1": b.canonical_kernel(pick(m.mlp[0].weight)),
+            "b1": np_(pick(m.mlp[0].bias)),
+            "w2": b.canonical_kernel(pick(m.mlp[2].weight)),
+            "b2": np_(pick(m.mlp[2].bias)),
+        }
+        return {n: out[n] for n in layout.PARAM_NAMES}
+
+    def record(self):
+        return StepRecord(
+            loss=self.backend.to_numpy(self.loss)[()],
+            grads=self.canonical(lambda t: t.grad),
+            params=self.canonical(lambda t: t),
+        )
+
+
+def build(state, backend):
+    return Trainer(state, backend)

@@ -1,0 +1,1 @@
+"""Case transformer_block_defaults: see spec.py."""

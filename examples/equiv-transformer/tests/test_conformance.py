@@ -1,0 +1,59 @@
+"""equiv's case conformance kit, run against both cases of this package.
+
+For each case the kit checks that equiv discovers it (through this package's entry point),
+the reference against central finite differences, that the draw is deterministic, that every
+declared parameter gets a gradient, and the records of every backend that implements the case
+(canonical names, shapes, the cell's dtype). On ``transformer_block`` it also plants realistic
+porting bugs in each framework's file and checks that equiv catches every one; the defaults
+case re-exports the same files, so its plants would be the same ones.
+"""
+
+from importlib.metadata import PackageNotFoundError, distribution
+
+import pytest
+from equiv.testing import CaseConformance
+
+try:
+    distribution("equiv-transformer")
+except PackageNotFoundError:  # a checkout where the package was never installed
+    pytest.skip(
+        "equiv-transformer is not installed (pip install -e examples/equiv-transformer)",
+        allow_module_level=True,
+    )
+
+
+class TestTransformerBlock(CaseConformance):
+    case_name = "transformer_block"
+    plants = {
+        "torch.eager": [
+            # nn.MultiheadAttention reads (T, B, d) unless told batch_first
+            ("batch_first=True", "batch_first=False"),
+            # the (out, in) transpose of a square Linear forgotten: no shape error, wrong maths
+            (
+                'model.attn.out_proj.weight.copy_(b.linear_weight(p["wo"]))',
+                'model.attn.out_proj.weight.copy_(b.to_native(p["wo"]))',
+            ),
+        ],
+        "keras.tensorflow": [
+            # the causal mask forgotten: every position attends to the future
+            ("use_causal_mask=True", "use_causal_mask=False"),
+            # the output kernel loaded transposed: (heads, head_dim, d) of wo.T, same shape
+            (
+                'layout.keras_output(params["wo"], heads)',
+                'layout.keras_output(params["wo"].T, heads)',
+            ),
+        ],
+        "jax.eager": [
+            # heads split by a reshape alone, without moving T behind the heads
+            (
+                "return a.reshape(b, t, heads, d // heads).transpose(0, 2, 1, 3)",
+                "return a.reshape(b, heads, t, d // heads)",
+            ),
+            # LayerNorm's variance taken about 0 instead of the mean
+            ("jnp.square(x - mean)", "jnp.square(x)"),
+        ],
+    }
+
+
+class TestTransformerBlockDefaults(CaseConformance):
+    case_name = "transformer_block_defaults"

@@ -1,0 +1,66 @@
+"""The layout converters, without any framework: each framework's arrays hold the canonical
+numbers where that framework reads them (a wrong split, transpose or head order fails here)."""
+
+import numpy as np
+from equiv.case import get_case
+
+from equiv_transformer import layout
+
+
+def canonical_params() -> dict[str, np.ndarray]:
+    return get_case("transformer_block").make_state(0, "float64").params
+
+
+def test_torch_in_proj_packs_q_k_v_as_out_in_blocks():
+    p = canonical_params()
+    weight, bias = layout.torch_in_proj(p)
+    d = p["wq"].shape[0]
+    assert weight.shape == (3 * d, d) and bias.shape == (3 * d,)
+    h = np.random.default_rng(0).standard_normal((5, d))
+    # torch computes h @ in_proj_weight.T + in_proj_bias, then chunks q, k, v in that order
+    packed = h @ weight.T + bias
+    for i, n in enumerate("qkv"):
+        want = h @ p[f"w{n}"] + p[f"b{n}"]
+        np.testing.assert_allclose(packed[:, i * d : (i + 1) * d], want, rtol=1e-12, atol=1e-14)
+
+
+def test_torch_in_proj_round_trips():
+    p = canonical_params()
+    back = layout.from_torch_in_proj(*layout.torch_in_proj(p))
+    for n in "qkv":
+        assert back[f"w{n}"].tobytes() == p[f"w{n}"].tobytes()
+        assert back[f"b{n}"].tobytes() == p[f"b{n}"].tobytes()
+
+
+def test_keras_projection_puts_head_i_at_columns_i_head_dim():
+    p, heads = canonical_params(), 2
+    kernel, bias = layout.keras_projection(p["wq"], p["bq"], heads)
+    d = p["wq"].shape[0]
+    hd = d // heads
+    assert kernel.shape == (d, heads, hd) and bias.shape == (heads, hd)
+    h = np.random.default_rng(1).standard_normal((3, d))
+    # Keras's query EinsumDense: "abc,cde->abde" over (B, T, d): per head, h @ kernel[:, i]
+    for i in range(heads):
+        want = h @ p["wq"][:, i * hd : (i + 1) * hd] + p["bq"][i * hd : (i + 1) * hd]
+        np.testing.assert_allclose(h @ kernel[:, i] + bias[i], want, rtol=1e-12, atol=1e-14)
+
+
+def test_keras_output_sums_heads_in_the_canonical_order():
+    p, heads = canonical_params(), 2
+    kernel = layout.keras_output(p["wo"], heads)
+    d = p["wo"].shape[0]
+    hd = d // heads
+    per_head = np.random.default_rng(2).standard_normal((3, heads, hd))
+    # Keras's output EinsumDense "abcd,cde->abe": sum over heads and head_dim
+    got = np.einsum("tnh,nhe->te", per_head, kernel)
+    want = per_head.reshape(3, d) @ p["wo"]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_from_keras_inverts_every_keras_shape():
+    p, heads = canonical_params(), 2
+    kernel, bias = layout.keras_projection(p["wk"], p["bk"], heads)
+    assert layout.from_keras(kernel, p["wk"].shape).tobytes() == p["wk"].tobytes()
+    assert layout.from_keras(bias, p["bk"].shape).tobytes() == p["bk"].tobytes()
+    out = layout.keras_output(p["wo"], heads)
+    assert layout.from_keras(out, p["wo"].shape).tobytes() == p["wo"].tobytes()
