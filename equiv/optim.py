@@ -122,11 +122,14 @@ class AdamWEpsilonHat(AdamEpsilonHat):
     p <- p - p * wd * lr (wd and lr cast to p's dtype; Keras's ``base_optimizer.py``), then
     ``AdamEpsilonHat``'s update of the decayed p. ``cfg["weight_decay"]`` (Keras's default
     0.004). Unlike torch the decay is subtracted, not a factor: another rounding, and a
-    different default."""
+    different default. ``weight_decay_dtype: "float32"`` rounds wd to float32 first, as Keras
+    on TensorFlow does in a float64 cell (``ops.cast(self.weight_decay, "float64")`` turns the
+    Python float into a float32 tensor first, as for ``bias_correction_betas``)."""
 
     def __init__(self, cfg: dict[str, Any]):
         super().__init__(cfg)
-        self.weight_decay = cfg.get("weight_decay", 0.004)
+        wd, rounded = cfg.get("weight_decay", 0.004), cfg.get("weight_decay_dtype")
+        self.weight_decay = float(np.dtype(rounded).type(wd)) if rounded else wd
 
     def step(self, params: Arrays, grads: Arrays) -> Arrays:
         decayed = {}
