@@ -27,7 +27,10 @@ class TestTransformerBlock(CaseConformance):
     plants = {
         "torch.eager": [
             # nn.MultiheadAttention reads (T, B, d) unless told batch_first
-            ("batch_first=True", "batch_first=False"),
+            (
+                'nn.MultiheadAttention(d, cfg["heads"], batch_first=True)',
+                'nn.MultiheadAttention(d, cfg["heads"], batch_first=False)',
+            ),
             # the (out, in) transpose of a square Linear forgotten: no shape error, wrong maths
             (
                 'model.attn.out_proj.weight.copy_(b.linear_weight(p["wo"]))',
@@ -36,7 +39,7 @@ class TestTransformerBlock(CaseConformance):
         ],
         "keras.tensorflow": [
             # the causal mask forgotten: every position attends to the future
-            ("use_causal_mask=True", "use_causal_mask=False"),
+            ("attention(h, h, use_causal_mask=True)", "attention(h, h, use_causal_mask=False)"),
             # the output kernel loaded transposed: (heads, head_dim, d) of wo.T, same shape
             (
                 'layout.keras_output(params["wo"], heads)',

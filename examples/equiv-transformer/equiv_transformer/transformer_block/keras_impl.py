@@ -25,6 +25,7 @@ reshapes of them (``equiv_transformer.layout``).
 """
 
 import keras
+import numpy as np
 from equiv.records import StepRecord
 
 from equiv_transformer import layout
@@ -98,6 +99,7 @@ class Trainer:
     def __init__(self, state, backend):
         self.backend = backend
         cfg, dtype = state.config, state.dtype
+        self.dtype = dtype
         self.shapes = {n: v.shape for n, v in state.params.items()}
         self.x = backend.to_native(state.data["x"])
         self.y = backend.to_native(state.data["y"])
@@ -128,8 +130,11 @@ class Trainer:
 
     def record(self):
         loss, grads = self.last
+        # Keras on torch computes a float64 cell's loss in float32 (declared by equiv's
+        # keras.torch backend, compute_dtype): the record carries it in the cell's dtype.
+        loss = np.asarray(self.backend.to_numpy(loss), dtype=self.dtype)
         return StepRecord(
-            loss=self.backend.to_numpy(loss)[()],
+            loss=loss[()],
             grads=self.canonical(grads),
             params=self.canonical(self.variables),
         )
