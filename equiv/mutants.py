@@ -73,7 +73,7 @@ TORCH = [
     _m(
         "torch-update-sign",
         "flipped update sign (gradient ascent)",
-        "sigmoid_custom_op",
+        "two_layer_mlp",
         "torch.eager",
         "float32",
         "self.w1 -= self.lr * self.w1.grad",
@@ -96,8 +96,8 @@ TORCH = [
         "keras_sequential",
         "torch.eager",
         "float64",
-        'self.dense1.weight.copy_(backend.linear_weight(p["w1"]))',
-        'self.dense1.weight.copy_(backend.to_native(p["w1"].reshape(cfg["H"], cfg["D_in"])))',
+        'dense1.weight.copy_(backend.linear_weight(p["w1"]))',
+        'dense1.weight.copy_(backend.to_native(p["w1"].reshape(dense1.weight.shape)))',
         {"step": 0, "quantity": "loss"},
     ),
     _m(
@@ -164,7 +164,7 @@ TORCH = [
         "keras_sequential",
         "torch.jit",
         "float32",
-        '            self.dense2.bias.copy_(backend.to_native(p["b2"]))\n',
+        '        dense2.bias.copy_(backend.to_native(p["b2"]))\n',
         "",
         {"step": 0, "quantity": "loss"},
     ),
@@ -181,17 +181,17 @@ TORCH = [
 ]
 
 TENSORFLOW = [
-    Mutant(
+    _m(
         "tf1-update-never-run",
         "an update op built into the TF1 graph but never run",
         "two_layer_mlp",
         "tf.v1graph",
         "float64",
-        (
-            Patch("self.fetches = (loss, grads, update)", "self.fetches = (loss, grads)"),
-            Patch("loss, (g1, g2), _ = self.last", "loss, (g1, g2) = self.last"),
-        ),
+        "for w, g in zip(weights, grads, strict=True)]",
+        "for w, g in zip(weights, grads, strict=True)][:0]",
         {"step": 0, "quantity": "params", "name": "w1"},
+        note="the SGD's assign_sub ops are built, but not returned to the train op that groups "
+        "what a step runs (a TF 2 step is unaffected: there they run as they are made)",
     ),
     _m(
         "tf-adam-epsilon-inside-sqrt",

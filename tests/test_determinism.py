@@ -33,10 +33,10 @@ def test_a_nondeterministic_implementation_is_reported_as_not_reproducible():
     noisy = ImplSource(
         "cases.two_layer_mlp.torch_impl",
         (
-            Patch("class Trainer:\n", "BUILDS = [0]\n\n\nclass Trainer:\n"),
+            Patch("class Trainer(", "BUILDS = [0]\n\n\nclass Trainer("),
             Patch(
-                "        self.loss_fn = backend.transform(forward_loss)\n",
-                "        self.loss_fn = backend.transform(forward_loss)\n"
+                '        self.w1, self.w2 = self.w["w1"], self.w["w2"]\n',
+                '        self.w1, self.w2 = self.w["w1"], self.w["w2"]\n'
                 "        self.wobble = 1 + 2.0**-52 * BUILDS[0]\n"
                 "        BUILDS[0] += 1\n",
             ),
@@ -56,7 +56,13 @@ def test_a_nondeterministic_implementation_is_reported_as_not_reproducible():
 def test_wrong_array_shapes_are_an_error_with_one_clear_reason():
     transposed = ImplSource(
         "cases.two_layer_mlp.torch_impl",
-        (Patch('params={"w1": to_np(self.w1),', 'params={"w1": to_np(self.w1).T,'),),
+        (
+            Patch(
+                '        self.w1, self.w2 = self.w["w1"], self.w["w2"]\n',
+                '        self.w1, self.w2 = self.w["w1"], self.w["w2"]\n'
+                '        self.w = {"w1": self.w1.T, "w2": self.w2}  # what record reports\n',
+            ),
+        ),
     )
     result = run_cell(Cell("two_layer_mlp", "torch.eager", "float64"), OPTIONS, impl=transposed)
     assert result.status == "error"

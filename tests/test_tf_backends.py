@@ -44,16 +44,16 @@ def first_divergence(result):
 
 
 FLIPPED_GRAPH_UPDATE = (
-    "w.assign_sub(lr * g) for w, g in zip(self.weights",
-    "w.assign_add(lr * g) for w, g in zip(self.weights",
+    "w.assign_sub(self.lr * g) for w, g in zip(weights",
+    "w.assign_add(self.lr * g) for w, g in zip(weights",
 )
 # Loading a canonical (in, out) kernel as if Keras wanted (out, in), "fixed" with a reshape
-# because set_weights rejects the transposed shape.
+# because load_dense rejects the transposed shape.
 RESHAPED_KERNEL = (
     ("import keras\n", "import keras\nimport numpy as np\n"),
     (
-        "layer.set_weights([kernel, bias])",
-        "layer.set_weights([np.reshape(kernel.T, kernel.shape), bias])",
+        'load_dense(dense1, p["w1"], p["b1"])',
+        'load_dense(dense1, np.reshape(p["w1"].T, p["w1"].shape), p["b1"])',
     ),
 )
 WRONG_SIGMOID_BACKWARD = ("return grad_y * y * (1.0 - y)", "return grad_y * y * (1.0 + y)")

@@ -8,46 +8,35 @@ backend's autodiff reports no dependence as zeros), and only the used kernels ar
 Sum-of-squares loss, SGD, explicit dtypes: as two_layer_mlp's Keras code.
 """
 
+import functools
+
 import keras
-from keras import ops
 
-from equiv.records import StepRecord
-
-
-class SumSquaredError(keras.losses.Loss):
-    def __init__(self, dtype):
-        super().__init__(name="sum_squared_error", reduction="sum", dtype=dtype)
-
-    def call(self, y_true, y_pred):
-        return ops.sum(ops.square(y_pred - y_true), axis=-1)
+from equiv.support import keras as support
 
 
-def load_dense(layer, kernel):
-    """Canonical kernels are (in, out), as a Dense kernel is: loaded as they are."""
-    layer.set_weights([kernel])
+def make_layers(state):
+    """The hidden layer and the heads by name, built and loaded with the canonical kernels."""
+    cfg, dtype = state.config, state.dtype
+    hidden = keras.layers.Dense(cfg["H"], activation="relu", use_bias=False, dtype=dtype)
+    heads = {
+        n: keras.layers.Dense(cfg["D_out"], use_bias=False, dtype=dtype) for n in ("w2a", "w2b")
+    }
+    hidden.build((None, cfg["D_in"]))
+    support.load_dense(hidden, state.params["w1"])
+    for name, head in heads.items():
+        head.build((None, cfg["H"]))
+        support.load_dense(head, state.params[name])
+    return hidden, heads
 
 
-class Trainer:
+class Trainer(support.Trainer):
     def __init__(self, state, backend):
-        self.backend = backend
-        cfg, dtype = state.config, state.dtype
-        self.x = backend.to_native(state.data["x"])
-        self.y = backend.to_native(state.data["y"])
-        self.hidden = keras.layers.Dense(cfg["H"], activation="relu", use_bias=False, dtype=dtype)
-        self.heads = {
-            n: keras.layers.Dense(cfg["D_out"], use_bias=False, dtype=dtype) for n in ("w2a", "w2b")
-        }
-        self.hidden.build((None, cfg["D_in"]))
-        load_dense(self.hidden, state.params["w1"])
-        for name, head in self.heads.items():
-            head.build((None, cfg["H"]))
-            load_dense(head, state.params[name])
-        self.named = {"w1": self.hidden.kernel, **{n: h.kernel for n, h in self.heads.items()}}
-        self.variables = list(self.named.values())
-        self.loss_fn = SumSquaredError(dtype)
-        with backend.floatx(dtype):  # the learning rate is a variable of floatx()
-            self.optimizer = keras.optimizers.SGD(learning_rate=cfg["lr"])
-        self.optimizer.build(self.variables)
+        cfg = state.config
+        self.hidden, self.heads = make_layers(state)
+        named = {"w1": self.hidden.kernel, **{n: h.kernel for n, h in self.heads.items()}}
+        sgd = functools.partial(keras.optimizers.SGD, learning_rate=cfg["lr"])
+        super().__init__(state, backend, named, support.SumSquaredError(state.dtype), sgd)
         self.threshold = cfg["threshold"]
         self.prev_loss = cfg["initial_prev_loss"]
 
@@ -62,17 +51,7 @@ class Trainer:
         grads = dict(zip(self.named, grads, strict=True))
         self.optimizer.apply_gradients([(grads[n], self.named[n]) for n in ("w1", branch)])
         self.prev_loss = float(loss)
-        self.last = (loss, grads, branch)
-
-    def record(self):
-        to_np = self.backend.to_numpy
-        loss, grads, branch = self.last
-        return StepRecord(
-            loss=to_np(loss)[()],
-            grads={n: to_np(g) for n, g in grads.items()},
-            params={n: to_np(v) for n, v in self.named.items()},
-            branch=branch,
-        )
+        self.last, self.branch = (loss, grads), branch
 
 
 def build(state, backend):

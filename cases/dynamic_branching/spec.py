@@ -13,6 +13,7 @@ The branch at every step is a compared quantity.
 
 from equiv.case import CaseSpec
 from equiv.flops import two_layer_step_flops
+from equiv.support.draws import regression_data, standard_normal
 
 CONFIG = {
     "N": 64,
@@ -27,14 +28,9 @@ CONFIG = {
 
 
 def draw(rng, cfg):
-    n, d_in, h, d_out = cfg["N"], cfg["D_in"], cfg["H"], cfg["D_out"]
-    data = {"x": rng.standard_normal((n, d_in)), "y": rng.standard_normal((n, d_out))}
-    params = {
-        "w1": rng.standard_normal((d_in, h)),
-        "w2a": rng.standard_normal((h, d_out)),
-        "w2b": rng.standard_normal((h, d_out)),
-    }
-    return data, params
+    d_in, h, d_out = cfg["D_in"], cfg["H"], cfg["D_out"]
+    data = regression_data(rng, cfg)
+    return data, standard_normal(rng, {"w1": (d_in, h), "w2a": (h, d_out), "w2b": (h, d_out)})
 
 
 SPEC = CaseSpec(

@@ -8,7 +8,7 @@ branch stays in Python, which is what "dynamic" means; static_graph_step puts it
 
 import torch
 
-from equiv.records import StepRecord
+from equiv.support.torch import TensorTrainer
 
 
 def forward_loss(x, y, w1, w2):
@@ -16,16 +16,9 @@ def forward_loss(x, y, w1, w2):
     return (y_pred - y).pow(2).sum()
 
 
-class Trainer:
+class Trainer(TensorTrainer):
     def __init__(self, state, backend):
-        self.backend = backend
-        self.x = backend.to_native(state.data["x"])
-        self.y = backend.to_native(state.data["y"])
-        self.w = {
-            name: backend.to_native(state.params[name]).requires_grad_(True)
-            for name in ("w1", "w2a", "w2b")
-        }
-        self.lr = state.config["lr"]
+        super().__init__(state, backend)
         self.threshold = state.config["threshold"]
         self.prev_loss = state.config["initial_prev_loss"]
         self.loss_fn = backend.transform(forward_loss)
@@ -39,21 +32,11 @@ class Trainer:
         grads = {
             n: torch.zeros_like(p) if p.grad is None else p.grad.clone() for n, p in self.w.items()
         }
-        self.last = (loss.detach(), grads, branch)
+        self.last, self.branch = (loss.detach(), grads), branch
         with torch.no_grad():
             for p in (w1, w2):
                 p -= self.lr * p.grad
                 p.grad.zero_()
-
-    def record(self):
-        to_np = self.backend.to_numpy
-        loss, grads, branch = self.last
-        return StepRecord(
-            loss=to_np(loss)[()],
-            grads={n: to_np(g) for n, g in grads.items()},
-            params={n: to_np(p) for n, p in self.w.items()},
-            branch=branch,
-        )
 
 
 def build(state, backend):

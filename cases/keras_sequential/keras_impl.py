@@ -5,19 +5,22 @@
 config asks for it), the same code on the tensorflow, torch and jax backends. The seed trains
 with ``opt.minimize(step, params)``: that is Keras 2; Keras 3 optimizers have no ``minimize``, so
 the step takes the gradient with the backend's autodiff (``backend.value_and_grad``: a
-``GradientTape`` on TensorFlow) and calls ``apply_gradients``. The seed's ``loss_fn(y_pred, y)``
-swaps Keras's (y_true, y_pred) order, harmless for a squared error; here it is in order.
+``GradientTape`` on TensorFlow) and calls ``apply_gradients`` (``equiv.support.keras.Trainer``).
+The seed's ``loss_fn(y_pred, y)`` swaps Keras's (y_true, y_pred) order, harmless for a squared
+error; here it is in order.
 
 Keras defaults that would otherwise differ from the case: layers and the loss compute in
 ``floatx()`` (float32) unless given a dtype, so each gets the cell's; the learning rate is a
 ``floatx()`` variable, so the optimizer is built under the cell's floatx; Adam's epsilon is
 taken from the config, defaulting to the reference's 1e-8 (Keras's default is 1e-7).
-Kernels are (in, out) in Keras as in the canonical state: ``set_weights`` takes them as they are.
+Kernels are (in, out) in Keras as in the canonical state: ``load_dense`` takes them as they are.
 """
+
+import functools
 
 import keras
 
-from equiv.records import StepRecord
+from equiv.support.keras import Trainer, load_dense
 
 
 def make_optimizer(cfg):
@@ -31,51 +34,25 @@ def make_optimizer(cfg):
     return keras.optimizers.SGD(learning_rate=cfg["lr"])
 
 
-def load_dense(layer, kernel, bias):
-    layer.set_weights([kernel, bias])
+def make_model(state):
+    """The model, loaded with the canonical parameters, and its variables by canonical name."""
+    cfg, p, dtype = state.config, state.params, state.dtype
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(cfg["D_in"],), dtype=dtype),
+            keras.layers.Dense(cfg["H"], activation="relu", dtype=dtype),
+            keras.layers.Dense(cfg["D_out"], dtype=dtype),
+        ]
+    )
+    dense1, dense2 = model.layers
+    load_dense(dense1, p["w1"], p["b1"])
+    load_dense(dense2, p["w2"], p["b2"])
+    return model, {"w1": dense1.kernel, "b1": dense1.bias, "w2": dense2.kernel, "b2": dense2.bias}
 
 
-class Trainer:
-    def __init__(self, state, backend):
-        self.backend = backend
-        cfg, p, dtype = state.config, state.params, state.dtype
-        self.x = backend.to_native(state.data["x"])
-        self.y = backend.to_native(state.data["y"])
-        self.model = keras.Sequential(
-            [
-                keras.Input(shape=(cfg["D_in"],), dtype=dtype),
-                keras.layers.Dense(cfg["H"], activation="relu", dtype=dtype),
-                keras.layers.Dense(cfg["D_out"], dtype=dtype),
-            ]
-        )
-        self.dense1, self.dense2 = self.model.layers
-        load_dense(self.dense1, p["w1"], p["b1"])
-        load_dense(self.dense2, p["w2"], p["b2"])
-        self.loss_fn = keras.losses.MeanSquaredError(dtype=dtype)
-        with backend.floatx(dtype):  # the learning rate is a variable of floatx()
-            self.optimizer = make_optimizer(cfg)
-        d1, d2 = self.dense1, self.dense2
-        self.named = {"w1": d1.kernel, "b1": d1.bias, "w2": d2.kernel, "b2": d2.bias}
-        self.variables = list(self.named.values())
-        self.optimizer.build(self.variables)
-
-    def compute_loss(self):
-        return self.loss_fn(self.y, self.model(self.x))
-
-    def run_step(self):
-        loss, grads = self.backend.value_and_grad(self.compute_loss, self.variables)
-        self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
-        self.last = (loss, grads)
-
-    def record(self):
-        to_np = self.backend.to_numpy
-        loss, grads = self.last
-        return StepRecord(
-            loss=to_np(loss)[()],
-            grads={n: to_np(g) for n, g in zip(self.named, grads, strict=True)},
-            params={n: to_np(v) for n, v in self.named.items()},
-        )
-
-
-def build(state, backend):
-    return Trainer(state, backend)
+def build(state, backend, trainer=Trainer):
+    """``trainer``: ``equiv.support.keras.Trainer``, or a subclass (minibatch's, on batches)."""
+    model, named = make_model(state)
+    loss_fn = keras.losses.MeanSquaredError(dtype=state.dtype)
+    optimizer = functools.partial(make_optimizer, state.config)
+    return trainer(state, backend, named, loss_fn, optimizer, model)

@@ -14,22 +14,16 @@ Two deliberate changes from the seed, both so that bugs cannot hide:
 Kernels are canonical (in, out), drawn Glorot-uniform as Keras's default initializer would.
 """
 
-import numpy as np
-
 from equiv.case import CaseSpec, Explanation
 from equiv.flops import two_layer_step_flops
+from equiv.support.draws import glorot_uniform, regression_data
 
 CONFIG = {"N": 16, "D_in": 1000, "H": 100, "D_out": 10, "lr": 1e-3, "optimizer": "sgd"}
 
 
-def glorot_uniform(rng, fan_in, fan_out):
-    limit = np.sqrt(6.0 / (fan_in + fan_out))
-    return rng.uniform(-limit, limit, size=(fan_in, fan_out))
-
-
 def draw(rng, cfg):
-    n, d_in, h, d_out = cfg["N"], cfg["D_in"], cfg["H"], cfg["D_out"]
-    data = {"x": rng.standard_normal((n, d_in)), "y": rng.standard_normal((n, d_out))}
+    d_in, h, d_out = cfg["D_in"], cfg["H"], cfg["D_out"]
+    data = regression_data(rng, cfg)
     params = {
         "w1": glorot_uniform(rng, d_in, h),
         "b1": 0.1 * rng.standard_normal(h),

@@ -9,7 +9,7 @@ is applied to the model (``torch.jit.script(model)``, ``torch.compile(model)``).
 import torch
 import torch.nn.functional as F
 
-from equiv.records import StepRecord
+from equiv.support.torch import ModuleTrainer, linear
 
 
 def make_optimizer(params, cfg):
@@ -23,24 +23,26 @@ def make_optimizer(params, cfg):
     return torch.optim.SGD(params, lr=cfg["lr"])
 
 
-class Trainer:
+def load(backend, dense1, dense2, p):
+    """The canonical w1, b1, w2, b2 copied into two ``nn.Linear`` layers (``linear_weight``
+    transposes a canonical (in, out) kernel to an (out, in) weight); their names for record."""
+    with torch.no_grad():
+        dense1.weight.copy_(backend.linear_weight(p["w1"]))
+        dense1.bias.copy_(backend.to_native(p["b1"]))
+        dense2.weight.copy_(backend.linear_weight(p["w2"]))
+        dense2.bias.copy_(backend.to_native(p["b2"]))
+    return {**linear(dense1, "w1", "b1"), **linear(dense2, "w2", "b2")}
+
+
+class Trainer(ModuleTrainer):
     def __init__(self, state, backend):
-        self.backend = backend
-        cfg, p = state.config, state.params
-        dtype = getattr(torch, state.dtype)
-        self.x = backend.to_native(state.data["x"])
-        self.y = backend.to_native(state.data["y"])
+        cfg = state.config
         model = torch.nn.Sequential(
             torch.nn.Linear(cfg["D_in"], cfg["H"]),
             torch.nn.ReLU(),
             torch.nn.Linear(cfg["H"], cfg["D_out"]),
-        ).to(dtype)
-        self.dense1, self.dense2 = model[0], model[2]
-        with torch.no_grad():
-            self.dense1.weight.copy_(backend.linear_weight(p["w1"]))
-            self.dense1.bias.copy_(backend.to_native(p["b1"]))
-            self.dense2.weight.copy_(backend.linear_weight(p["w2"]))
-            self.dense2.bias.copy_(backend.to_native(p["b2"]))
+        ).to(getattr(torch, state.dtype))
+        super().__init__(state, backend, load(backend, model[0], model[2], state.params))
         self.model = backend.transform(model)
         self.optimizer = make_optimizer(model.parameters(), cfg)
 
@@ -50,25 +52,6 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         self.loss = loss.detach()
-
-    def record(self):
-        b = self.backend
-        d1, d2 = self.dense1, self.dense2
-        return StepRecord(
-            loss=b.to_numpy(self.loss)[()],
-            grads={
-                "w1": b.canonical_kernel(d1.weight.grad),
-                "b1": b.to_numpy(d1.bias.grad),
-                "w2": b.canonical_kernel(d2.weight.grad),
-                "b2": b.to_numpy(d2.bias.grad),
-            },
-            params={
-                "w1": b.canonical_kernel(d1.weight),
-                "b1": b.to_numpy(d1.bias),
-                "w2": b.canonical_kernel(d2.weight),
-                "b2": b.to_numpy(d2.bias),
-            },
-        )
 
 
 def build(state, backend):

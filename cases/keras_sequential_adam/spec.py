@@ -12,9 +12,11 @@ epsilon is set explicitly to torch's 1e-8 on every backend (Keras's default is 1
 the form is the only difference.
 """
 
-from cases.keras_sequential.spec import KERAS_JAX_MEAN_IN_FLOAT32, draw
-from equiv.case import CaseSpec, Explanation
-from equiv.flops import two_layer_step_flops
+from dataclasses import replace
+
+from cases.keras_sequential.spec import KERAS_JAX_MEAN_IN_FLOAT32
+from cases.keras_sequential.spec import SPEC as KERAS_SEQUENTIAL
+from equiv.case import Explanation
 
 CONFIG = {
     "N": 16,
@@ -33,16 +35,16 @@ EPSILON_HAT = (
     "before bias correction, i.e. Adam with eps * sqrt(1 - beta_2^t)"
 )
 
-SPEC = CaseSpec(
+#: keras_sequential's model, data and FLOPs
+SPEC = replace(
+    KERAS_SEQUENTIAL,
     name="keras_sequential_adam",
     title="Sequential Dense(relu) -> Dense with biases, MSE, Adam",
     seed_source='nn examples with torch.optim.Adam(lr=1e-4); "Keras: High-level API"',
     summary="keras_sequential's model and data; Adam (Algorithm 1) with lr 1e-4, eps 1e-8",
     default_steps=500,
     config=CONFIG,
-    param_names=("w1", "b1", "w2", "b2"),
-    draw=draw,
-    flops_per_step=two_layer_step_flops,
+    notes=(),
     explanations=(
         Explanation(
             backends="keras.*", reason=EPSILON_HAT, variant={"optimizer": "adam_epsilon_hat"}

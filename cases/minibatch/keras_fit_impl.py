@@ -21,10 +21,9 @@ Two float64 traps of ``fit``, both scoped by building and fitting under ``floatx
 import functools
 
 import keras
-import numpy as np
 
-from cases.keras_sequential.keras_impl import load_dense, make_optimizer
-from equiv.records import StepRecord
+from cases.keras_sequential.keras_impl import make_model, make_optimizer
+from equiv.support.records import step_record
 
 NOT_OBSERVED = {
     "grads": "model.fit computes and applies the gradients inside its train step; no "
@@ -46,35 +45,21 @@ def run_fit(model, x, y, cfg, backend, dtype, callback):
 
 
 def observe(named, to_numpy, logs):
-    return StepRecord(
-        loss=np.asarray(to_numpy(logs["loss"]))[()],
-        grads={},
-        params={n: to_numpy(v) for n, v in named.items()},
-    )
+    return step_record(to_numpy, logs["loss"], {}, named)
 
 
 class Trainer:
     not_observed = NOT_OBSERVED
 
     def __init__(self, state, backend):
-        cfg, p, dtype = state.config, state.params, state.dtype
+        cfg, dtype = state.config, state.dtype
         with backend.floatx(dtype):
-            model = keras.Sequential(
-                [
-                    keras.Input(shape=(cfg["D_in"],), dtype=dtype),
-                    keras.layers.Dense(cfg["H"], activation="relu", dtype=dtype),
-                    keras.layers.Dense(cfg["D_out"], dtype=dtype),
-                ]
-            )
-            dense1, dense2 = model.layers
-            load_dense(dense1, p["w1"], p["b1"])
-            load_dense(dense2, p["w2"], p["b2"])
+            model, named = make_model(state)
             model.compile(
                 optimizer=make_optimizer(cfg),
                 loss=keras.losses.MeanSquaredError(dtype=dtype),
                 jit_compile=False,
             )
-        named = {"w1": dense1.kernel, "b1": dense1.bias, "w2": dense2.kernel, "b2": dense2.bias}
         x, y = state.data["x"], state.data["y"]
         self.fit = backend.stepped_fit(
             self,

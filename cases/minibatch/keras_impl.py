@@ -2,20 +2,21 @@
 
 ``keras.Sequential`` with ``Dense(H, relu)`` and ``Dense(D_out)``, ``MeanSquaredError``, SGD
 built under the cell's floatx, gradients by ``backend.value_and_grad`` and
-``apply_gradients``: keras_sequential's trainer, imported. Keras 3 has no data pipeline of its
-own outside ``fit`` (``keras_fit_impl``), and none that is the same on its three backends, so
-the batches are slices of the numpy arrays, in order (``equiv.batching.batch_slices``: full
+``apply_gradients``: keras_sequential's model and trainer, imported. Keras 3 has no data
+pipeline of its own outside ``fit`` (``keras_fit_impl``), and none that is the same on its three
+backends, so the batches are slices of the numpy arrays, in order (``equiv.batching``: full
 batches, then the partial last one), converted once to the backend's tensors and cycled epoch
 after epoch; the loss is the mean over the batch's own elements, as ``MeanSquaredError`` is.
 """
 
 from cases.keras_sequential import keras_impl as keras_sequential
 from equiv.batching import cycled_batches
+from equiv.support import keras as support
 
 
-class Trainer(keras_sequential.Trainer):
-    def __init__(self, state, backend):
-        super().__init__(state, backend)
+class Trainer(support.Trainer):
+    def __init__(self, state, backend, *args):
+        super().__init__(state, backend, *args)
         self.batches = cycled_batches(state, backend.to_native)
 
     def run_step(self):
@@ -24,4 +25,4 @@ class Trainer(keras_sequential.Trainer):
 
 
 def build(state, backend):
-    return Trainer(state, backend)
+    return keras_sequential.build(state, backend, Trainer)

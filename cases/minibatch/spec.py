@@ -19,12 +19,11 @@ falls steadily, without blowing up or dying: seed 0, float64, the epoch-mean los
 steps 38.5% of the hidden units' pre-activations over the data are positive, none dead.
 """
 
-import numpy as np
-
 from cases.keras_sequential.spec import KERAS_JAX_MEAN_IN_FLOAT32
 from equiv.batching import batches_per_epoch
 from equiv.case import CaseSpec
 from equiv.flops import two_layer_step_flops
+from equiv.support.draws import regression_data, torch_linear
 
 CONFIG = {
     "N": 64,
@@ -38,20 +37,10 @@ CONFIG = {
 }
 
 
-def torch_linear_init(rng, fan_in, fan_out):
-    """``nn.Linear``'s default: kernel (kaiming_uniform with a=sqrt(5)) and bias both uniform
-    in +-1/sqrt(fan_in); the kernel canonical (in, out)."""
-    bound = 1.0 / np.sqrt(fan_in)
-    kernel = rng.uniform(-bound, bound, size=(fan_in, fan_out))
-    bias = rng.uniform(-bound, bound, size=fan_out)
-    return kernel, bias
-
-
 def draw(rng, cfg):
-    n, d_in, h, d_out = cfg["N"], cfg["D_in"], cfg["H"], cfg["D_out"]
-    data = {"x": rng.standard_normal((n, d_in)), "y": rng.standard_normal((n, d_out))}
-    w1, b1 = torch_linear_init(rng, d_in, h)
-    w2, b2 = torch_linear_init(rng, h, d_out)
+    data = regression_data(rng, cfg)
+    w1, b1 = torch_linear(rng, cfg["D_in"], cfg["H"])
+    w2, b2 = torch_linear(rng, cfg["H"], cfg["D_out"])
     return data, {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
 
 

@@ -1,7 +1,7 @@
 """minibatch in plain TensorFlow: TwoLayerNet's maths by hand, batches from ``tf.data``.
 
-The model, loss and SGD are keras_sequential's TF code, imported: relu(x @ w1 + b1) @ w2 + b2
-with canonical (in, out) ``tf.Variable`` kernels, ``reduce_mean`` of the squared errors (the
+The model, loss, SGD and step are keras_sequential's TF code, imported: relu(x @ w1 + b1) @ w2 +
+b2 with canonical (in, out) ``tf.Variable`` kernels, ``reduce_mean`` of the squared errors (the
 mean over the batch's own elements), SGD as update ops. The data pipeline is TensorFlow's own,
 ``tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).repeat()``: in order (no
 shuffle), the partial last batch kept (``drop_remainder=False``, the default), epochs without
@@ -21,8 +21,8 @@ batch.
 
 import tensorflow as tf
 
-from cases.keras_sequential import tf_impl as keras_sequential
-from cases.keras_sequential.tf_impl import NAMES, OPTIMIZERS, forward_loss
+from cases.keras_sequential.tf_impl import OPTIMIZERS, forward_loss, make_train_step
+from equiv.support import tf as support
 
 
 def make_dataset(state):
@@ -31,49 +31,32 @@ def make_dataset(state):
     return dataset.batch(cfg["batch_size"]).repeat()  # no shuffle; partial last batch kept
 
 
-class Trainer(keras_sequential.Trainer):
-    """keras_sequential's TF 2.0 trainer (variables, optimizer, transformed step, ``record``),
-    stepping on the dataset's next batch instead of all of the data."""
+class Trainer(support.Trainer):
+    """keras_sequential's TF 2.0 step on the dataset's next batch instead of all of the data."""
 
-    def __init__(self, state, backend):
-        super().__init__(state, backend)
+    def __init__(self, state, backend, *args):
+        super().__init__(state, backend, *args)
         self.batches = iter(make_dataset(state))
 
     def run_step(self):
         x_batch, y_batch = next(self.batches)
-        self.last = self.step(x_batch, y_batch, self.params)
+        self.last = self.step(x_batch, y_batch, *self.weights.values())
 
 
-class GraphTrainer:
+class GraphTrainer(support.GraphTrainer):
     """TF 1.0: the input pipeline, model, gradients and updates in one graph, run per step."""
 
-    def __init__(self, state, backend):
-        self.backend = backend
-        graph = backend.new_graph()
-        dtype = tf.as_dtype(state.dtype)
-        with graph.as_default():
-            # A one-shot iterator takes the graph's random seed for whatever random ops its
-            # dataset holds (this one holds none); with op determinism on, an unset seed raises.
-            tf.compat.v1.set_random_seed(0)
-            iterator = tf.compat.v1.data.make_one_shot_iterator(make_dataset(state))
-            x_batch, y_batch = iterator.get_next()
-            self.params = [tf.Variable(state.params[n], name=n) for n in NAMES]
-            optimizer = OPTIMIZERS[state.config["optimizer"]](self.params, state.config, dtype)
-            loss = forward_loss(x_batch, y_batch, *self.params)
-            grads = tf.gradients(loss, self.params)
-            with tf.control_dependencies([loss, *grads]):
-                update = tf.group(*optimizer.updates(self.params, grads))
-            init = tf.compat.v1.global_variables_initializer()
-        graph.finalize()
-        self.sess = backend.session(graph)
-        self.sess.run(init)
-        self.fetches = (loss, grads, update)
-
-    def run_step(self):
-        self.last = self.sess.run(self.fetches)
-
-    record = keras_sequential.GraphTrainer.record  # (loss, grads, update) fetched per step
+    def inputs(self, state, dtype):
+        # A one-shot iterator takes the graph's random seed for whatever random ops its
+        # dataset holds (this one holds none); with op determinism on, an unset seed raises.
+        tf.compat.v1.set_random_seed(0)
+        iterator = tf.compat.v1.data.make_one_shot_iterator(make_dataset(state))
+        x_batch, y_batch = iterator.get_next()
+        return x_batch, y_batch, {}  # nothing to feed: each Session.run pulls the next batch
 
 
 def build(state, backend):
-    return GraphTrainer(state, backend) if backend.mode == "v1graph" else Trainer(state, backend)
+    optimizer = OPTIMIZERS[state.config["optimizer"]]
+    if backend.mode == "v1graph":
+        return GraphTrainer(state, backend, forward_loss, optimizer)
+    return Trainer(state, backend, make_train_step, optimizer)

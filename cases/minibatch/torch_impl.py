@@ -4,8 +4,9 @@ The seed's ``TwoLayerNet`` (an ``nn.Module`` subclass: ``linear2(linear1(x).clam
 ``DataLoader(TensorDataset(x, y), batch_size=...)`` with its defaults (no shuffling, the partial
 last batch kept), ``F.mse_loss`` (the mean over the batch's own elements), ``optim.SGD``. One
 ``run_step`` trains on the loader's next batch; the loader is iterated epoch after epoch without
-end. ``nn.Linear.weight`` is (out, in): ``linear_weight`` / ``canonical_kernel`` convert. The
-mode is applied to the model (``torch.jit.script(model)``, ``torch.compile(model)``).
+end. ``nn.Linear.weight`` is (out, in): keras_sequential's ``load`` converts (``linear_weight``),
+and ``record`` back (``canonical_kernel``). The mode is applied to the model
+(``torch.jit.script(model)``, ``torch.compile(model)``).
 
 A partial last batch (minibatch_partial) has another shape: ``torch.compile`` is left to
 recompile once for it. Dynamo's automatic dynamic shapes then compile the second graph with a
@@ -18,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from cases.keras_sequential import torch_impl as keras_sequential
+from cases.keras_sequential.torch_impl import load
+from equiv.support.torch import ModuleTrainer
 
 
 class TwoLayerNet(torch.nn.Module):
@@ -37,21 +39,14 @@ def epochs(loader):
         yield from loader
 
 
-class Trainer:
+class Trainer(ModuleTrainer):
     def __init__(self, state, backend):
-        self.backend = backend
-        cfg, p = state.config, state.params
-        x = backend.to_native(state.data["x"])
-        y = backend.to_native(state.data["y"])
+        cfg = state.config
+        model = TwoLayerNet(cfg["D_in"], cfg["H"], cfg["D_out"]).to(getattr(torch, state.dtype))
+        super().__init__(state, backend, load(backend, model.linear1, model.linear2, state.params))
+        x, y = self.x, self.y  # all of the data: the loader batches it
         loader = DataLoader(TensorDataset(x, y), batch_size=cfg["batch_size"])
         self.batches = epochs(loader)
-        model = TwoLayerNet(cfg["D_in"], cfg["H"], cfg["D_out"]).to(getattr(torch, state.dtype))
-        self.dense1, self.dense2 = model.linear1, model.linear2
-        with torch.no_grad():
-            model.linear1.weight.copy_(backend.linear_weight(p["w1"]))
-            model.linear1.bias.copy_(backend.to_native(p["b1"]))
-            model.linear2.weight.copy_(backend.linear_weight(p["w2"]))
-            model.linear2.bias.copy_(backend.to_native(p["b2"]))
         self.model = backend.transform(model)
         self.optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"])
 
@@ -63,10 +58,6 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         self.loss = loss.detach()
-
-    #: keras_sequential's: canonical kernels from ``dense1`` and ``dense2`` (here the
-    #: TwoLayerNet's ``linear1`` and ``linear2``), their gradients and the loss
-    record = keras_sequential.Trainer.record
 
 
 def build(state, backend):

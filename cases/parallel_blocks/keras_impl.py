@@ -10,10 +10,12 @@ block's inner ``Dense`` layers included, and the loss get the cell's dtype. Kern
 out) in Keras as in the canonical state.
 """
 
+import functools
+
 import keras
 
-from cases.keras_sequential.keras_impl import Trainer as SequentialTrainer
-from cases.keras_sequential.keras_impl import load_dense, make_optimizer
+from cases.keras_sequential.keras_impl import make_optimizer
+from equiv.support.keras import Trainer, load_dense
 
 
 class ParallelBlock(keras.layers.Layer):
@@ -30,43 +32,30 @@ class ParallelBlock(keras.layers.Layer):
         return keras.ops.relu(self.linear1(x) * self.linear2(x))
 
 
-class Trainer(SequentialTrainer):
-    """keras_sequential's trainer (its loss, step and record) over this model's variables."""
-
-    def __init__(self, state, backend):
-        self.backend = backend
-        cfg, dtype = state.config, state.dtype
-        self.x = backend.to_native(state.data["x"])
-        self.y = backend.to_native(state.data["y"])
-        self.model = keras.Sequential(
-            [
-                keras.Input(shape=(cfg["D_in"],), dtype=dtype),
-                ParallelBlock(cfg["H"], dtype=dtype),
-                ParallelBlock(cfg["H"], dtype=dtype),
-                keras.layers.Dense(cfg["D_out"], dtype=dtype),
-            ]
-        )
-        block1, block2, out = self.model.layers
-        dense = {
-            "p1_w1": block1.linear1,
-            "p1_w2": block1.linear2,
-            "p2_w1": block2.linear1,
-            "p2_w2": block2.linear2,
-            "out_w": out,
-        }
-        self.named = {}
-        for kernel, layer in dense.items():
-            bias = kernel.replace("_w", "_b")
-            load_dense(layer, state.params[kernel], state.params[bias])
-            self.named[kernel], self.named[bias] = layer.kernel, layer.bias
-        # in the case's order, which is the order of the gradients it reports
-        self.named = {n: self.named[n] for n in state.params}
-        self.variables = list(self.named.values())
-        self.loss_fn = keras.losses.MeanSquaredError(dtype=dtype)
-        with backend.floatx(dtype):  # the learning rate is a variable of floatx()
-            self.optimizer = make_optimizer(cfg)
-        self.optimizer.build(self.variables)
-
-
 def build(state, backend):
-    return Trainer(state, backend)
+    cfg, dtype = state.config, state.dtype
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(cfg["D_in"],), dtype=dtype),
+            ParallelBlock(cfg["H"], dtype=dtype),
+            ParallelBlock(cfg["H"], dtype=dtype),
+            keras.layers.Dense(cfg["D_out"], dtype=dtype),
+        ]
+    )
+    block1, block2, out = model.layers
+    dense = {
+        "p1_w1": block1.linear1,
+        "p1_w2": block1.linear2,
+        "p2_w1": block2.linear1,
+        "p2_w2": block2.linear2,
+        "out_w": out,
+    }
+    named = {}
+    for kernel, layer in dense.items():
+        bias = kernel.replace("_w", "_b")
+        load_dense(layer, state.params[kernel], state.params[bias])
+        named[kernel], named[bias] = layer.kernel, layer.bias
+    named = {n: named[n] for n in state.params}  # the case's order: the gradients' order
+    loss_fn = keras.losses.MeanSquaredError(dtype=dtype)
+    optimizer = functools.partial(make_optimizer, cfg)
+    return Trainer(state, backend, named, loss_fn, optimizer, model)

@@ -25,10 +25,9 @@ differs from the reference as in keras_sequential_adam, and is explained by the 
 declarations (imported, not restated).
 """
 
-import numpy as np
-
 from cases.keras_sequential_adam.spec import SPEC as KERAS_SEQUENTIAL_ADAM
 from equiv.case import CaseSpec
+from equiv.support.draws import regression_data, torch_linear
 
 BLOCKS = ("p1", "p2")
 PARAM_NAMES = (
@@ -47,20 +46,9 @@ def layer_sizes(cfg):
     return [(d_in, h), (d_in, h), (h, h), (h, h), (h, d_out)]
 
 
-def torch_linear_init(rng, fan_in, fan_out):
-    """``nn.Linear``'s default: kaiming_uniform(a=sqrt(5)) for the weight, which is uniform in
-    +-1/sqrt(fan_in), and the bias uniform in the same bound."""
-    bound = 1.0 / np.sqrt(fan_in)
-    kernel = rng.uniform(-bound, bound, size=(fan_in, fan_out))
-    return kernel, rng.uniform(-bound, bound, size=fan_out)
-
-
 def draw(rng, cfg):
-    n = cfg["N"]
-    data = {"x": rng.standard_normal((n, cfg["D_in"])), "y": rng.standard_normal((n, cfg["D_out"]))}
-    arrays = [
-        a for fan_in, fan_out in layer_sizes(cfg) for a in torch_linear_init(rng, fan_in, fan_out)
-    ]
+    data = regression_data(rng, cfg)
+    arrays = [a for fan_in, fan_out in layer_sizes(cfg) for a in torch_linear(rng, fan_in, fan_out)]
     return data, dict(zip(PARAM_NAMES, arrays, strict=True))
 
 

@@ -5,15 +5,15 @@ the model is ``nn.Sequential(ParallelBlock, ParallelBlock, Linear)``, the loss `
 and the optimizer ``torch.optim.Adam`` with the case's lr, betas and eps (keras_sequential's
 ``make_optimizer``). The mode is applied to the model: ``torch.jit.script`` compiles the custom
 module's ``forward`` from its source (its argument is a Tensor by default, so it needs no
-annotation), ``torch.compile`` traces it. ``nn.Linear.weight`` is (out, in): the backend's
-``linear_weight`` / ``canonical_kernel`` convert the layout.
+annotation), ``torch.compile`` traces it. ``nn.Linear.weight`` is (out, in): ``load_linear``
+and ``record`` convert the layout (``linear_weight``, ``canonical_kernel``).
 """
 
 import torch
 
 from cases.keras_sequential.torch_impl import Trainer as SequentialTrainer
 from cases.keras_sequential.torch_impl import make_optimizer
-from equiv.records import StepRecord
+from equiv.support.torch import ModuleTrainer, linear, load_linear
 
 
 class ParallelBlock(torch.nn.Module):
@@ -28,48 +28,29 @@ class ParallelBlock(torch.nn.Module):
         return (h1 * h2).clamp(min=0)
 
 
-class Trainer(SequentialTrainer):
-    """keras_sequential's trainer (its step: zero_grad, mse_loss, backward, step) over this
-    model, with its own record of the ten parameters."""
-
+class Trainer(ModuleTrainer):
     def __init__(self, state, backend):
-        self.backend = backend
-        cfg, p = state.config, state.params
-        self.x = backend.to_native(state.data["x"])
-        self.y = backend.to_native(state.data["y"])
+        cfg = state.config
         model = torch.nn.Sequential(
             ParallelBlock(cfg["D_in"], cfg["H"]),
             ParallelBlock(cfg["H"], cfg["H"]),
             torch.nn.Linear(cfg["H"], cfg["D_out"]),
         ).to(getattr(torch, state.dtype))
         block1, block2, out = model
-        layers = {
-            "p1": (block1.linear1, block1.linear2),
-            "p2": (block2.linear1, block2.linear2),
+        named = {
+            **linear(block1.linear1, "p1_w1", "p1_b1"),
+            **linear(block1.linear2, "p1_w2", "p1_b2"),
+            **linear(block2.linear1, "p2_w1", "p2_b1"),
+            **linear(block2.linear2, "p2_w2", "p2_b2"),
+            **linear(out, "out_w", "out_b"),
         }
-        #: canonical name -> (parameter, whether it is an (out, in) weight)
-        self.named = {"out_w": (out.weight, True), "out_b": (out.bias, False)}
-        for prefix, (linear1, linear2) in layers.items():
-            for index, linear in ((1, linear1), (2, linear2)):
-                self.named[f"{prefix}_w{index}"] = (linear.weight, True)
-                self.named[f"{prefix}_b{index}"] = (linear.bias, False)
-        with torch.no_grad():
-            for name, (param, is_weight) in self.named.items():
-                load = backend.linear_weight if is_weight else backend.to_native
-                param.copy_(load(p[name]))
+        load_linear(backend, named, state.params)
+        super().__init__(state, backend, named)
         self.model = backend.transform(model)
         self.optimizer = make_optimizer(model.parameters(), cfg)
 
-    def canonical(self, value, is_weight):
-        b = self.backend
-        return b.canonical_kernel(value) if is_weight else b.to_numpy(value)
-
-    def record(self):
-        return StepRecord(
-            loss=self.backend.to_numpy(self.loss)[()],
-            grads={n: self.canonical(p.grad, w) for n, (p, w) in self.named.items()},
-            params={n: self.canonical(p, w) for n, (p, w) in self.named.items()},
-        )
+    #: keras_sequential's step: zero_grad, mse_loss, backward, optimizer.step
+    run_step = SequentialTrainer.run_step
 
 
 def build(state, backend):

@@ -11,33 +11,26 @@ pre-activations are ~N(0, 1) and y * (1 - y) is between 0.1 and 0.25 for most un
 gradient really flows through the custom backward. ``tests/test_cases.py`` checks this.
 """
 
+from dataclasses import replace
+
 import numpy as np
 
-from equiv.case import CaseSpec
-from equiv.flops import two_layer_step_flops
-
-CONFIG = {"N": 64, "D_in": 1000, "H": 100, "D_out": 10, "lr": 1e-6, "optimizer": "sgd"}
+from cases.two_layer_mlp import spec as two_layer_mlp
 
 
 def draw(rng, cfg):
-    n, d_in, h, d_out = cfg["N"], cfg["D_in"], cfg["H"], cfg["D_out"]
-    data = {"x": rng.standard_normal((n, d_in)), "y": rng.standard_normal((n, d_out))}
-    params = {
-        "w1": rng.standard_normal((d_in, h)) / np.sqrt(d_in),
-        "w2": rng.standard_normal((h, d_out)),
-    }
-    return data, params
+    """two_layer_mlp's draw, w1 scaled by 1/sqrt(D_in)."""
+    data, params = two_layer_mlp.draw(rng, cfg)
+    return data, {**params, "w1": params["w1"] / np.sqrt(cfg["D_in"])}
 
 
-SPEC = CaseSpec(
+#: two_layer_mlp's config, parameters, steps and FLOPs
+SPEC = replace(
+    two_layer_mlp.SPEC,
     name="sigmoid_custom_op",
     title="Sigmoid as a custom op with a hand-written backward",
     seed_source='"new functions" and "Improvement" (torch.autograd.Function)',
     summary="sigmoid(x @ w1) @ w2 with a custom backward y * (1 - y); sum of squares; SGD",
-    default_steps=500,
-    config=CONFIG,
-    param_names=("w1", "w2"),
     draw=draw,
-    flops_per_step=two_layer_step_flops,
     notes=("w1 is drawn with std 1/sqrt(D_in) (not 1) so the sigmoid does not saturate.",),
 )

@@ -4,11 +4,12 @@ The Function saves its output and its backward is the hand-written grad_y * y * 
 TorchScript cannot call an ``autograd.Function``, so in ``torch.jit`` mode (as one would in
 TorchScript) the Function's forward and backward kernels and the layers around it are the
 scripted parts, and the Function glues them; ``torch.compile`` traces the Function whole.
+The training step is two_layer_mlp's (``backward``, the update, ``zero_()``) on this loss.
 """
 
 import torch
 
-from equiv.records import StepRecord
+from cases.two_layer_mlp.torch_impl import Trainer
 
 
 def sigmoid_forward(h):
@@ -43,47 +44,22 @@ def make_sigmoid(forward_kernel, backward_kernel):
     return Sigmoid.apply
 
 
-class Trainer:
-    def __init__(self, state, backend):
-        self.backend = backend
-        self.x = backend.to_native(state.data["x"])
-        self.y = backend.to_native(state.data["y"])
-        self.w1 = backend.to_native(state.params["w1"]).requires_grad_(True)
-        self.w2 = backend.to_native(state.params["w2"]).requires_grad_(True)
-        self.lr = state.config["lr"]
-        if backend.mode == "jit":
-            sigmoid = make_sigmoid(
-                backend.transform(sigmoid_forward), backend.transform(sigmoid_backward)
-            )
-            hidden_fn, loss_fn = backend.transform(hidden), backend.transform(output_loss)
-            self.loss_fn = lambda x, y, w1, w2: loss_fn(sigmoid(hidden_fn(x, w1)), w2, y)
-        else:
-            sigmoid = make_sigmoid(sigmoid_forward, sigmoid_backward)
-
-            def forward_loss(x, y, w1, w2):
-                return output_loss(sigmoid(hidden(x, w1)), w2, y)
-
-            self.loss_fn = backend.transform(forward_loss)
-
-    def run_step(self):
-        loss = self.loss_fn(self.x, self.y, self.w1, self.w2)
-        loss.backward()
-        self.last = (loss.detach(), self.w1.grad.clone(), self.w2.grad.clone())
-        with torch.no_grad():
-            self.w1 -= self.lr * self.w1.grad
-            self.w2 -= self.lr * self.w2.grad
-            self.w1.grad.zero_()
-            self.w2.grad.zero_()
-
-    def record(self):
-        to_np = self.backend.to_numpy
-        loss, g1, g2 = self.last
-        return StepRecord(
-            loss=to_np(loss)[()],
-            grads={"w1": to_np(g1), "w2": to_np(g2)},
-            params={"w1": to_np(self.w1), "w2": to_np(self.w2)},
+def make_loss_fn(backend):
+    """``loss_fn(x, y, w1, w2)``: the forward pass through the custom op, and the loss, in the
+    backend's mode."""
+    if backend.mode == "jit":
+        sigmoid = make_sigmoid(
+            backend.transform(sigmoid_forward), backend.transform(sigmoid_backward)
         )
+        hidden_fn, loss_fn = backend.transform(hidden), backend.transform(output_loss)
+        return lambda x, y, w1, w2: loss_fn(sigmoid(hidden_fn(x, w1)), w2, y)
+    sigmoid = make_sigmoid(sigmoid_forward, sigmoid_backward)
+
+    def forward_loss(x, y, w1, w2):
+        return output_loss(sigmoid(hidden(x, w1)), w2, y)
+
+    return backend.transform(forward_loss)
 
 
 def build(state, backend):
-    return Trainer(state, backend)
+    return Trainer(state, backend, make_loss_fn(backend))

@@ -8,21 +8,19 @@ a ``tf.function``, a TF1 graph. In compiled modes the branch lives inside the co
 control. Compiled cells record how often they were traced; a retrace on every step is a warning.
 """
 
-from cases.dynamic_branching.spec import CONFIG, draw
-from equiv.case import CaseSpec
-from equiv.flops import two_layer_step_flops
+from dataclasses import replace
 
-SPEC = CaseSpec(
+from cases.dynamic_branching.spec import CONFIG
+from cases.dynamic_branching.spec import SPEC as DYNAMIC_BRANCHING
+
+#: dynamic_branching's problem: its draw, parameters, steps, branching and FLOPs
+SPEC = replace(
+    DYNAMIC_BRANCHING,
     name="static_graph_step",
     title="The whole training step, branch included, built once and replayed",
     seed_source=(
         '"Static Computation Graphs" (torch.jit.script), TF 1.0 Session, TF 2.0 tf.function'
     ),
     summary="dynamic_branching's step as one compiled graph; trace counts recorded",
-    default_steps=500,
     config=dict(CONFIG),
-    param_names=("w1", "w2a", "w2b"),
-    draw=draw,
-    branching=True,
-    flops_per_step=two_layer_step_flops,
 )

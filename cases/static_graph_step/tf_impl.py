@@ -2,16 +2,20 @@
 
 The branch is ``tf.cond`` on the previous loss, which lives in a ``tf.Variable`` (a Python float
 argument would retrace ``tf.function`` on every new value); forward, ``tf.cond``, gradients,
-the update and storing the new loss are all inside the step. In ``tf.function`` and XLA the
-cond is a graph op (If) traced once; ``tf.eager`` runs the same step op by op as the control,
-where ``tf.cond`` just calls the branch taken. In v1graph the same ops are built in a TF1 graph
-with placeholders and ``tf.gradients``. Gradients of the w2 the cond did not take are zeros
-(``UnconnectedGradients.ZERO`` where the tape or ``tf.gradients`` sees no path).
+the update (two_layer_mlp's SGD) and storing the new loss are all inside the step. In
+``tf.function`` and XLA the cond is a graph op (If) traced once; ``tf.eager`` runs the same
+step op by op as the control, where ``tf.cond`` just calls the branch taken. In v1graph the
+same ops are built in a TF1 graph with placeholders and ``tf.gradients``. Gradients of the w2
+the cond did not take are zeros (``UnconnectedGradients.ZERO`` where the tape or
+``tf.gradients`` sees no path).
 """
+
+import functools
 
 import tensorflow as tf
 
-from equiv.records import StepRecord
+from cases.two_layer_mlp.tf_impl import SGD
+from equiv.support import tf as support
 
 ZERO = tf.UnconnectedGradients.ZERO
 
@@ -22,85 +26,57 @@ def forward_loss(x, y, w1, w2a, w2b, use_a):
     return tf.reduce_sum((y_pred - y) ** 2)
 
 
-def make_train_step(lr, threshold):
+def make_train_step(optimizer, threshold):
     def train_step(x, y, w1, w2a, w2b, prev_loss):
         use_a = prev_loss < threshold
         with tf.GradientTape() as tape:
             loss = forward_loss(x, y, w1, w2a, w2b, use_a)
         grads = tape.gradient(loss, [w1, w2a, w2b], unconnected_gradients=ZERO)
-        for w, g in zip((w1, w2a, w2b), grads, strict=True):
-            w.assign_sub(lr * g)
+        optimizer.updates([w1, w2a, w2b], grads)
         prev_loss.assign(loss)
         return loss, grads, use_a
 
     return train_step
 
 
-class Trainer:
+class Trainer(support.Trainer):
     def __init__(self, state, backend):
-        self.backend = backend
         cfg = state.config
-        self.x = backend.to_native(state.data["x"])
-        self.y = backend.to_native(state.data["y"])
-        self.w = {n: tf.Variable(state.params[n], name=n) for n in ("w1", "w2a", "w2b")}
+        make_step = functools.partial(make_train_step, threshold=cfg["threshold"])
+        super().__init__(state, backend, make_step, SGD)
         self.prev_loss = tf.Variable(cfg["initial_prev_loss"], dtype=state.dtype, name="prev")
-        self.step = backend.transform(make_train_step(cfg["lr"], cfg["threshold"]))
 
     def run_step(self):
-        self.last = self.step(self.x, self.y, *self.w.values(), self.prev_loss)
+        loss, grads, self.use_a = self.step(self.x, self.y, *self.weights.values(), self.prev_loss)
+        self.last = (loss, grads)
 
-    def record(self):
-        to_np = self.backend.to_numpy
-        loss, grads, use_a = self.last
-        return StepRecord(
-            loss=to_np(loss)[()],
-            grads={n: to_np(g) for n, g in zip(self.w, grads, strict=True)},
-            params={n: to_np(p) for n, p in self.w.items()},
-            branch="w2a" if bool(use_a) else "w2b",
-        )
+    @property
+    def branch(self):
+        return "w2a" if bool(self.use_a) else "w2b"
 
 
-class GraphTrainer:
+class GraphTrainer(support.GraphTrainer):
     """TF 1.0: the step, tf.cond included, is one graph; every step is one Session.run."""
 
-    def __init__(self, state, backend):
-        self.backend = backend
-        cfg = state.config
-        graph = backend.new_graph()
-        dtype = tf.as_dtype(state.dtype)
-        with graph.as_default():
-            self.x = tf.compat.v1.placeholder(dtype, shape=state.data["x"].shape, name="x")
-            self.y = tf.compat.v1.placeholder(dtype, shape=state.data["y"].shape, name="y")
-            self.w = {n: tf.Variable(state.params[n], name=n) for n in ("w1", "w2a", "w2b")}
-            prev_loss = tf.Variable(cfg["initial_prev_loss"], dtype=dtype, name="prev_loss")
-            use_a = prev_loss < tf.constant(cfg["threshold"], dtype=dtype)
-            weights = list(self.w.values())
-            loss = forward_loss(self.x, self.y, *weights, use_a)
-            grads = tf.gradients(loss, weights, unconnected_gradients=ZERO)
-            lr = tf.constant(cfg["lr"], dtype=dtype)
-            with tf.control_dependencies([loss, use_a, *grads]):
-                updates = [w.assign_sub(lr * g) for w, g in zip(weights, grads, strict=True)]
-                update = tf.group(*updates, prev_loss.assign(loss))
-            init = tf.compat.v1.global_variables_initializer()
-        graph.finalize()
-        self.sess = backend.session(graph)
-        self.sess.run(init)
-        self.fetches = (loss, grads, use_a, update)
-        feed = {self.x: state.data["x"], self.y: state.data["y"]}
-        self.feed = {k: backend.to_native(v) for k, v in feed.items()}
+    def train_ops(self, x, y, optimizer):
+        cfg, dtype = self.config, x.dtype
+        prev_loss = tf.Variable(cfg["initial_prev_loss"], dtype=dtype, name="prev_loss")
+        use_a = prev_loss < tf.constant(cfg["threshold"], dtype=dtype)
+        weights = list(self.weights.values())
+        loss = self.forward_loss(x, y, *weights, use_a)
+        grads = tf.gradients(loss, weights, unconnected_gradients=ZERO)
+        with tf.control_dependencies([loss, use_a, *grads]):
+            update = tf.group(*optimizer.updates(weights, grads), prev_loss.assign(loss))
+        return loss, grads, update, use_a
 
     def run_step(self):
-        self.last = self.sess.run(self.fetches, feed_dict=self.feed)
+        loss, grads, update, self.use_a = self.sess.run(self.fetches, feed_dict=self.feed)
+        self.last = (loss, grads, update)
 
-    def record(self):
-        loss, grads, use_a, _ = self.last
-        return StepRecord(
-            loss=loss[()],
-            grads=dict(zip(self.w, grads, strict=True)),
-            params=self.sess.run(self.w),
-            branch="w2a" if use_a else "w2b",
-        )
+    branch = Trainer.branch
 
 
 def build(state, backend):
-    return GraphTrainer(state, backend) if backend.mode == "v1graph" else Trainer(state, backend)
+    if backend.mode == "v1graph":
+        return GraphTrainer(state, backend, forward_loss, SGD)
+    return Trainer(state, backend)

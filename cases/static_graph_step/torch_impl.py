@@ -13,7 +13,7 @@ specialise (retrace) on every new value.
 
 import torch
 
-from equiv.records import StepRecord
+from equiv.support.torch import TensorTrainer
 
 
 def train_step(x, y, w1, w2a, w2b, prev_loss, lr: float, threshold: float):
@@ -58,44 +58,26 @@ def train_step_cond(x, y, w1, w2a, w2b, prev_loss, lr: float, threshold: float):
     return loss.detach(), g1, g2a, g2b, use_a
 
 
-class Trainer:
+class Trainer(TensorTrainer):
     def __init__(self, state, backend):
-        self.backend = backend
+        super().__init__(state, backend)
         cfg = state.config
-        self.x = backend.to_native(state.data["x"])
-        self.y = backend.to_native(state.data["y"])
-        self.w = {
-            n: backend.to_native(state.params[n]).requires_grad_(True) for n in ("w1", "w2a", "w2b")
-        }
-        self.lr, self.threshold = cfg["lr"], cfg["threshold"]
+        self.threshold = cfg["threshold"]
         self.prev_loss = torch.tensor(cfg["initial_prev_loss"], dtype=self.x.dtype)
         step = train_step_cond if backend.mode == "compile" else train_step
         self.step = backend.transform(step)
 
     def run_step(self):
-        out = self.step(
-            self.x,
-            self.y,
-            self.w["w1"],
-            self.w["w2a"],
-            self.w["w2b"],
-            self.prev_loss,
-            self.lr,
-            self.threshold,
-        )
-        loss, g1, g2a, g2b, use_a = out
+        w1, w2a, w2b = self.w.values()
+        out = self.step(self.x, self.y, w1, w2a, w2b, self.prev_loss, self.lr, self.threshold)
+        loss, g1, g2a, g2b, self.use_a = out
         self.prev_loss = loss
-        self.last = (loss, {"w1": g1, "w2a": g2a, "w2b": g2b}, use_a)
+        self.last = (loss, {"w1": g1, "w2a": g2a, "w2b": g2b})
 
-    def record(self):
-        to_np = self.backend.to_numpy
-        loss, grads, use_a = self.last
-        return StepRecord(
-            loss=to_np(loss)[()],
-            grads={n: to_np(g) for n, g in grads.items()},
-            params={n: to_np(p) for n, p in self.w.items()},
-            branch="w2a" if bool(use_a) else "w2b",
-        )
+    @property
+    def branch(self):
+        """Read from the step's tensor when recorded, not in the timed step."""
+        return "w2a" if bool(self.use_a) else "w2b"
 
 
 def build(state, backend):

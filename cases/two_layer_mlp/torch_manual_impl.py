@@ -6,17 +6,13 @@ The seed's listing has two typos that would not run (``.sum`` without the call, 
 describe. Backend mode ``torch.manual``: nothing is traced, compiled or differentiated by torch.
 """
 
-from cases.two_layer_mlp.torch_impl import Trainer as AutogradTrainer
+from equiv.support.torch import TensorTrainer
 
 
-class Trainer:
+class Trainer(TensorTrainer):
     def __init__(self, state, backend):
-        self.backend = backend
-        self.x = backend.to_native(state.data["x"])
-        self.y = backend.to_native(state.data["y"])
-        self.w1 = backend.to_native(state.params["w1"])
-        self.w2 = backend.to_native(state.params["w2"])
-        self.learning_rate = state.config["lr"]
+        super().__init__(state, backend, requires_grad=False)
+        self.w1, self.w2 = self.w["w1"], self.w["w2"]
 
     def run_step(self):
         x, y, w1, w2 = self.x, self.y, self.w1, self.w2
@@ -31,13 +27,10 @@ class Trainer:
         grad_h = grad_h_relu.clone()
         grad_h[h < 0] = 0
         grad_w1 = x.t().mm(grad_h)
-        self.last = (loss, grad_w1, grad_w2)
+        self.last = (loss, {"w1": grad_w1, "w2": grad_w2})
 
-        w1 -= self.learning_rate * grad_w1
-        w2 -= self.learning_rate * grad_w2
-
-    # the same StepRecord as the autograd program's: (loss, grad_w1, grad_w2) and w1, w2
-    record = AutogradTrainer.record
+        w1 -= self.lr * grad_w1
+        w2 -= self.lr * grad_w2
 
 
 def build(state, backend):

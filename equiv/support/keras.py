@@ -1,0 +1,107 @@
+"""Support for Keras 3 case code: weight loading, the sum-of-squares loss, the trainer.
+
+A Keras case file shows its model (layers, a ``Sequential``), its loss and optimizer, and
+``build``. What every Keras trainer does besides is here, the same on the tensorflow, torch and
+jax backends:
+
+- ``load_dense``: canonical kernels are (in, out), as a ``Dense`` kernel is, so they load as
+  they are; a wrong shape is refused with the layer's name and both shapes;
+- ``SumSquaredError``: the seed's torch loss, which Keras does not have (``MeanSquaredError``
+  averages);
+- ``Trainer``: Keras 3 optimizers have no ``minimize`` (the seed's ``opt.minimize`` is Keras
+  2), so a step is the backend's autodiff (``backend.value_and_grad``: a ``GradientTape`` on
+  TensorFlow) and ``optimizer.apply_gradients``; then the record.
+
+Two float64 traps are handled once here: a loss given no dtype computes in ``floatx()``
+(float32), so ``SumSquaredError`` takes the cell's; an optimizer's learning rate is a variable
+of ``floatx()``, so ``Trainer`` builds the optimizer under the cell's ``floatx``. This module
+imports keras: only Keras case code imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from equiv.records import CaseState, StepRecord
+from equiv.support.records import step_record
+
+if TYPE_CHECKING:
+    from equiv.backends.keras import KerasBackend
+
+
+class SumSquaredError(keras.losses.Loss):
+    """sum((y_pred - y_true)^2) over every element, computed in ``dtype``."""
+
+    def __init__(self, dtype: str):
+        super().__init__(name="sum_squared_error", reduction="sum", dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        return ops.sum(ops.square(y_pred - y_true), axis=-1)
+
+
+def load_dense(layer: keras.layers.Layer, kernel: np.ndarray, bias: np.ndarray | None = None):
+    """Sets a built ``Dense`` layer's kernel (and bias) to the canonical arrays, as they are.
+
+    A kernel of another shape (an (out, in) one, from a torch-shaped port) is an error that
+    names the layer and both shapes, rather than whatever ``set_weights`` says.
+    """
+    given = [kernel] if bias is None else [kernel, bias]
+    held = [tuple(w.shape) for w in layer.weights]
+    shapes = [tuple(np.shape(w)) for w in given]
+    if shapes != held:
+        raise ValueError(
+            f"load_dense: layer {layer.name!r} holds weights of shapes {held}, given {shapes}; "
+            "canonical kernels are (in, out), as a Dense kernel is, and load untransposed"
+        )
+    layer.set_weights(given)
+
+
+class Trainer:
+    """A Keras step: ``value_and_grad`` of ``compute_loss`` with respect to the variables in
+    ``named`` (canonical name -> variable, in the case's order), ``apply_gradients``, record.
+
+    ``compute_loss`` is ``loss_fn(y, model(x))`` by default; a subclass with another (a branch,
+    a batch) overrides it or ``run_step``. ``optimizer`` is called with no argument, under the
+    cell's ``floatx``, to make the Keras optimizer (``functools.partial(keras.optimizers.SGD,
+    learning_rate=...)``). A case with data-dependent control flow sets ``self.branch`` (or
+    makes it a property) to the branch the step took.
+    """
+
+    branch: str | None = None
+
+    def __init__(
+        self,
+        state: CaseState,
+        backend: KerasBackend,
+        named: Mapping[str, keras.Variable],
+        loss_fn: Callable,
+        optimizer: Callable[[], keras.optimizers.Optimizer],
+        model: keras.Model | None = None,
+    ):
+        self.backend = backend
+        self.x = backend.to_native(state.data["x"])
+        self.y = backend.to_native(state.data["y"])
+        self.model = model
+        self.named = dict(named)
+        self.variables = list(self.named.values())
+        self.loss_fn = loss_fn
+        with backend.floatx(state.dtype):  # the learning rate is a variable of floatx()
+            self.optimizer = optimizer()
+        self.optimizer.build(self.variables)
+
+    def compute_loss(self) -> Any:
+        return self.loss_fn(self.y, self.model(self.x))
+
+    def run_step(self) -> None:
+        loss, grads = self.backend.value_and_grad(self.compute_loss, self.variables)
+        self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
+        self.last = (loss, grads)
+
+    def record(self) -> StepRecord:
+        loss, grads = self.last
+        return step_record(self.backend.to_numpy, loss, grads, self.named, self.branch)

@@ -1,0 +1,103 @@
+"""Support for PyTorch case code: the trainer scaffolding around the idiom under test.
+
+A torch case file shows its model, its training step (``loss.backward()``, the update,
+``zero_grad``) and ``build``. What every torch trainer does besides is here: the canonical
+state as tensors, the canonical names of the parameters, and the step's record in the
+canonical layout (an ``nn.Linear`` weight is (out, in), a canonical kernel (in, out)). Two
+shapes of program, two bases:
+
+- ``TensorTrainer``: the parameters are leaf tensors the case updates itself (the seed's
+  "Autograd" programs, and its hand-written backward);
+- ``ModuleTrainer``: an ``nn.Module`` trained by a ``torch.optim`` optimizer (the seed's
+  ``nn`` programs); ``linear`` names a layer's parameters, ``load_linear`` loads them.
+
+It needs nothing from torch beyond what the backend converts, so it imports no framework; it
+is meant for torch case code only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from equiv.records import CaseState, StepRecord
+from equiv.support.records import step_record
+
+if TYPE_CHECKING:
+    from equiv.backends.torch import TorchBackend
+
+#: canonical name -> (torch parameter, whether it is an (out, in) ``nn.Linear`` weight)
+Named = dict[str, tuple[Any, bool]]
+
+
+class TensorTrainer:
+    """The canonical parameters as tensors ``self.w`` (name -> tensor, in the case's order),
+    the data as ``self.x`` and ``self.y``, the learning rate as ``self.lr``.
+
+    ``requires_grad`` makes the tensors autograd leaves; the seed's hand-written backward
+    (``torch.manual``) takes plain tensors. The case's ``run_step`` leaves
+    ``self.last = (loss, grads)``, ``grads`` a name -> tensor mapping (copies: the tensors'
+    ``.grad`` is zeroed afterwards); ``record`` reports them with the updated ``self.w``, and
+    ``self.branch``, which a case with data-dependent control flow sets to the branch taken.
+    """
+
+    branch: str | None = None
+
+    def __init__(self, state: CaseState, backend: TorchBackend, requires_grad: bool = True):
+        self.backend = backend
+        self.x = backend.to_native(state.data["x"])
+        self.y = backend.to_native(state.data["y"])
+        self.w = {
+            name: backend.to_native(value).requires_grad_(requires_grad)
+            for name, value in state.params.items()
+        }
+        self.lr = state.config["lr"]
+
+    def record(self) -> StepRecord:
+        loss, grads = self.last
+        return step_record(self.backend.to_numpy, loss, grads, self.w, self.branch)
+
+
+def linear(layer: Any, kernel: str, bias: str) -> Named:
+    """An ``nn.Linear``'s parameters under their canonical names: its weight as ``kernel``
+    (recorded transposed to the canonical (in, out)), its bias as ``bias``."""
+    return {kernel: (layer.weight, True), bias: (layer.bias, False)}
+
+
+def load_linear(backend: TorchBackend, named: Named, params: Mapping[str, np.ndarray]) -> None:
+    """Copies the canonical ``params`` into the ``named`` parameters: a canonical (in, out)
+    kernel into an (out, in) weight through ``backend.linear_weight``, a bias as it is."""
+    import torch
+
+    with torch.no_grad():
+        for name, (param, is_kernel) in named.items():
+            load = backend.linear_weight if is_kernel else backend.to_native
+            param.copy_(load(params[name]))
+
+
+class ModuleTrainer:
+    """The data as ``self.x`` and ``self.y`` and the model's parameters by canonical name
+    (``named``, built with ``linear``). The case's ``run_step`` leaves the step's loss in
+    ``self.loss`` and the gradients where ``backward`` puts them (each parameter's ``.grad``,
+    zeroed before the next ``backward``); ``record`` reads them with the updated parameters."""
+
+    def __init__(self, state: CaseState, backend: TorchBackend, named: Named):
+        self.backend = backend
+        self.x = backend.to_native(state.data["x"])
+        self.y = backend.to_native(state.data["y"])
+        self.named = named
+
+    def canonical(self, value: Any, is_kernel: bool) -> np.ndarray:
+        backend = self.backend
+        return backend.canonical_kernel(value) if is_kernel else backend.to_numpy(value)
+
+    def record(self) -> StepRecord:
+        named = self.named.items()
+        return step_record(
+            np.asarray,
+            self.backend.to_numpy(self.loss),
+            {name: self.canonical(p.grad, is_kernel) for name, (p, is_kernel) in named},
+            {name: self.canonical(p, is_kernel) for name, (p, is_kernel) in named},
+        )
