@@ -4,7 +4,9 @@ JAX has no layer library of its own, so LayerNorm and attention are written here
 would get them, with Flax's and optax's defaults for what the torch model left implicit:
 
 - GELU: ``jax.nn.gelu``, whose default is ``approximate=True`` (the tanh form; jax-ml/jax#4428);
-- LayerNorm: mean and biased variance over the last axis, eps 1e-6 (``flax.linen.LayerNorm``);
+- LayerNorm: mean and biased variance over the last axis, eps 1e-6 (``flax.linen.LayerNorm``;
+  its variance is two-pass here, where Flax's default ``use_fast_variance`` takes
+  E[x^2] - E[x]^2: the same number unless |mean| >> std, not the case here);
 - the causal mask: ``jnp.where(mask, scores, finfo(dtype).min)``, as Flax's
   ``dot_product_attention_weights`` fills masked logits;
 - AdamW as ``optax.adamw`` (optax/_src/alias.py) defines it: ``scale_by_adam`` (b1 0.9, b2 0.999,

@@ -11,8 +11,11 @@ eps 1e-8), so its cells pass; ``transformer_block_defaults`` is the same program
 framework's defaults.
 
 The one difference no setting removes is Keras's Adam update, the paper's "epsilon hat" form
-(Keras's AdamW is its Adam with decoupled decay): declared below, so the Keras cells are
-``explained`` by that one declaration, as keras_sequential_adam's are.
+(Keras's AdamW is its Adam with decoupled decay): declared below, so the float32 Keras cells
+are ``explained`` by that one declaration, as keras_sequential_adam's are. Float64 Keras cells
+need more, each declared with its source line: on TensorFlow, Python floats cast to float64
+through float32 (GELU's 1/sqrt(2), AdamW's weight decay and betas); on jax, LayerNormalization
+and MeanSquaredError computed in float32 (on torch equiv's backend declares the same).
 
 Sizes are small on purpose (B=2, T=6, d=8, 2 heads of 4, MLP 16: 16 parameter arrays, 1,128
 numbers): every cell runs in CI. The input has the scale of freshly initialized embeddings
