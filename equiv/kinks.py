@@ -15,6 +15,14 @@ one by now: sum_i |x_i| |dw_i| (+ |db|), with dw the shadow's own measured drift
 drift term an implementation whose state differs from the shadow's by earlier rounding can
 flip units the shadow does not (measured: two_layer_mlp, numpy float32 with one BLAS thread,
 failed at step 23).
+
+A layer whose input is itself computed (a ReLU after an earlier masked layer, as in
+parallel_blocks' second block) has a third term: its input x is a float32 value too, off the
+float64 one by up to the earlier layer's own radius dx, which moves h by sum_i |dx_i| |w_i|.
+The reference names that earlier layer (``x_from``); its radius is kept per step
+(``Flip.radii``). Without it the float32 shadow of parallel_blocks seed 7 did not flip a
+second-block unit that four float32 implementations (numpy, tf.xla, jax.eager, jax.jit) all
+flipped at step 11: a false alarm at 3.3 times the tolerance.
 """
 
 from __future__ import annotations
@@ -32,12 +40,19 @@ class Flip:
     #: the float64 reference's masks at this step, per layer (filled by a recording Flip)
     masks: dict[str, np.ndarray] = field(default_factory=dict)
     recording: bool = False
+    #: this step's radius of each masked layer's pre-activation, by mask key (filled by a
+    #: flipping Flip): how far a later layer's computed input may be off (``x_from``)
+    radii: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def radius(self, x: np.ndarray, params: dict, w: str, b: str | None = None) -> np.ndarray:
+    def radius(
+        self, x: np.ndarray, params: dict, w: str, b: str | None = None, x_from: str | None = None
+    ) -> np.ndarray:
         ax = np.abs(x)
         r = self.eps * (ax @ np.abs(params[w]))
         if w in self.drift:
             r = r + ax @ self.drift[w]
+        if x_from is not None:
+            r = r + self.radii[x_from] @ np.abs(params[w])
         if b is not None:
             r = r + self.eps * np.abs(params[b]) + self.drift.get(b, 0.0)
         return r
@@ -50,11 +65,13 @@ def relu_mask(
     params: dict | None = None,
     w: str = "w1",
     b: str | None = None,
+    x_from: str | None = None,
 ) -> np.ndarray:
     """``h > 0``; with a recording ``flip``, the mask is kept for the shadow; with a flipping
     one, every unit within its radius of the kink takes the side *opposite to the float64
-    reference's* (flipping relative to its own rounding could undo a real float32 flip)."""
-    return _kink_mask(h, flip, w, lambda: flip.radius(x, params, w, b))
+    reference's* (flipping relative to its own rounding could undo a real float32 flip).
+    ``x_from``: the key of the earlier masked layer that computed ``x`` (None: x is data)."""
+    return _kink_mask(h, flip, w, lambda: flip.radius(x, params, w, b, x_from))
 
 
 def product_relu_mask(
@@ -67,13 +84,17 @@ def product_relu_mask(
     b1: str | None = None,
     w2: str = "w2",
     b2: str | None = None,
+    x_from: str | None = None,
 ) -> np.ndarray:
     """``h1 * h2 > 0`` for a ReLU of the product of two affine maps of the same input ``x``
     (h1 = x @ w1 + b1, h2 = x @ w2 + b2), with ``relu_mask``'s recording and flipping; the
     mask is kept under ``w1``'s name. The product's radius is first order in both factors'
     (``product_radius``)."""
     return _kink_mask(
-        h1 * h2, flip, w1, lambda: product_radius(flip, h1, h2, x, params, w1, b1, w2, b2)
+        h1 * h2,
+        flip,
+        w1,
+        lambda: product_radius(flip, h1, h2, x, params, w1, b1, w2, b2, x_from),
     )
 
 
@@ -86,7 +107,8 @@ def _kink_mask(h: np.ndarray, flip: Flip | None, key: str, radius) -> np.ndarray
     if flip.recording:
         flip.masks[key] = mask
         return mask
-    at_risk = np.abs(h) <= radius()
+    r = flip.radii[key] = radius()
+    at_risk = np.abs(h) <= r
     reference = flip.masks.get(key, mask)
     return np.where(at_risk, ~reference, mask)
 
@@ -101,9 +123,10 @@ def product_radius(
     b1: str | None,
     w2: str,
     b2: str | None,
+    x_from: str | None = None,
 ) -> np.ndarray:
     """How far float32 may move h1 * h2: |h2| r1 + |h1| r2 (each factor's own radius,
     ``Flip.radius``) plus the rounding of the product itself, eps |h1 h2|."""
-    r1 = flip.radius(x, params, w1, b1)
-    r2 = flip.radius(x, params, w2, b2)
+    r1 = flip.radius(x, params, w1, b1, x_from)
+    r2 = flip.radius(x, params, w2, b2, x_from)
     return np.abs(h2) * r1 + np.abs(h1) * r2 + flip.eps * np.abs(h1 * h2)

@@ -34,8 +34,16 @@ class Numerics:
         return chosen
 
     def relu_mask(
-        self, h: np.ndarray, x: np.ndarray, params: dict, w: str, b: str | None = None
+        self,
+        h: np.ndarray,
+        x: np.ndarray,
+        params: dict,
+        w: str,
+        b: str | None = None,
+        x_from: str | None = None,
     ) -> np.ndarray:
+        """``x_from``: the ``w`` of the earlier masked layer whose output ``x`` is (None when
+        ``x`` is data): the shadow's rounding radius then includes that layer's."""
         return h > 0
 
     def product_relu_mask(
@@ -48,6 +56,7 @@ class Numerics:
         b1: str | None,
         w2: str,
         b2: str | None,
+        x_from: str | None = None,
     ) -> np.ndarray:
         """The mask of relu(h1 * h2), h1 and h2 affine maps of the same ``x``."""
         return h1 * h2 > 0
@@ -67,11 +76,11 @@ class ForcedBranch(Numerics):
     def branch(self, chosen: str) -> str:
         return self.chosen
 
-    def relu_mask(self, h, x, params, w, b=None):
-        return self.base.relu_mask(h, x, params, w, b)
+    def relu_mask(self, h, x, params, w, b=None, x_from=None):
+        return self.base.relu_mask(h, x, params, w, b, x_from)
 
-    def product_relu_mask(self, h1, h2, x, params, w1, b1, w2, b2):
-        return self.base.product_relu_mask(h1, h2, x, params, w1, b1, w2, b2)
+    def product_relu_mask(self, h1, h2, x, params, w1, b1, w2, b2, x_from=None):
+        return self.base.product_relu_mask(h1, h2, x, params, w1, b1, w2, b2, x_from)
 
 
 @dataclass(frozen=True)
@@ -83,11 +92,11 @@ class KinkShadow(Numerics):
 
     flip: Flip
 
-    def relu_mask(self, h, x, params, w, b=None):
-        return kinks.relu_mask(h, self.flip, x, params, w, b)
+    def relu_mask(self, h, x, params, w, b=None, x_from=None):
+        return kinks.relu_mask(h, self.flip, x, params, w, b, x_from)
 
-    def product_relu_mask(self, h1, h2, x, params, w1, b1, w2, b2):
-        return kinks.product_relu_mask(h1, h2, self.flip, x, params, w1, b1, w2, b2)
+    def product_relu_mask(self, h1, h2, x, params, w1, b1, w2, b2, x_from=None):
+        return kinks.product_relu_mask(h1, h2, self.flip, x, params, w1, b1, w2, b2, x_from)
 
 
 def recording() -> KinkShadow:

@@ -13,6 +13,7 @@ from equiv.records import Cell
 from equiv.reference import ReferenceTrainer
 from equiv.registry import get_backend
 from equiv.runner import RunOptions, run_cell
+from equiv.tolerance import _calibrate_cached
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -98,3 +99,37 @@ def test_sum_instead_of_product_diverges_in_the_loss_at_step_0(dtype):
     div = result.first_divergence
     assert (div.step, div.quantity) == (0, "loss")
     assert run_cell(cell, options).status == "pass"
+
+
+def test_a_second_blocks_radius_includes_its_computed_inputs_radius():
+    """x_from: block 2's input is block 1's float32 output, off by up to block 1's radius."""
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((4, 3)), rng.standard_normal((3, 2))
+    flip = Flip(EPS32, radii={"p1_w1": np.full((4, 3), 1e-6)})
+    plain = flip.radius(x, {"w": w}, "w")
+    assert np.allclose(
+        flip.radius(x, {"w": w}, "w", x_from="p1_w1") - plain, 1e-6 * (np.ones((4, 3)) @ np.abs(w))
+    )
+
+
+SEED7 = Cell("parallel_blocks", "numpy", "float32")
+SEED7_OPTIONS = RunOptions(seed=7, steps=12, bench_rounds=0, keep_trajectories=False)
+
+
+def test_seed_7_float32_passes_and_fails_without_the_input_radius(monkeypatch):
+    """The sweep's false alarm (seed 7, step 11, grads p2_w1 at 3.3 times the tolerance, on
+    numpy, tf.xla and both JAX modes): the float32 shadow must flip the second-block unit that
+    a float32 implementation may flip because its input, block 1's output, is float32 too."""
+    _calibrate_cached.cache_clear()
+    assert run_cell(SEED7, SEED7_OPTIONS).status == "pass"
+    real = Flip.radius
+    monkeypatch.setattr(
+        Flip, "radius", lambda self, x, p, w, b=None, x_from=None: real(self, x, p, w, b)
+    )
+    _calibrate_cached.cache_clear()
+    try:
+        result = run_cell(SEED7, SEED7_OPTIONS)
+    finally:
+        _calibrate_cached.cache_clear()
+    assert result.status == "fail"
+    assert result.first_divergence.step == 11

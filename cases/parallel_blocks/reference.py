@@ -10,16 +10,17 @@ from equiv import layers
 from equiv.numerics import EXACT
 
 
-def block_forward(x, params, prefix, numerics=EXACT):
+def block_forward(x, params, prefix, numerics=EXACT, x_from=None):
     """relu(h1 * h2) and its backward: ``back(grad_out, grads, input_grad=True)`` adds the
     block's parameter gradients to ``grads`` and returns its input's gradient (None without
-    ``input_grad``: the first block's input is the data)."""
+    ``input_grad``: the first block's input is the data). ``x_from`` names the block whose
+    output ``x`` is (its first kernel), None for the data."""
     names = (f"{prefix}_w1", f"{prefix}_b1", f"{prefix}_w2", f"{prefix}_b2")
     w1, b1, w2, b2 = (params[n] for n in names)
     h1, dense1_back = layers.dense(x, w1, b1)
     h2, dense2_back = layers.dense(x, w2, b2)
     product, product_back = layers.multiply(h1, h2)
-    mask = numerics.product_relu_mask(h1, h2, x, params, *names)
+    mask = numerics.product_relu_mask(h1, h2, x, params, *names, x_from=x_from)
     out, relu_back = layers.relu(product, mask)
 
     def back(grad_out, grads, input_grad=True):
@@ -32,10 +33,11 @@ def block_forward(x, params, prefix, numerics=EXACT):
 
 
 def forward_backward(params, data, cfg, prev_loss=None, numerics=EXACT):
-    h, backs = data["x"], []
+    h, backs, x_from = data["x"], [], None
     for prefix in BLOCKS:
-        h, back = block_forward(h, params, prefix, numerics)
+        h, back = block_forward(h, params, prefix, numerics, x_from)
         backs.append(back)
+        x_from = f"{prefix}_w1"
     y_pred, out_back = layers.dense(h, params["out_w"], params["out_b"])
     loss, loss_back = layers.mse(y_pred, data["y"])
 
