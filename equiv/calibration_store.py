@@ -40,6 +40,7 @@ HARNESS_MODULES = (
     "equiv.case",
     "equiv.records",
     "equiv.calibration_store",
+    "equiv.support.draws",
 )
 FORMAT = 1
 
@@ -74,8 +75,22 @@ def _numeric_platform() -> dict[str, str]:
     return {"numpy": np.__version__, "machine": platform.machine(), "blas": ";".join(blas)}
 
 
+def case_modules(spec) -> tuple[str, ...]:
+    """The case's spec and reference modules, and the modules their ``draw`` and
+    ``forward_backward`` are defined in: a case that re-exports another case's reference (or
+    ``replace``s its spec) must get a new calibration when that other file changes."""
+    reference = importlib.import_module(spec.module_name("reference"))
+    found = (
+        spec.module_name("spec"),
+        spec.module_name("reference"),
+        getattr(spec.draw, "__module__", None),
+        getattr(getattr(reference, "forward_backward", None), "__module__", None),
+    )
+    return tuple(dict.fromkeys(m for m in found if m))
+
+
 def cache_key(spec, seed: int, steps: int, dtype: str, variant: tuple) -> str:
-    modules = (*HARNESS_MODULES, spec.module_name("spec"), spec.module_name("reference"))
+    modules = (*HARNESS_MODULES, *case_modules(spec))
     material = {
         "format": FORMAT,
         "case": spec.name,

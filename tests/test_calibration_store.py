@@ -89,3 +89,17 @@ def test_entries_hold_no_pickles(tmp_path):
     CalibrationStore(tmp_path).get("k", lambda: _calibrate_uncached(SPEC, 0, 3, "float32", ()))
     with np.load(tmp_path / "k.npz", allow_pickle=False) as found:
         assert all(found[k].dtype != object for k in found.files)
+
+
+def test_a_case_that_reuses_another_cases_reference_is_keyed_on_that_file(monkeypatch):
+    """keras_sequential_adam's reference re-exports keras_sequential's: an edit there must
+    make its stored calibrations stale too, not only an edit of its own (re-exporting) file."""
+    spec = get_case("keras_sequential_adam")
+    base = cache_key(spec, 0, 30, "float64", ())
+    real = calibration_store._source_digest
+    monkeypatch.setattr(
+        calibration_store,
+        "_source_digest",
+        lambda m: "edited" if m == "cases.keras_sequential.reference" else real(m),
+    )
+    assert cache_key(spec, 0, 30, "float64", ()) != base
