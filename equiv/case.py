@@ -266,6 +266,14 @@ def all_cases() -> dict[str, CaseSpec]:
     return case_catalog().cases
 
 
+def builtin_cases() -> dict[str, CaseSpec]:
+    """equiv's own cases only: for tests of a backend's own behaviour (trace counts, speed),
+    which an installed case package's cells (maybe without that backend's code) must not
+    widen."""
+    catalog = case_catalog()
+    return {n: s for n, s in catalog.cases.items() if catalog.origins[n] == BUILT_IN}
+
+
 def unavailable_cases() -> dict[str, UnavailableCase]:
     """Case packages (or entries) that could not be loaded, by the name they are listed as."""
     return case_catalog().unavailable

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from equiv.case import all_cases
+from equiv.case import builtin_cases
 from equiv.registry import get_backend
 
 SCRIPT = r"""
@@ -22,7 +22,7 @@ import json
 import numpy as np
 import jax
 import keras
-from equiv.case import all_cases, get_case
+from equiv.case import builtin_cases, get_case
 from equiv.implementations import ImplSource
 from equiv.registry import get_backend
 
@@ -58,7 +58,7 @@ def steps(trainer, n):
 
 
 report = {"compiles_after_warmup": {}, "staged_equals_plain": {}}
-for case in sorted(all_cases()):
+for case in sorted(builtin_cases()):
     trainer = build(case, "float64")
     steps(trainer, 2)
     before = len(compiles)
@@ -101,7 +101,7 @@ def jax_report():
     return json.loads(line.removeprefix("REPORT "))
 
 
-@pytest.mark.parametrize("case", sorted(all_cases()))
+@pytest.mark.parametrize("case", sorted(builtin_cases()))
 def test_keras_jax_steps_stop_compiling_after_the_first(jax_report, case):
     compiles = jax_report["compiles_after_warmup"][case]
     assert compiles == 0, f"{case}: {compiles} compilations in 4 eager steps after the first 2"

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from equiv.case import all_cases, get_case
+from equiv.case import builtin_cases, get_case
 from equiv.implementations import ImplSource, Patch
 from equiv.records import Cell
 from equiv.registry import get_backend
@@ -102,7 +102,7 @@ def test_the_unpatched_implementations_pass_the_same_short_runs():
 
 
 @pytest.mark.parametrize("backend", ["tf.function", "tf.xla", "tf.v1graph"])
-@pytest.mark.parametrize("case", sorted(all_cases()))
+@pytest.mark.parametrize("case", sorted(builtin_cases()))
 def test_compiled_tf_steps_are_traced_once_per_run(backend, case):
     skip_unless_available(backend)
     result = run_cell(Cell(case, backend, "float32"), OPTIONS)
