@@ -11,38 +11,46 @@ def canonical_params() -> dict[str, np.ndarray]:
     return get_case("transformer_block").make_state(0, "float64").params
 
 
+def test_the_attention_is_bias_free():
+    """No q/k/v/o bias in the layout (the key bias's gradient is identically zero: spec notes);
+    LayerNorm and the MLP keep theirs."""
+    assert not {"bq", "bk", "bv", "bo"} & set(layout.PARAM_NAMES)
+    assert {"ln1_beta", "ln2_beta", "b1", "b2"} <= set(layout.PARAM_NAMES)
+    assert tuple(canonical_params()) == layout.PARAM_NAMES
+
+
 def test_torch_in_proj_packs_q_k_v_as_out_in_blocks():
     p = canonical_params()
-    weight, bias = layout.torch_in_proj(p)
+    weight = layout.torch_in_proj(p)
     d = p["wq"].shape[0]
-    assert weight.shape == (3 * d, d) and bias.shape == (3 * d,)
+    assert weight.shape == (3 * d, d)
     h = np.random.default_rng(0).standard_normal((5, d))
-    # torch computes h @ in_proj_weight.T + in_proj_bias, then chunks q, k, v in that order
-    packed = h @ weight.T + bias
+    # torch computes h @ in_proj_weight.T (bias=False), then chunks q, k, v in that order
+    packed = h @ weight.T
     for i, n in enumerate("qkv"):
-        want = h @ p[f"w{n}"] + p[f"b{n}"]
+        want = h @ p[f"w{n}"]
         np.testing.assert_allclose(packed[:, i * d : (i + 1) * d], want, rtol=1e-12, atol=1e-14)
 
 
 def test_torch_in_proj_round_trips():
     p = canonical_params()
-    back = layout.from_torch_in_proj(*layout.torch_in_proj(p))
+    back = layout.from_torch_in_proj(layout.torch_in_proj(p))
+    assert set(back) == {"wq", "wk", "wv"}
     for n in "qkv":
         assert back[f"w{n}"].tobytes() == p[f"w{n}"].tobytes()
-        assert back[f"b{n}"].tobytes() == p[f"b{n}"].tobytes()
 
 
 def test_keras_projection_puts_head_i_at_columns_i_head_dim():
     p, heads = canonical_params(), 2
-    kernel, bias = layout.keras_projection(p["wq"], p["bq"], heads)
+    kernel = layout.keras_projection(p["wq"], heads)
     d = p["wq"].shape[0]
     hd = d // heads
-    assert kernel.shape == (d, heads, hd) and bias.shape == (heads, hd)
+    assert kernel.shape == (d, heads, hd)
     h = np.random.default_rng(1).standard_normal((3, d))
     # Keras's query EinsumDense: "abc,cde->abde" over (B, T, d): per head, h @ kernel[:, i]
     for i in range(heads):
-        want = h @ p["wq"][:, i * hd : (i + 1) * hd] + p["bq"][i * hd : (i + 1) * hd]
-        np.testing.assert_allclose(h @ kernel[:, i] + bias[i], want, rtol=1e-12, atol=1e-14)
+        want = h @ p["wq"][:, i * hd : (i + 1) * hd]
+        np.testing.assert_allclose(h @ kernel[:, i], want, rtol=1e-12, atol=1e-14)
 
 
 def test_keras_output_sums_heads_in_the_canonical_order():
@@ -59,8 +67,7 @@ def test_keras_output_sums_heads_in_the_canonical_order():
 
 def test_from_keras_inverts_every_keras_shape():
     p, heads = canonical_params(), 2
-    kernel, bias = layout.keras_projection(p["wk"], p["bk"], heads)
+    kernel = layout.keras_projection(p["wk"], heads)
     assert layout.from_keras(kernel, p["wk"].shape).tobytes() == p["wk"].tobytes()
-    assert layout.from_keras(bias, p["bk"].shape).tobytes() == p["bk"].tobytes()
     out = layout.keras_output(p["wo"], heads)
     assert layout.from_keras(out, p["wo"].shape).tobytes() == p["wo"].tobytes()

@@ -34,8 +34,8 @@ class TestTransformerBlock(CaseConformance):
         "torch.eager": [
             # nn.MultiheadAttention reads (T, B, d) unless told batch_first
             (
-                'nn.MultiheadAttention(d, cfg["heads"], batch_first=True)',
-                'nn.MultiheadAttention(d, cfg["heads"], batch_first=False)',
+                'nn.MultiheadAttention(d, cfg["heads"], bias=False, batch_first=True)',
+                'nn.MultiheadAttention(d, cfg["heads"], bias=False, batch_first=False)',
             ),
             # the (out, in) transpose of a square Linear forgotten: no shape error, wrong maths
             (

@@ -45,18 +45,19 @@ def layer_norm(x, gamma, beta, eps):
 
 
 def attention(p, h, heads, fill):
-    """Causal multi-head self-attention; heads are contiguous blocks of q/k/v's columns."""
+    """Causal multi-head self-attention without biases; heads are contiguous blocks of q/k/v's
+    columns."""
     b, t, d = h.shape
 
     def split(a):  # (B, T, d) -> (B, heads, T, head_dim)
         return a.reshape(b, t, heads, d // heads).transpose(0, 2, 1, 3)
 
-    q, k, v = (split(h @ p[f"w{n}"] + p[f"b{n}"]) for n in "qkv")
+    q, k, v = (split(h @ p[f"w{n}"]) for n in "qkv")
     scores = q @ k.swapaxes(-1, -2) / jnp.sqrt(jnp.asarray(d // heads, h.dtype))
     mask = jnp.tril(jnp.ones((t, t), dtype=bool))
     scores = jnp.where(mask, scores, fill)
     out = jax.nn.softmax(scores, axis=-1) @ v
-    return out.transpose(0, 2, 1, 3).reshape(b, t, d) @ p["wo"] + p["bo"]
+    return out.transpose(0, 2, 1, 3).reshape(b, t, d) @ p["wo"]
 
 
 def make_loss(cfg, s, dtype):

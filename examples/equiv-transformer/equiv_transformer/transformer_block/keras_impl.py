@@ -1,11 +1,11 @@
 """The transformer block ported to Keras 3: one functional model, the same code on TensorFlow,
 torch and jax.
 
-``LayerNormalization``, ``MultiHeadAttention(num_heads, key_dim=d // heads)`` called with
-``use_causal_mask=True``, ``Dense(mlp, activation="gelu")`` and ``Dense(d)``, residual adds,
-``keras.losses.MeanSquaredError`` and ``keras.optimizers.AdamW``. The step takes the gradient
-with the backend's autodiff (``backend.value_and_grad``; Keras 3 optimizers have no
-``minimize``) and calls ``apply_gradients``.
+``LayerNormalization``, ``MultiHeadAttention(num_heads, key_dim=d // heads, use_bias=False)`` (no
+q/k/v or output biases: the spec's notes say why) called with ``use_causal_mask=True``, ``Dense(mlp,
+activation="gelu")`` and ``Dense(d)``, residual adds, ``keras.losses.MeanSquaredError`` and
+``keras.optimizers.AdamW``. The step takes the gradient with the backend's autodiff
+(``backend.value_and_grad``; Keras 3 optimizers have no ``minimize``) and calls ``apply_gradients``.
 
 Keras 3.15's defaults, from its source, where they differ from the torch model's:
 ``LayerNormalization(epsilon=1e-3)`` (layers/normalization/layer_normalization.py);
@@ -49,7 +49,9 @@ def make_model(cfg, dtype):
     ln = explicit(cfg, epsilon=cfg["ln_eps"])
     x = keras.Input(shape=(cfg["T"], d), dtype=dtype)
     h = keras.layers.LayerNormalization(dtype=dtype, name="ln1", **ln)(x)
-    attention = keras.layers.MultiHeadAttention(heads, d // heads, dtype=dtype, name="attn")
+    attention = keras.layers.MultiHeadAttention(
+        heads, d // heads, use_bias=False, dtype=dtype, name="attn"
+    )
     x1 = x + attention(h, h, use_causal_mask=True)
     h = keras.layers.LayerNormalization(dtype=dtype, name="ln2", **ln)(x1)
     h = keras.layers.Dense(cfg["mlp"], activation=gelu_activation(cfg), dtype=dtype, name="dense1")(
@@ -66,8 +68,8 @@ def variables_by_name(model):
     d1, d2 = model.get_layer("dense1"), model.get_layer("dense2")
     named = {"ln1_gamma": ln1.gamma, "ln1_beta": ln1.beta}
     for n, dense in zip("qkv", (attn.query_dense, attn.key_dense, attn.value_dense), strict=True):
-        named[f"w{n}"], named[f"b{n}"] = dense.kernel, dense.bias
-    named["wo"], named["bo"] = attn.output_dense.kernel, attn.output_dense.bias
+        named[f"w{n}"] = dense.kernel
+    named["wo"] = attn.output_dense.kernel
     named.update({"ln2_gamma": ln2.gamma, "ln2_beta": ln2.beta})
     named.update({"w1": d1.kernel, "b1": d1.bias, "w2": d2.kernel, "b2": d2.bias})
     return {n: named[n] for n in layout.PARAM_NAMES}
@@ -77,9 +79,7 @@ def keras_arrays(params, heads):
     """The canonical arrays in the shapes of the Keras variables."""
     out = dict(params)
     for n in "qkv":
-        out[f"w{n}"], out[f"b{n}"] = layout.keras_projection(
-            params[f"w{n}"], params[f"b{n}"], heads
-        )
+        out[f"w{n}"] = layout.keras_projection(params[f"w{n}"], heads)
     out["wo"] = layout.keras_output(params["wo"], heads)
     return out
 

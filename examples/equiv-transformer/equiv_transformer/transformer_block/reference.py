@@ -1,11 +1,11 @@
 """Reference for the transformer block: a composition of ``equiv.layers`` blocks.
 
-Forward in order, then each block's backward in reverse; the residual connections add their
-two gradients. Heads are split by reshaping q, k and v (B, T, d) -> (B, heads, T, head_dim),
-the canonical layout's contiguous column blocks. The config chooses LayerNorm's eps and the
-GELU form, which is what the defaults case's explanations vary; the mask fill is torch's -inf
-(no row of a causal mask is fully masked, so any large negative fill gives the same numbers).
-"""
+Forward in order, then each block's backward in reverse; the residual connections add their two
+gradients. The attention's projections have no biases (the spec's notes say why); LayerNorm and the
+MLP keep theirs. Heads are split by reshaping q, k and v (B, T, d) -> (B, heads, T, head_dim), the
+canonical layout's contiguous column blocks. The config chooses LayerNorm's eps and the GELU form,
+which is what the defaults case's explanations vary; the mask fill is torch's -inf (no row of a
+causal mask is fully masked, so any large negative fill gives the same numbers)."""
 
 from __future__ import annotations
 
@@ -46,10 +46,10 @@ def forward_backward(params, data, cfg, prev_loss=None, numerics=EXACT):
     causal = np.tril(np.ones((x.shape[1], x.shape[1]), dtype=bool))
 
     h1, ln1_back = layers.layer_norm(x, p["ln1_gamma"], p["ln1_beta"], eps)
-    projections = {n: layers.dense(h1, p[f"w{n}"], p[f"b{n}"]) for n in "qkv"}
+    projections = {n: layers.dense(h1, p[f"w{n}"]) for n in "qkv"}
     q, k, v = (split_heads(projections[n][0], heads) for n in "qkv")
     attended, attention_back = layers.softmax_attention(q, k, v, causal)
-    a, out_back = layers.dense(merge_heads(attended), p["wo"], p["bo"])
+    a, out_back = layers.dense(merge_heads(attended), p["wo"])
     x1 = x + a
     h2, ln2_back = layers.layer_norm(x1, p["ln2_gamma"], p["ln2_beta"], eps)
     u, dense1_back = layers.dense(h2, p["w1"], p["b1"])
@@ -63,11 +63,11 @@ def forward_backward(params, data, cfg, prev_loss=None, numerics=EXACT):
     g_h2, grads["w1"], grads["b1"] = dense1_back(gelu_back(g_g))
     g_x1, grads["ln2_gamma"], grads["ln2_beta"] = ln2_back(g_h2)
     g_x1 = g_x1 + g_out  # the MLP's residual
-    g_attended, grads["wo"], grads["bo"] = out_back(g_x1)
+    g_attended, grads["wo"], _ = out_back(g_x1)
     g_qkv = attention_back(split_heads(g_attended, heads))
     g_h1 = np.zeros_like(h1)
     for n, g_n in zip("qkv", g_qkv, strict=True):
-        g_in, grads[f"w{n}"], grads[f"b{n}"] = projections[n][1](merge_heads(g_n))
+        g_in, grads[f"w{n}"], _ = projections[n][1](merge_heads(g_n))
         g_h1 = g_h1 + g_in
     _, grads["ln1_gamma"], grads["ln1_beta"] = ln1_back(g_h1)
     return loss, {n: grads[n] for n in p}, None

@@ -1,6 +1,7 @@
 """The transformer block in PyTorch, as its author wrote it: the program the others port.
 
-``nn.LayerNorm``, ``nn.MultiheadAttention(batch_first=True)`` with a boolean causal
+``nn.LayerNorm``, ``nn.MultiheadAttention(bias=False, batch_first=True)`` (no q/k/v or output
+biases: the spec's notes say why) with a boolean causal
 ``attn_mask`` (True = may *not* attend, torch's convention; ``F._canonical_mask`` turns it into
 an additive -inf mask), ``nn.GELU()``, ``F.mse_loss``, ``torch.optim.AdamW``. torch's defaults
 are the case's reference settings (torch 2.13 source): ``nn.LayerNorm(eps=1e-5)``,
@@ -13,6 +14,8 @@ The block is a ``Module`` whose ``forward`` takes the mask as an argument, so th
 (``torch.jit.script``, ``torch.compile``) is applied to the whole model. Layout: the canonical
 q/k/v kernels go into the packed ``in_proj_weight`` (``equiv_transformer.layout``); Linear
 weights are (out, in), converted by the backend's ``linear_weight`` / ``canonical_kernel``.
+TorchScript cannot compile a bias-free ``nn.MultiheadAttention``: ``scriptable`` works around it
+for ``torch.jit`` alone.
 """
 
 import torch
@@ -35,7 +38,7 @@ class Block(nn.Module):
         d = cfg["d"]
         ln = explicit(cfg, eps=cfg["ln_eps"])
         self.ln1 = nn.LayerNorm(d, **ln)
-        self.attn = nn.MultiheadAttention(d, cfg["heads"], batch_first=True)
+        self.attn = nn.MultiheadAttention(d, cfg["heads"], bias=False, batch_first=True)
         self.ln2 = nn.LayerNorm(d, **ln)
         gelu = explicit(cfg, approximate="tanh" if cfg["gelu"] == "tanh" else "none")
         self.mlp = nn.Sequential(
@@ -48,6 +51,19 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+def scriptable(attn: nn.MultiheadAttention) -> None:
+    """TorchScript cannot compile ``nn.MultiheadAttention(bias=False)`` (torch 2.x,
+    torch/nn/modules/activation.py: ``forward`` reads ``self.in_proj_bias.dtype`` and passes
+    ``out_proj.bias`` to ``torch._native_multi_head_attention``'s ``Tensor`` argument, both None
+    here). For ``torch.jit.script`` only, the two missing biases become zero buffers: not
+    parameters (no gradient, no update, nothing recorded), and adding 0 changes no number."""
+    d = attn.embed_dim
+    del attn._parameters["in_proj_bias"]
+    attn.register_buffer("in_proj_bias", torch.zeros(3 * d))
+    del attn.out_proj._parameters["bias"]
+    attn.out_proj.register_buffer("bias", torch.zeros(d))
+
+
 class Trainer:
     def __init__(self, state, backend):
         self.backend = backend
@@ -56,7 +72,10 @@ class Trainer:
         self.y = backend.to_native(state.data["y"])
         t = cfg["T"]
         self.mask = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
-        model = Block(cfg).to(getattr(torch, state.dtype))
+        model = Block(cfg)
+        if backend.mode == "jit":
+            scriptable(model.attn)
+        model = model.to(getattr(torch, state.dtype))
         self.load(model, p)
         self.block = model
         self.model = backend.transform(model)
@@ -70,14 +89,11 @@ class Trainer:
 
     def load(self, model, p):
         b = self.backend
-        weight, bias = layout.torch_in_proj(p)
         with torch.no_grad():
             model.ln1.weight.copy_(b.to_native(p["ln1_gamma"]))
             model.ln1.bias.copy_(b.to_native(p["ln1_beta"]))
-            model.attn.in_proj_weight.copy_(b.to_native(weight))
-            model.attn.in_proj_bias.copy_(b.to_native(bias))
+            model.attn.in_proj_weight.copy_(b.to_native(layout.torch_in_proj(p)))
             model.attn.out_proj.weight.copy_(b.linear_weight(p["wo"]))
-            model.attn.out_proj.bias.copy_(b.to_native(p["bo"]))
             model.ln2.weight.copy_(b.to_native(p["ln2_gamma"]))
             model.ln2.bias.copy_(b.to_native(p["ln2_beta"]))
             model.mlp[0].weight.copy_(b.linear_weight(p["w1"]))
@@ -99,11 +115,8 @@ class Trainer:
         out = {
             "ln1_gamma": np_(pick(m.ln1.weight)),
             "ln1_beta": np_(pick(m.ln1.bias)),
-            **layout.from_torch_in_proj(
-                np_(pick(m.attn.in_proj_weight)), np_(pick(m.attn.in_proj_bias))
-            ),
+            **layout.from_torch_in_proj(np_(pick(m.attn.in_proj_weight))),
             "wo": b.canonical_kernel(pick(m.attn.out_proj.weight)),
-            "bo": np_(pick(m.attn.out_proj.bias)),
             "ln2_gamma": np_(pick(m.ln2.weight)),
             "ln2_beta": np_(pick(m.ln2.bias)),
             "w1": b.canonical_kernel(pick(m.mlp[0].weight)),

@@ -33,13 +33,14 @@ from dataclasses import replace
 
 from equiv.case import Explanation
 
-from equiv_transformer.transformer_block.spec import CONFIG as MATCHED_CONFIG
 from equiv_transformer.transformer_block.spec import (
+    BIAS_FREE_NOTE,
     EPSILON_HAT,
     KERAS_JAX_FLOAT32,
     KERAS_TF_GELU,
     KERAS_TF_HYPERPARAMETERS,
 )
+from equiv_transformer.transformer_block.spec import CONFIG as MATCHED_CONFIG
 from equiv_transformer.transformer_block.spec import SPEC as MATCHED
 
 CONFIG = {**MATCHED_CONFIG, "settings": "defaults"}
@@ -87,6 +88,7 @@ SPEC = replace(
     config=CONFIG,
     notes=(
         "the reference's config is the torch model's (torch's defaults).",
+        BIAS_FREE_NOTE,
         "Keras: LayerNorm eps 1e-3, AdamW wd 0.004 / eps 1e-7 / epsilon hat; declared.",
         "JAX: GELU tanh, LayerNorm eps 1e-6, optax adamw wd 1e-4; declared.",
         "the mask fill (-inf, -0.7 * finfo.max, finfo.min) is not declared: no row of a "
