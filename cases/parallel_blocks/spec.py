@@ -13,7 +13,7 @@ The seed's sizes and learning rate are kept: nothing is degenerate with them. Me
 float64 at seed 0 (seed 1 alike): the loss falls 0.94 -> 0.36 (step 50) -> 0.047 (step 100) ->
 1.2e-8 (step 250) -> 6e-20 (step 500). The product's ReLU is on for 50% of block 1's units and
 49% of block 2's at step 0, 43% and 49% at step 500, so both masks matter all along; the masks
-go through ``equiv.kinks.product_relu_mask`` (a product's kink radius is first order in both
+come from ``numerics.product_relu_mask`` (a product's kink radius is first order in both
 factors). With about 2e5 parameters for 640 targets the model interpolates: the float64 loss
 keeps falling to 6e-20 (residuals ~2.5e-10), while float32 levels off at its rounding level,
 near 2e-14, from step ~400; the tolerance calibration measures that, as it does for
