@@ -32,8 +32,7 @@ def test_jit_traces_each_step_function_once(case):
     result = run_cell(Cell(case, "jax.jit", "float64"), SHORT, benchmark=False)
     if result.status == "skip":
         pytest.skip(result.reason)
-    # explained: a case package's declared, proven difference (transformer_block_defaults)
-    assert result.status in ("pass", "explained"), result.reason
+    assert result.status == "pass", result.reason
     assert result.traces == 1, f"{case}: {result.traces} traces in {result.compared_steps} steps"
 
 
