@@ -22,7 +22,7 @@ the jitted step as arguments, so it is traced once).
 
 import jax
 import jax.numpy as jnp
-from equiv.records import StepRecord
+from equiv.support.records import step_record
 
 from equiv_transformer.layout import PARAM_NAMES
 
@@ -135,12 +135,9 @@ class Trainer:
         self.backend.track((self.loss, self.params))
 
     def record(self):
-        to_np = self.backend.to_numpy
-        return StepRecord(
-            loss=to_np(self.loss)[()],
-            grads={n: to_np(self.grads[n]) for n in PARAM_NAMES},
-            params={n: to_np(self.params[n]) for n in PARAM_NAMES},
-        )
+        # JAX returns dicts with sorted keys: the record lists the parameters in the case's order
+        params = {n: self.params[n] for n in PARAM_NAMES}
+        return step_record(self.backend.to_numpy, self.loss, self.grads, params)
 
 
 def build(state, backend):
