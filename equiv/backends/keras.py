@@ -55,6 +55,8 @@ import numpy as np
 from equiv.backends.base import Backend, CellSkip
 from equiv.backends.tensorflow import (
     TF_OPTIONAL_IMPORTS,
+    XLA_SINGLE_THREAD,
+    add_xla_flag,
     configure_tensorflow,
     tensorflow_version,
 )
@@ -267,6 +269,12 @@ class KerasJax(KerasBackend):
     needs_own_process = True
 
     def configure_framework(self, threads: int) -> None:
+        # One thread: XLA's CPU kernels single-threaded, as tf.xla and equiv-jax set it. Without
+        # it a keras.jax worker inherited the flag or not from the process that started it (a
+        # pytest-xdist worker that had run a jax or tf.xla cell, or not), and the example's
+        # transformer_block float32 cell gave other bits (max_ratio grads 4.787 against 4.724).
+        if threads == 1:
+            add_xla_flag(XLA_SINGLE_THREAD)
         import jax
 
         # XLA's CPU thread pool is fixed when jax starts; it is not set to ``threads`` here.
