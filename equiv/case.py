@@ -96,6 +96,16 @@ class CaseSpec:
     notes: tuple[str, ...] = field(default_factory=tuple)
     explanations: tuple[Explanation, ...] = ()
     package: str = "cases"
+    #: forward activations every step reports, by layer name in execution order
+    #: (``StepRecord.activations``): a failing cell names the first layer out of tolerance
+    activation_names: tuple[str, ...] = ()
+    #: non-trainable state every step reports after its update (``StepRecord.state``)
+    state_names: tuple[str, ...] = ()
+    #: evaluation-mode outputs every step reports after its update (``StepRecord.evaluation``)
+    evaluation_names: tuple[str, ...] = ()
+    #: the pytest matrix's most steps for this case (None: the matrix's own count); a case
+    #: whose cell costs seconds a step keeps CI within its budget with it (documented there)
+    matrix_steps: int | None = None
 
     def explanations_for(self, backend_id: str, dtype: str = "") -> list[Explanation]:
         """Every declaration of the case that applies: each is one difference, and a cell

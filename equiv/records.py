@@ -46,12 +46,21 @@ class StepRecord:
     ``loss`` is the loss computed from the parameters *before* the update, ``grads`` its
     gradients, ``params`` the parameters *after* the update; ``branch`` names the branch taken
     for cases with data-dependent control flow (None otherwise).
+
+    Cases that declare them (``CaseSpec.activation_names`` ...) also report ``activations``,
+    the step's forward activations per named layer (before the update: they locate the first
+    diverging layer), ``state``, non-trainable state after the step (BatchNorm's running
+    statistics), and ``evaluation``, outputs of an evaluation-mode forward pass after the
+    update (logits computed with the running statistics).
     """
 
     loss: float
     grads: dict[str, np.ndarray]
     params: dict[str, np.ndarray]
     branch: str | None = None
+    activations: dict[str, np.ndarray] = field(default_factory=dict)
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+    evaluation: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, order=True)

@@ -25,12 +25,17 @@ def step_record(
     grads: Mapping[str, Any] | Sequence[Any],
     params: Mapping[str, Any],
     branch: str | None = None,
+    *,
+    activations: Mapping[str, Any] | None = None,
+    state: Mapping[str, Any] | None = None,
+    evaluation: Mapping[str, Any] | None = None,
 ) -> StepRecord:
     """The step's record: ``loss`` before the update, ``grads`` and ``params`` after it.
 
     ``params`` maps canonical names to the native parameters, in the case's order; ``grads``
     maps the same names to gradients, or is a sequence in the order of ``params`` (as an
-    autodiff call returns the gradients of a list of variables). Every value goes through
+    autodiff call returns the gradients of a list of variables). ``activations``, ``state``
+    and ``evaluation`` (by canonical name) for cases that declare them. Every value goes through
     ``to_numpy``, so a record is a snapshot: the next step does not change it.
     """
     if not isinstance(grads, Mapping):
@@ -40,7 +45,14 @@ def step_record(
         grads={name: to_numpy(grad) for name, grad in grads.items()},
         params={name: to_numpy(param) for name, param in params.items()},
         branch=branch,
+        activations=_converted(to_numpy, activations),
+        state=_converted(to_numpy, state),
+        evaluation=_converted(to_numpy, evaluation),
     )
+
+
+def _converted(to_numpy: ToNumpy, values: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+    return {name: to_numpy(value) for name, value in (values or {}).items()}
 
 
 def with_zero_grads(
