@@ -61,6 +61,18 @@ class Numerics:
         """The mask of relu(h1 * h2), h1 and h2 affine maps of the same ``x``."""
         return h1 * h2 > 0
 
+    def kink_mask(self, h: np.ndarray, key: str) -> np.ndarray:
+        """The mask of relu(h) for a pre-activation of any computation (a convolution and
+        BatchNorm, a residual sum), named ``key`` (unique per ReLU in a step). The shadow's
+        rounding radius is then measured, not derived from an affine map (``equiv.kinks``)."""
+        return h > 0
+
+    def pool_choice(self, windows: np.ndarray, key: str) -> np.ndarray:
+        """The index of each window's maximum (``windows``: (..., k)), the element a max-pool
+        routes its gradient to: the first maximum, as torch's CPU kernel takes it. ``key``
+        names the pool."""
+        return np.argmax(windows, axis=-1)
+
 
 EXACT = Numerics()
 
@@ -81,6 +93,12 @@ class ForcedBranch(Numerics):
 
     def product_relu_mask(self, h1, h2, x, params, w1, b1, w2, b2, x_from=None):
         return self.base.product_relu_mask(h1, h2, x, params, w1, b1, w2, b2, x_from)
+
+    def kink_mask(self, h, key):
+        return self.base.kink_mask(h, key)
+
+    def pool_choice(self, windows, key):
+        return self.base.pool_choice(windows, key)
 
 
 @dataclass(frozen=True)
