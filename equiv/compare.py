@@ -26,7 +26,15 @@ from equiv.tolerance import (
 
 # Pipeline order inside one step: the branch is decided first (on the previous loss), then the
 # forward pass gives the loss, the backward pass the gradients, the update the parameters.
-PHASE = {"branch": "control flow", "loss": "forward", "grads": "backward", "params": "update"}
+PHASE = {
+    "branch": "control flow",
+    "activations": "forward",
+    "loss": "forward",
+    "grads": "backward",
+    "params": "update",
+    "state": "state update",
+    "evaluation": "evaluation forward",
+}
 #: points per quantity in a cell's ``series`` (for plotting): a 500-step case pools 5 steps a
 #: point, enough for a plot a few hundred pixels wide. 250 made a full run's parity.json 10 MB.
 SERIES_POINTS = 100
@@ -47,7 +55,7 @@ def group_of(key: str) -> str:
 
 
 #: the quantity groups of a step record, in pipeline order
-GROUPS = ("loss", "grads", "params")
+GROUPS = ("activations", "loss", "grads", "params", "state", "evaluation")
 
 
 def declared_not_observed(trainer) -> dict[str, str]:
@@ -58,7 +66,7 @@ def declared_not_observed(trainer) -> dict[str, str]:
     unknown = sorted(set(declared) - set(GROUPS))
     if unknown:
         raise ValueError(f"not_observed names unknown quantities {unknown}; known: {GROUPS}")
-    if set(declared) == set(GROUPS):
+    if {"loss", "grads", "params"} <= set(declared):
         raise ValueError("not_observed leaves nothing to compare")
     return declared
 
@@ -202,6 +210,57 @@ class Comparison:
             out[key] = {
                 "error": [float(f"{err[i]:.4g}") for i in picks],
                 "tolerance": [float(f"{tol[i]:.4g}") for i in picks],
+            }
+        return out
+
+    def layer_drilldown(self) -> dict[str, Any] | None:
+        """For a case that reports activations and a comparison that diverged: every layer's
+        error and tolerance at the first diverging step, in forward order, with the first
+        layer out of tolerance and the layers before it, which agree. ``first_layer`` is None
+        where the whole forward pass agrees at that step (the divergence starts later in the
+        step: the backward pass, the update, the state)."""
+        layers = [k for k in self.keys if group_of(k) == "activations"]
+        div = self.first_divergence
+        if not layers or div is None or div.step >= len(self._error[layers[0]]):
+            return None
+        step = div.step
+        rows = []
+        for key in layers:
+            err, tol = self._error[key][step], self._tol[key][step]
+            ratio = err / tol if tol > 0 else (0.0 if err == 0 else math.inf)
+            rows.append(
+                {
+                    "layer": key.partition("/")[2],
+                    "error": float(f"{err:.4g}"),
+                    "tolerance": float(f"{tol:.4g}"),
+                    "ratio": float(f"{ratio:.4g}"),
+                }
+            )
+        first = next((i for i, row in enumerate(rows) if row["ratio"] > 1), None)
+        return {
+            "step": step,
+            "first_layer": None if first is None else rows[first]["layer"],
+            "agreeing": [row["layer"] for row in rows[: len(rows) if first is None else first]],
+            "layers": rows,
+        }
+
+    def state_summary(self) -> dict[str, Any] | None:
+        """Each non-trainable state quantity's (BatchNorm's running statistics) largest error
+        and its ratio to the tolerance over the compared steps, and at which step."""
+        keys = [k for k in self.keys if group_of(k) == "state"]
+        if not keys or not self._error[keys[0]]:
+            return None
+        out = {}
+        for key in keys:
+            err, tol = np.asarray(self._error[key]), np.asarray(self._tol[key])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(tol > 0, err / tol, np.where(err > 0, np.inf, 0.0))
+            worst = int(np.argmax(ratio))
+            out[key.partition("/")[2]] = {
+                "max_ratio": float(f"{ratio[worst]:.4g}"),
+                "step": worst,
+                "error": float(f"{err[worst]:.4g}"),
+                "tolerance": float(f"{tol[worst]:.4g}"),
             }
         return out
 

@@ -53,11 +53,17 @@ def localize(spec, backend, module, state, main: Comparison) -> Localization:
         return Localization(
             **where, diagnosis=f"wrong at the very first step, in the {phase} phase"
         )
-    if spec.config.get("optimizer", "sgd") != "sgd":
+    if spec.config.get("optimizer", "sgd") != "sgd" or spec.config.get("momentum"):
         return Localization(
             **where,
             diagnosis=f"first wrong at step {step} ({phase}); not teacher-forced: the "
             "optimizer's state is not part of the canonical state",
+        )
+    if spec.state_names:
+        return Localization(
+            **where,
+            diagnosis=f"first wrong at step {step} ({phase}); not teacher-forced: the "
+            "model's non-trainable state is not part of the canonical starting state",
         )
     if "batch_size" in spec.config:
         return Localization(
@@ -123,7 +129,7 @@ def first_difference(a: StepRecord, b: StepRecord) -> str | None:
         return f"loss ({a.loss!r} vs {b.loss!r})"
     if a.branch != b.branch:
         return f"branch ({a.branch} vs {b.branch})"
-    for group in ("grads", "params"):
+    for group in ("activations", "grads", "params", "state", "evaluation"):
         x, y = getattr(a, group), getattr(b, group)
         if x.keys() != y.keys():
             return f"{group} names ({sorted(x)} vs {sorted(y)})"

@@ -43,6 +43,24 @@ class Flip:
     #: this step's radius of each masked layer's pre-activation, by mask key (filled by a
     #: flipping Flip): how far a later layer's computed input may be off (``x_from``)
     radii: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the float64 reference's pre-activations (and max-pool windows) at this step, by key,
+    #: for the measured radius of ``measured_mask``/``measured_choice`` (filled by recording)
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the tolerance policy's safety factor K (``equiv.tolerance``), for the measured radius
+    factor: float = 1.0
+
+    def measured_radius(self, h: np.ndarray, key: str) -> float:
+        """How far a correct float32 implementation's ``h`` may be from the float64 one: K
+        times what this float32 run's is (the whole array's largest difference, and never
+        below one rounding of the array's scale). The tolerance of any compared quantity is
+        derived the same way (``equiv.tolerance``)."""
+        h64 = self.values[key]
+        diff = np.subtract(h, h64, dtype=np.float64)
+        spread = float(np.max(np.abs(diff))) if diff.size else 0.0
+        scale = float(np.max(np.abs(h64))) if h64.size else 0.0
+        radius = self.factor * max(spread, self.eps * scale)
+        self.radii[key] = np.asarray(radius)
+        return radius
 
     def radius(
         self, x: np.ndarray, params: dict, w: str, b: str | None = None, x_from: str | None = None
@@ -130,3 +148,44 @@ def product_radius(
     r1 = flip.radius(x, params, w1, b1, x_from)
     r2 = flip.radius(x, params, w2, b2, x_from)
     return np.abs(h2) * r1 + np.abs(h1) * r2 + flip.eps * np.abs(h1 * h2)
+
+
+def measured_mask(h: np.ndarray, flip: Flip | None, key: str) -> np.ndarray:
+    """``h > 0`` for the ReLU of a pre-activation no affine bound describes (a convolution,
+    then BatchNorm, then maybe a residual sum): the flipping run's radius is measured
+    (``Flip.measured_radius``), and every unit within it takes the side opposite to the
+    float64 reference's."""
+    mask = h > 0
+    if flip is None:
+        return mask
+    if flip.recording:
+        flip.masks[key], flip.values[key] = mask, h
+        return mask
+    if key not in flip.values:
+        return mask
+    at_risk = np.abs(h) <= flip.measured_radius(h, key)
+    return np.where(at_risk, ~flip.masks[key], mask)
+
+
+def measured_choice(windows: np.ndarray, flip: Flip | None, key: str) -> np.ndarray:
+    """Each max-pool window's maximum (``windows``: (..., k)), where the gradient goes; the
+    flipping run routes every window whose two largest elements are within twice the
+    measured radius of each other (either may be the larger in float32) to the one the
+    float64 reference did not choose: a max-pool's kink is a near-tie."""
+    choice = np.argmax(windows, axis=-1)
+    if flip is None:
+        return choice
+    if flip.recording:
+        flip.masks[key], flip.values[key] = choice, windows
+        return choice
+    if key not in flip.values:
+        return choice
+    radius = flip.measured_radius(windows, key)
+    order = np.argsort(windows, axis=-1)
+    top, second = order[..., -1], order[..., -2]
+    gap = np.take_along_axis(windows, top[..., None], -1) - np.take_along_axis(
+        windows, second[..., None], -1
+    )
+    at_risk = gap[..., 0] <= 2 * radius
+    other = np.where(top == flip.masks[key], second, top)
+    return np.where(at_risk, other, choice)

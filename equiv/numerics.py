@@ -116,13 +116,21 @@ class KinkShadow(Numerics):
     def product_relu_mask(self, h1, h2, x, params, w1, b1, w2, b2, x_from=None):
         return kinks.product_relu_mask(h1, h2, self.flip, x, params, w1, b1, w2, b2, x_from)
 
+    def kink_mask(self, h, key):
+        return kinks.measured_mask(h, self.flip, key)
+
+    def pool_choice(self, windows, key):
+        return kinks.measured_choice(windows, self.flip, key)
+
 
 def recording() -> KinkShadow:
     """For the float64 reference of a float32 calibration: exact, its masks kept."""
     return KinkShadow(Flip(0.0, recording=True))
 
 
-def flipping(eps: float, recorded: KinkShadow) -> KinkShadow:
+def flipping(eps: float, recorded: KinkShadow, factor: float = 1.0) -> KinkShadow:
     """For the float32 shadow: flips units within ``eps`` rounding (plus the drift) of the
-    kink, to the side opposite ``recorded``'s masks of the same step."""
-    return KinkShadow(Flip(eps, masks=recorded.flip.masks))
+    kink, to the side opposite ``recorded``'s masks of the same step. ``factor``: the
+    tolerance's K, for radii that are measured (``kinks.measured_mask``)."""
+    flip = Flip(eps, masks=recorded.flip.masks, values=recorded.flip.values, factor=factor)
+    return KinkShadow(flip)

@@ -103,6 +103,9 @@ def _options(config: pytest.Config):
     from equiv.runner import RunOptions
 
     steps = config.getoption("--equiv-steps")
+    # the ini's count is the matrix's budget: a case may cap it (``CaseSpec.matrix_steps``);
+    # an explicit --equiv-steps is taken as given
+    capped = steps is None
     if steps is None:
         steps = _ini_steps(config)
     if steps is not None and steps <= 0:
@@ -115,6 +118,7 @@ def _options(config: pytest.Config):
         bench_rounds=0 if _parallel(config) else config.getoption("--equiv-bench-rounds"),
         calibration_dir=str(Path(cache) if cache else default_directory()),
         check_reproducible=config.getini("equiv_reproducibility"),
+        cap_matrix_steps=capped,
     )
 
 

@@ -112,6 +112,12 @@ class CellResult:
     #: quantity groups the implementation cannot expose (``model.fit``'s gradients), each with
     #: the reason: never compared, so never counted as passed (``Trainer.not_observed``)
     not_observed: dict[str, str] = field(default_factory=dict)
+    #: for a case that reports activations, the first diverging step's layer by layer
+    #: comparison and the first layer out of tolerance (``Comparison.layer_drilldown``)
+    layers: dict[str, Any] | None = None
+    #: for a case with non-trainable state, each state quantity's worst step
+    #: (``Comparison.state_summary``)
+    state: dict[str, Any] | None = None
     #: fields a plugin adds to the cell's JSON entry
     extra: dict[str, Any] = field(default_factory=dict)
     #: arrays for DIR/trajectories/*.npz (not part of the JSON)
@@ -156,5 +162,7 @@ class CellResult:
             **({"localization": self.localization.to_json()} if self.localization else {}),
             "reproducible": self.reproducible,
             "not_observed": self.not_observed,
+            **({"layers": self.layers} if self.layers else {}),
+            **({"state": self.state} if self.state else {}),
             **self.extra,
         }

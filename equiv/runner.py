@@ -62,10 +62,18 @@ class RunOptions:
     #: (``CellResult.reproducible``; None when off); informative, never part of the verdict
     check_reproducible: bool = True
 
+    #: the pytest matrix's default step count: a case's ``matrix_steps`` caps ``steps``
+    cap_matrix_steps: bool = False
+
     def steps_for(self, case: str) -> int:
-        if self.steps is not None:
-            return self.steps
-        return 0 if case in unavailable_cases() else get_case(case).default_steps
+        if case in unavailable_cases():
+            return self.steps or 0
+        spec = get_case(case)
+        if self.steps is None:
+            return spec.default_steps
+        if self.cap_matrix_steps and spec.matrix_steps is not None:
+            return min(self.steps, spec.matrix_steps)
+        return self.steps
 
 
 #: wraps a cell's benchmark; a worker process uses it to have every other worker paused
@@ -194,6 +202,8 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
     result.first_divergence = main.first_divergence
     result.branches = main.branch_summary()
     result.series = main.series()
+    result.layers = main.layer_drilldown()
+    result.state = main.state_summary()
     result.warnings = list(main.warnings)
     if result.traces is not None and main.compared > 2 and result.traces >= main.compared:
         result.warnings.append(

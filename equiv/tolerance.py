@@ -43,14 +43,25 @@ EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.
 
 
 def quantity_keys(spec: CaseSpec) -> list[str]:
+    """Every compared quantity of a step, in pipeline order: the forward pass's activations
+    layer by layer (so the first out of tolerance names the first diverging layer), the loss,
+    the gradients, the updated parameters, the non-trainable state and the evaluation-mode
+    outputs."""
     names = spec.param_names
-    return ["loss"] + [f"grads/{n}" for n in names] + [f"params/{n}" for n in names]
+    return [
+        *(f"activations/{n}" for n in spec.activation_names),
+        "loss",
+        *(f"grads/{n}" for n in names),
+        *(f"params/{n}" for n in names),
+        *(f"state/{n}" for n in spec.state_names),
+        *(f"evaluation/{n}" for n in spec.evaluation_names),
+    ]
 
 
 def record_values(record) -> dict[str, np.ndarray | float]:
     out: dict[str, np.ndarray | float] = {"loss": record.loss}
-    out.update({f"grads/{k}": v for k, v in record.grads.items()})
-    out.update({f"params/{k}": v for k, v in record.params.items()})
+    for group in ("activations", "grads", "params", "state", "evaluation"):
+        out.update({f"{group}/{k}": v for k, v in getattr(record, group).items()})
     return out
 
 
@@ -194,7 +205,7 @@ def _calibrate(
     # unit within float32 rounding distance of its kink (equiv.kinks) to the other side: such
     # flips are legitimate for a float32 implementation.
     recorder = numerics.recording() if dtype == "float32" else None
-    flipper = numerics.flipping(EPS["float32"], recorder) if recorder else numerics.EXACT
+    flipper = numerics.flipping(EPS["float32"], recorder, K) if recorder else numerics.EXACT
     flip = flipper.flip if recorder else None  # its drift is updated before every step
     forced = list(path) + [None] * (steps - len(path)) if path else None
     ref64 = ReferenceTrainer(
