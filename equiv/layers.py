@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -233,3 +234,176 @@ def softmax_cross_entropy(logits: Array, labels: Array) -> tuple[Array, Callable
         return grad * _scalar(g / count, grad)
 
     return loss, back
+
+
+# --- convolutional blocks (resnet18): NCHW activations, OIHW kernels, torch's conventions ---
+
+
+def _windows(xp: Array, k: int, stride: int) -> Array:
+    """Every k x k window of a padded (N, C, H, W) array at ``stride``, as a read-only view
+    (N, C, Ho, Wo, k, k): no copy until a caller reshapes it."""
+    view = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(2, 3))
+    return view[:, :, ::stride, ::stride]
+
+
+def _pad(x: Array, padding: int, value: float = 0.0) -> Array:
+    if not padding:
+        return x
+    width = ((0, 0), (0, 0), (padding, padding), (padding, padding))
+    return np.pad(x, width, constant_values=_scalar(value, x))
+
+
+def _scatter_windows(parts: Array, padded_shape: tuple, k: int, stride: int, padding: int):
+    """The adjoint of ``_windows`` followed by cropping the padding: ``parts``
+    (N, C, k, k, Ho, Wo) holds a gradient per window element; each of the k*k kernel
+    offsets adds its (N, C, Ho, Wo) slab onto the strided positions it was read from
+    (k*k vectorised additions: no ``np.add.at``)."""
+    n, c, _, _, ho, wo = parts.shape
+    gxp = np.zeros(padded_shape, dtype=parts.dtype)
+    for i in range(k):
+        for j in range(k):
+            gxp[:, :, i : i + stride * ho : stride, j : j + stride * wo : stride] += parts[
+                :, :, i, j
+            ]
+    if padding:
+        gxp = gxp[:, :, padding:-padding, padding:-padding]
+    return np.ascontiguousarray(gxp)
+
+
+def conv2d(x: Array, w: Array, stride: int = 1, padding: int = 0) -> tuple[Array, Callable]:
+    """A bias-free 2-d convolution (cross-correlation, as every framework computes it) of x
+    (N, C, H, W) with w (O, C, k, k), symmetric zero padding on each side (torch's
+    ``padding=p``), square kernels and strides: y (N, O, Ho, Wo), Ho = (H + 2p - k) // s + 1.
+
+    im2col: the windows become a (N, C*k*k, Ho*Wo) matrix per sample, one batched matmul with
+    the (O, C*k*k) kernel. ``back(gy, input_grad=True)`` returns (gx, gw); gx is None without
+    ``input_grad`` (a first convolution, whose input is the data)."""
+    n, c, _, _ = x.shape
+    o, c_w, k, k2 = w.shape
+    assert c == c_w and k == k2, (x.shape, w.shape)
+    xp = _pad(x, padding)
+    win = _windows(xp, k, stride)
+    ho, wo = win.shape[2], win.shape[3]
+    cols = win.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * k * k, ho * wo)
+    w2 = w.reshape(o, c * k * k)
+    y = (w2 @ cols).reshape(n, o, ho, wo)
+
+    def back(gy: Array, input_grad: bool = True) -> tuple[Array | None, Array]:
+        gy3 = gy.reshape(n, o, ho * wo)
+        # sum over the batch and positions: (O, N*P) @ (N*P, C*k*k)
+        gw = gy3.transpose(1, 0, 2).reshape(o, -1) @ cols.transpose(0, 2, 1).reshape(-1, c * k * k)
+        gw = gw.reshape(w.shape)
+        if not input_grad:
+            return None, gw
+        gcols = (w2.T @ gy3).reshape(n, c, k, k, ho, wo)
+        return _scatter_windows(gcols, xp.shape, k, stride, padding), gw
+
+    return y, back
+
+
+class BatchStats(NamedTuple):
+    """A training-mode BatchNorm's batch statistics per channel: the mean, the biased
+    variance it normalised with, and the count n = N*H*W (for the unbiased n/(n-1) form
+    that torch's running variance takes)."""
+
+    mean: Array
+    var: Array
+    count: int
+
+    def unbiased_var(self) -> Array:
+        return self.var * _scalar(self.count / (self.count - 1), self.var)
+
+
+def _channel(v: Array) -> Array:
+    """A per-channel vector (C,) broadcast against (N, C, H, W)."""
+    return v.reshape(1, -1, 1, 1)
+
+
+def batch_norm_train(
+    x: Array, gamma: Array, beta: Array, eps: float
+) -> tuple[Array, Callable, BatchStats]:
+    """BatchNorm in training mode over (N, H, W) per channel of x (N, C, H, W):
+    (x - mean) / sqrt(var + eps) * gamma + beta with the batch's mean and *biased* variance
+    (torch, Keras and Flax alike). Returns (y, back, stats): the caller updates its running
+    statistics from ``stats`` (each framework its own way). ``back(gy)`` returns
+    (gx, ggamma, gbeta); gx includes the statistics' dependence on x."""
+    axes = (0, 2, 3)
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = x.mean(axis=axes)
+    centred = x - _channel(mean)
+    var = (centred * centred).mean(axis=axes)
+    rstd = _channel(1.0 / np.sqrt(var + _scalar(eps, x)))
+    xhat = centred * rstd
+    y = xhat * _channel(gamma) + _channel(beta)
+
+    def back(gy: Array) -> tuple[Array, Array, Array]:
+        ggamma = (gy * xhat).sum(axis=axes)
+        gbeta = gy.sum(axis=axes)
+        gxhat = gy * _channel(gamma)
+        # d xhat_i / d x_j = rstd (delta_ij - 1/n - xhat_i xhat_j / n), as layer_norm's
+        mean_g = gxhat.mean(axis=axes, keepdims=True)
+        mean_gx = (gxhat * xhat).mean(axis=axes, keepdims=True)
+        gx = rstd * (gxhat - mean_g - xhat * mean_gx)
+        return gx, ggamma, gbeta
+
+    return y, back, BatchStats(mean, var, count)
+
+
+def batch_norm_eval(
+    x: Array, gamma: Array, beta: Array, mean: Array, var: Array, eps: float
+) -> tuple[Array, Callable]:
+    """BatchNorm in evaluation mode: a per-channel affine map with the running statistics,
+    (x - mean) / sqrt(var + eps) * gamma + beta. ``back(gy)`` returns (gx, ggamma, gbeta)
+    (the statistics are constants here)."""
+    rstd = _channel(1.0 / np.sqrt(var + _scalar(eps, x)))
+    xhat = (x - _channel(mean)) * rstd
+    y = xhat * _channel(gamma) + _channel(beta)
+
+    def back(gy: Array) -> tuple[Array, Array, Array]:
+        axes = (0, 2, 3)
+        return gy * (_channel(gamma) * rstd), (gy * xhat).sum(axis=axes), gy.sum(axis=axes)
+
+    return y, back
+
+
+def max_pool2d(
+    x: Array,
+    k: int,
+    stride: int,
+    padding: int = 0,
+    choice: Callable[[Array], Array] | None = None,
+) -> tuple[Array, Callable]:
+    """k x k max-pooling of x (N, C, H, W) at ``stride``, padded with -inf (torch's: a
+    padded position is never the maximum). ``choice(windows)`` (windows (N, C, Ho, Wo, k*k))
+    returns each window's chosen index, the element that the output is and that receives
+    the gradient: the first maximum by default; a reference passes
+    ``lambda w: numerics.pool_choice(w, key)``. ``back(gy)`` returns gx: overlapping windows
+    that chose the same element add their gradients there."""
+    xp = _pad(x, padding, -np.inf)
+    win = _windows(xp, k, stride)
+    n, c, ho, wo = win.shape[:4]
+    flat = win.reshape(n, c, ho, wo, k * k)
+    index = np.argmax(flat, axis=-1) if choice is None else np.asarray(choice(flat))
+    y = np.take_along_axis(flat, index[..., None], axis=-1)[..., 0]
+
+    def back(gy: Array) -> Array:
+        # the gradient of each window element: gy where it was chosen, 0 elsewhere
+        parts = np.zeros((n, c, k * k, ho, wo), dtype=gy.dtype)
+        np.put_along_axis(parts, index[:, :, None], gy[:, :, None], axis=2)
+        return _scatter_windows(parts.reshape(n, c, k, k, ho, wo), xp.shape, k, stride, padding)
+
+    return y, back
+
+
+def global_avg_pool(x: Array) -> tuple[Array, Callable]:
+    """The mean over the spatial axes of x (N, C, H, W): (N, C). ``back(gy)`` spreads each
+    gradient evenly over its H*W positions."""
+    y = x.mean(axis=(2, 3))
+    area = x.shape[2] * x.shape[3]
+
+    def back(gy: Array) -> Array:
+        return np.ascontiguousarray(
+            np.broadcast_to((gy * _scalar(1.0 / area, gy))[:, :, None, None], x.shape)
+        )
+
+    return y, back

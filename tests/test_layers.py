@@ -340,3 +340,230 @@ def test_momentum_and_adamw_match_torch():
             opt.step()
             p = ours.step(p, {"w": g})
         np.testing.assert_allclose(p["w"], w.detach().numpy(), rtol=1e-13, atol=1e-15)
+
+
+# --- convolutional blocks (resnet18) -------------------------------------------------------
+
+
+def naive_conv2d(x: np.ndarray, w: np.ndarray, stride: int, padding: int) -> np.ndarray:
+    """The convolution written out as loops over every output element."""
+    n, c, h, wd = x.shape
+    o, _, k, _ = w.shape
+    xp = np.zeros((n, c, h + 2 * padding, wd + 2 * padding))
+    xp[:, :, padding : padding + h, padding : padding + wd] = x
+    ho, wo = (h + 2 * padding - k) // stride + 1, (wd + 2 * padding - k) // stride + 1
+    y = np.zeros((n, o, ho, wo))
+    for b in range(n):
+        for f in range(o):
+            for i in range(ho):
+                for j in range(wo):
+                    patch = xp[b, :, i * stride : i * stride + k, j * stride : j * stride + k]
+                    y[b, f, i, j] = np.sum(patch * w[f])
+    return y
+
+
+@pytest.mark.parametrize("k,stride,padding", [(3, 2, 1), (3, 1, 1), (1, 2, 0), (5, 2, 2)])
+def test_conv2d_forward_against_loops(k, stride, padding):
+    x, w = normal(2, 3, 7, 7), normal(4, 3, k, k)
+    y, _ = layers.conv2d(x, w, stride, padding)
+    np.testing.assert_allclose(y, naive_conv2d(x, w, stride, padding), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("k,stride,padding", [(3, 2, 1), (3, 1, 1), (1, 2, 0), (7, 2, 3)])
+def test_conv2d_gradients(k, stride, padding):
+    inputs = {"x": normal(2, 3, 8, 8), "w": normal(4, 3, k, k)}
+    check_block(lambda x, w: layers.conv2d(x, w, stride, padding), inputs, samples=20)
+
+
+def test_conv2d_input_grad_false_skips_only_the_input_gradient():
+    x, w, gy = normal(2, 3, 6, 6), normal(4, 3, 3, 3), normal(2, 4, 3, 3)
+    _, back = layers.conv2d(x, w, 2, 1)
+    (gx, gw), (none, gw2) = back(gy), back(gy, input_grad=False)
+    assert none is None and gx.shape == x.shape
+    np.testing.assert_array_equal(gw, gw2)
+
+
+def test_batch_norm_train_three_gradients_and_its_statistics():
+    x = normal(3, 4, 5, 5) * 2 + 1
+    inputs = {"x": x, "gamma": normal(4), "beta": normal(4), "eps": 1e-5}
+    check_block(
+        lambda **kw: layers.batch_norm_train(**kw)[:2], inputs, grad_names=["x", "gamma", "beta"]
+    )
+    y, _, stats = layers.batch_norm_train(x, np.ones(4), np.zeros(4), 1e-5)
+    per_channel = x.transpose(1, 0, 2, 3).reshape(4, -1)
+    np.testing.assert_allclose(stats.mean, per_channel.mean(axis=1), rtol=1e-14)
+    np.testing.assert_allclose(stats.var, per_channel.var(axis=1), rtol=1e-13)  # biased
+    np.testing.assert_allclose(stats.unbiased_var(), per_channel.var(axis=1, ddof=1), rtol=1e-13)
+    assert stats.count == 3 * 5 * 5
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0.0, atol=1e-13)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), stats.var / (stats.var + 1e-5), rtol=1e-12)
+
+
+def test_batch_norm_eval_is_the_affine_map_of_the_running_statistics():
+    x, gamma, beta = normal(2, 3, 4, 4), normal(3), normal(3)
+    mean, var = normal(3), RNG.random(3) + 0.5
+    y, _ = layers.batch_norm_eval(x, gamma, beta, mean, var, 1e-5)
+    c = (slice(None), None, None)
+    expected = (x - mean[c]) / np.sqrt(var[c] + 1e-5) * gamma[c] + beta[c]
+    np.testing.assert_allclose(y, expected, rtol=1e-14, atol=1e-15)
+    check_block(
+        lambda x, gamma, beta: layers.batch_norm_eval(x, gamma, beta, mean, var, 1e-5),
+        {"x": x, "gamma": gamma, "beta": beta},
+    )
+
+
+def test_max_pool2d_values_gradient_and_overlapping_windows():
+    x = normal(2, 3, 7, 7)  # distinct entries: no tie within a difference step
+    y, back = layers.max_pool2d(x, 3, 2, 1)
+    assert y.shape == (2, 3, 4, 4)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    for i in range(4):
+        for j in range(4):
+            window = xp[:, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3]
+            np.testing.assert_array_equal(y[:, :, i, j], window.max(axis=(2, 3)))
+    check_block(lambda x: layers.max_pool2d(x, 3, 2, 1), {"x": x}, samples=40)
+    # an element that is the maximum of two overlapping windows receives both gradients
+    one = np.zeros((1, 1, 5, 5))
+    one[0, 0, 1, 1] = 1.0  # in the windows at rows 0-2 and 2-4 of the padded 7 x 7, cols too
+    _, back = layers.max_pool2d(one, 3, 2, 1)
+    gx = back(np.ones((1, 1, 3, 3)))
+    assert gx[0, 0, 1, 1] == 4.0 and gx.sum() == 9.0
+    # padding with -inf: an all-negative input's maximum is never a padded position
+    yn, _ = layers.max_pool2d(-np.abs(x) - 1.0, 3, 2, 1)
+    assert np.all(yn <= -1.0)
+
+
+def test_max_pool2d_follows_its_choice_hook():
+    """The caller's choice picks the element (here: the last of each window's k*k) and the
+    gradient goes there, not to the maximum."""
+    x = normal(1, 2, 4, 4)
+    seen = []
+
+    def last(windows):
+        seen.append(windows.shape)
+        return np.full(windows.shape[:-1], windows.shape[-1] - 1)
+
+    y, back = layers.max_pool2d(x, 2, 2, 0, choice=last)
+    assert seen == [(1, 2, 2, 2, 4)]
+    np.testing.assert_array_equal(y, x[:, :, 1::2, 1::2])
+    gy = normal(1, 2, 2, 2)
+    gx = back(gy)
+    np.testing.assert_array_equal(gx[:, :, 1::2, 1::2], gy)
+    assert np.count_nonzero(gx) == gy.size
+    # ties: the first maximum by default (torch's CPU kernel), the hook may choose another
+    flat = np.zeros((1, 1, 2, 2))
+    assert layers.max_pool2d(flat, 2, 2)[1](np.ones((1, 1, 1, 1)))[0, 0, 0, 0] == 1.0
+
+
+def test_global_avg_pool():
+    x = normal(2, 3, 4, 5)
+    y, _ = layers.global_avg_pool(x)
+    np.testing.assert_allclose(y, x.mean(axis=(2, 3)), rtol=1e-14)
+    check_block(layers.global_avg_pool, {"x": x})
+
+
+CONV_BLOCKS_FLOAT32 = [
+    ("conv2d", lambda a: layers.conv2d(a, a[:, :, :3, :3].copy(), 2, 1)),
+    (
+        "batch_norm_train",
+        lambda a: layers.batch_norm_train(a, a[0, :, 0, 0], a[0, :, 0, 1], 1e-5)[:2],
+    ),
+    (
+        "batch_norm_eval",
+        lambda a: layers.batch_norm_eval(
+            a, a[0, :, 0, 0], a[0, :, 0, 1], a[1, :, 0, 0], a[1, :, 0, 1] ** 2, 1e-5
+        ),
+    ),
+    ("max_pool2d", lambda a: layers.max_pool2d(a, 3, 2, 1)),
+    ("global_avg_pool", lambda a: layers.global_avg_pool(a)),
+]
+
+
+@pytest.mark.parametrize("name,block", CONV_BLOCKS_FLOAT32, ids=[b[0] for b in CONV_BLOCKS_FLOAT32])
+def test_a_float32_conv_block_computes_in_float32(name, block):
+    a = normal(2, 2, 6, 6).astype(np.float32)
+    out, back = block(a)
+    grads = back(np.ones_like(out))
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    assert out.dtype == np.float32, name
+    assert all(g.dtype == np.float32 for g in grads if g is not None), name
+    if name == "batch_norm_train":
+        stats = layers.batch_norm_train(a, a[0, :, 0, 0], a[0, :, 0, 1], 1e-5)[2]
+        assert stats.mean.dtype == stats.var.dtype == stats.unbiased_var().dtype == np.float32
+
+
+# --- planted wrong backwards of the convolutional blocks -----------------------------------
+
+
+def conv2d_with_a_flipped_kernel_in_backward(x, w, stride, padding):
+    """The input's gradient through the kernel rotated by 180 degrees where it should not
+    be (a transposed convolution written as a correlation with w, then flipped twice)."""
+    y, _ = layers.conv2d(x, w, stride, padding)
+    _, right = layers.conv2d(x, w[:, :, ::-1, ::-1].copy(), stride, padding)
+
+    def back(gy):
+        return right(gy)[0], layers.conv2d(x, w, stride, padding)[1](gy)[1]
+
+    return y, back
+
+
+def conv2d_with_the_kernel_gradient_transposed(x, w, stride, padding):
+    """The kernel's gradient with its spatial axes swapped (kh for kw): the right shape for
+    a square kernel, and wrong."""
+    y, right = layers.conv2d(x, w, stride, padding)
+
+    def back(gy):
+        gx, gw = right(gy)
+        return gx, gw.transpose(0, 1, 3, 2)
+
+    return y, back
+
+
+def batch_norm_without_the_variance_term(x, gamma, beta, eps):
+    """Forgets that the variance depends on x (the -xhat mean(gxhat xhat) term)."""
+    y, right, _ = layers.batch_norm_train(x, gamma, beta, eps)
+    xhat = (y - beta.reshape(1, -1, 1, 1)) / gamma.reshape(1, -1, 1, 1)
+    rstd = 1.0 / np.sqrt(x.var(axis=(0, 2, 3), keepdims=True) + eps)
+
+    def back(gy):
+        gx, ggamma, gbeta = right(gy)
+        gxhat = gy * gamma.reshape(1, -1, 1, 1)
+        return gx + rstd * xhat * (gxhat * xhat).mean(axis=(0, 2, 3), keepdims=True), ggamma, gbeta
+
+    return y, back
+
+
+def max_pool_routing_to_the_window_start(x, k, stride, padding):
+    """The right maxima forward, the gradient sent to each window's first element."""
+    y, _ = layers.max_pool2d(x, k, stride, padding)
+    _, wrong = layers.max_pool2d(
+        x, k, stride, padding, choice=lambda w: np.zeros(w.shape[:-1], int)
+    )
+    return y, wrong
+
+
+def test_planted_wrong_conv_backwards_are_caught():
+    with pytest.raises(AssertionError, match="d loss / d x"):
+        check_block(
+            lambda x, w: conv2d_with_a_flipped_kernel_in_backward(x, w, 1, 1),
+            {"x": normal(2, 2, 5, 5), "w": normal(3, 2, 3, 3)},
+        )
+    with pytest.raises(AssertionError, match="d loss / d w"):
+        check_block(
+            lambda x, w: conv2d_with_the_kernel_gradient_transposed(x, w, 2, 1),
+            {"x": normal(2, 2, 5, 5), "w": normal(3, 2, 3, 3)},
+            grad_names=["x", "w"],
+            samples=30,
+        )
+    with pytest.raises(AssertionError, match="d loss / d x"):
+        check_block(
+            batch_norm_without_the_variance_term,
+            {"x": normal(3, 4, 3, 3) * 2 + 1, "gamma": normal(4), "beta": normal(4), "eps": 1e-5},
+            grad_names=["x", "gamma", "beta"],
+        )
+    with pytest.raises(AssertionError, match="d loss / d x"):
+        check_block(
+            lambda x: max_pool_routing_to_the_window_start(x, 3, 2, 1),
+            {"x": normal(1, 2, 5, 5)},
+            samples=50,
+        )
