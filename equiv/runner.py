@@ -276,13 +276,24 @@ def _lockstep(trainer, checks, backend, steps, losses, snapshots, early, timing)
             return
 
 
+#: a trajectory keeps the parameter snapshots (initial, first and last step's parameters and
+#: gradients: five copies) of models up to this many parameters; resnet18's 11.2M would make
+#: 450 MB a float64 cell, 11 GB a run
+TRAJECTORY_MAX_PARAMETERS = 1_000_000
+
+
 def _trajectory(state, losses, comparison, snapshots) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     out.update({f"data/{k}": v for k, v in state.data.items()})
-    out.update({f"init/{k}": v for k, v in state.params.items()})
     out["losses"] = losses
     if comparison.branches_impl:
         out["branches"] = np.array([b or "" for b in comparison.branches_impl])
+    if sum(v.size for v in state.params.values()) > TRAJECTORY_MAX_PARAMETERS:
+        out["omitted"] = np.array(
+            f"parameter snapshots: more than {TRAJECTORY_MAX_PARAMETERS:,} parameters"
+        )
+        return out
+    out.update({f"init/{k}": v for k, v in state.params.items()})
     for which, rec in snapshots.items():
         out.update({f"{which}/grads/{k}": v for k, v in rec.grads.items()})
         out.update({f"{which}/params/{k}": v for k, v in rec.params.items()})

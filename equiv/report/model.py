@@ -14,7 +14,14 @@ from typing import Any
 from equiv.divergence import as_float, fmt_ratio, sentence
 from equiv.records import STATUSES
 
-GROUP_TITLES = {"loss": "loss", "grads": "gradients", "params": "parameters"}
+GROUP_TITLES = {
+    "activations": "activations",
+    "loss": "loss",
+    "grads": "gradients",
+    "params": "parameters",
+    "state": "state",
+    "evaluation": "evaluation",
+}
 #: which status stands first when several results of one cell disagree (a merge's conflict):
 #: the worst, so that a merged summary never hides a failure.
 SEVERITY = ("error", "timeout", "fail", "explained", "pass", "skip")
@@ -58,6 +65,8 @@ KNOWN_CELL_FIELDS = {
     "explanation",
     "reproducible",
     "not_observed",
+    "layers",
+    "state",
 }
 
 
@@ -243,6 +252,8 @@ def cell_view(
         }
     view["plot"] = plotdata.error_data(cell.get("series"), div)
     view["localization"] = _localization(cell.get("localization"))
+    view["layers"] = _layers(cell.get("layers"))
+    view["state"] = _state(cell.get("state"))
     view["explanation"] = _explanation(cell.get("explanation"))
     view["reproducible"] = cell.get("reproducible")
     if view["explanation"] and view["explanation"]["variant_ratio"] is not None:
@@ -255,6 +266,52 @@ def cell_view(
     for i, other in enumerate(conflicts):
         view["conflicts"].append(cell_view(other, links, anchor=f"{anchor}-conflict{i + 1}"))
     return view
+
+
+def _layers(layers: Any) -> dict[str, Any] | None:
+    """``layers``, the layer-level drill-down of a diverging cell: every layer's ratio at the
+    first diverging step, the first layer out of tolerance marked."""
+    if not isinstance(layers, dict):
+        return None
+    rows = [r for r in _list(layers.get("layers")) if isinstance(r, dict)]
+    first = layers.get("first_layer")
+    return {
+        "step": layers.get("step"),
+        "first_layer": first,
+        "agreeing": len(_list(layers.get("agreeing"))),
+        "rows": [
+            {
+                "layer": str(r.get("layer")),
+                "error": fmt_number(r.get("error")),
+                "tolerance": fmt_number(r.get("tolerance")),
+                "ratio": fmt_ratio(as_float(r.get("ratio"))),
+                "over": (as_float(r.get("ratio")) or 0) > 1,
+                "first": r.get("layer") == first,
+            }
+            for r in rows
+        ],
+    }
+
+
+def _state(state: Any) -> dict[str, Any] | None:
+    """``state``: each non-trainable state quantity's worst step (BatchNorm statistics)."""
+    if not isinstance(state, dict) or not state:
+        return None
+    ratios = [as_float(v.get("max_ratio")) for v in state.values() if isinstance(v, dict)]
+    known = [r for r in ratios if r is not None]
+    rows = [
+        {
+            "name": str(name),
+            "ratio": fmt_ratio(as_float(v.get("max_ratio"))),
+            "over": (as_float(v.get("max_ratio")) or 0) > 1,
+            "step": v.get("step"),
+            "error": fmt_number(v.get("error")),
+            "tolerance": fmt_number(v.get("tolerance")),
+        }
+        for name, v in state.items()
+        if isinstance(v, dict)
+    ]
+    return {"rows": rows, "max_ratio": fmt_ratio(max(known) if known else None)}
 
 
 def _localization(loc: Any) -> dict[str, Any] | None:
