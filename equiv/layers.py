@@ -275,8 +275,8 @@ def conv2d(x: Array, w: Array, stride: int = 1, padding: int = 0) -> tuple[Array
     (N, C, H, W) with w (O, C, k, k), symmetric zero padding on each side (torch's
     ``padding=p``), square kernels and strides: y (N, O, Ho, Wo), Ho = (H + 2p - k) // s + 1.
 
-    im2col: the windows become a (N, C*k*k, Ho*Wo) matrix per sample, one batched matmul with
-    the (O, C*k*k) kernel. ``back(gy, input_grad=True)`` returns (gx, gw); gx is None without
+    im2col: the windows become one (C*k*k, N*Ho*Wo) matrix, one matmul with the (O, C*k*k)
+    kernel. ``back(gy, input_grad=True)`` returns (gx, gw); gx is None without
     ``input_grad`` (a first convolution, whose input is the data)."""
     n, c, _, _ = x.shape
     o, c_w, k, k2 = w.shape
@@ -284,18 +284,17 @@ def conv2d(x: Array, w: Array, stride: int = 1, padding: int = 0) -> tuple[Array
     xp = _pad(x, padding)
     win = _windows(xp, k, stride)
     ho, wo = win.shape[2], win.shape[3]
-    cols = win.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * k * k, ho * wo)
+    # one matmul for the whole batch (a per-sample batched matmul would read w N times)
+    cols = win.transpose(1, 4, 5, 0, 2, 3).reshape(c * k * k, n * ho * wo)
     w2 = w.reshape(o, c * k * k)
-    y = (w2 @ cols).reshape(n, o, ho, wo)
+    y = np.ascontiguousarray((w2 @ cols).reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
 
     def back(gy: Array, input_grad: bool = True) -> tuple[Array | None, Array]:
-        gy3 = gy.reshape(n, o, ho * wo)
-        # sum over the batch and positions: (O, N*P) @ (N*P, C*k*k)
-        gw = gy3.transpose(1, 0, 2).reshape(o, -1) @ cols.transpose(0, 2, 1).reshape(-1, c * k * k)
-        gw = gw.reshape(w.shape)
+        gy2 = gy.transpose(1, 0, 2, 3).reshape(o, n * ho * wo)
+        gw = (gy2 @ cols.T).reshape(w.shape)  # sums over the batch and the positions
         if not input_grad:
             return None, gw
-        gcols = (w2.T @ gy3).reshape(n, c, k, k, ho, wo)
+        gcols = (w2.T @ gy2).reshape(c, k, k, n, ho, wo).transpose(3, 0, 1, 2, 4, 5)
         return _scatter_windows(gcols, xp.shape, k, stride, padding), gw
 
     return y, back
