@@ -159,9 +159,16 @@ class KerasBackend(Backend):
         finally:
             keras.config.set_floatx(before)
 
-    def value_and_grad(self, loss_fn: Callable[[], Any], variables: Sequence) -> tuple[Any, list]:
+    def value_and_grad(
+        self, loss_fn: Callable[[], Any], variables: Sequence, has_aux: bool = False
+    ) -> tuple[Any, list]:
         """``loss_fn()`` and its gradient with respect to ``variables`` (zeros where the loss
-        does not depend on one), computed by the backend's own autodiff."""
+        does not depend on one), computed by the backend's own autodiff.
+
+        ``has_aux``: ``loss_fn`` returns ``(loss, aux)``, and the value returned is ``(loss,
+        aux)`` (as ``jax.value_and_grad(has_aux=True)``): what the forward pass computed besides
+        the loss (activations, the new state of ``stateless_call``), read out of the trace on
+        jax, where a value kept from inside it would be a leaked tracer."""
         raise NotImplementedError
 
     def value_and_grad_fn(
@@ -183,17 +190,18 @@ class KerasTensorFlow(KerasBackend):
     def configure_framework(self, threads: int) -> None:
         configure_tensorflow(threads)
 
-    def value_and_grad(self, loss_fn, variables):
+    def value_and_grad(self, loss_fn, variables, has_aux=False):
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            loss = loss_fn()
+            value = loss_fn()
+        loss = value[0] if has_aux else value
         grads = tape.gradient(loss, variables)  # Keras variables: None where unconnected
         grads = [
             tf.zeros(v.shape, v.dtype) if g is None else g
             for v, g in zip(variables, grads, strict=True)
         ]
-        return loss, grads
+        return value, grads
 
 
 class KerasFit(KerasTensorFlow):
@@ -247,15 +255,22 @@ class KerasTorch(KerasBackend):
         with contextlib.suppress(RuntimeError):
             torch.set_num_interop_threads(threads)
 
-    def value_and_grad(self, loss_fn, variables):
+    def value_and_grad(self, loss_fn, variables, has_aux=False):
         import torch
 
-        loss = loss_fn()
+        loss, aux = loss_fn() if has_aux else (loss_fn(), None)
         values = [v.value for v in variables]
         grads = torch.autograd.grad(loss, values, allow_unused=True)
         grads = [
             torch.zeros_like(v) if g is None else g for v, g in zip(values, grads, strict=True)
         ]
+        if has_aux:  # detached, as the loss: a record or an assigned state holds no graph
+            import keras
+
+            aux = keras.tree.map_structure(
+                lambda t: t.detach() if isinstance(t, torch.Tensor) else t, aux
+            )
+            return (loss.detach(), aux), grads
         return loss.detach(), grads
 
 
@@ -280,7 +295,7 @@ class KerasJax(KerasBackend):
         # XLA's CPU thread pool is fixed when jax starts; it is not set to ``threads`` here.
         jax.config.update("jax_enable_x64", True)
 
-    def value_and_grad(self, loss_fn, variables):
+    def value_and_grad(self, loss_fn, variables, has_aux=False):
         import jax
         import keras
 
@@ -288,7 +303,7 @@ class KerasJax(KerasBackend):
             with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
                 return loss_fn()
 
-        return jax.value_and_grad(pure)([v.value for v in variables])
+        return jax.value_and_grad(pure, has_aux=has_aux)([v.value for v in variables])
 
     def value_and_grad_fn(self, loss_fn, variables, state=()):
         import jax
