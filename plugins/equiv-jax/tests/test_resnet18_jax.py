@@ -33,7 +33,7 @@ pytest.importorskip("jax")
 MODULE = "equiv_jax.cases.resnet18"
 SAME_PADDING = Patch(
     "padding=((padding, padding), (padding, padding)),",
-    'padding="SAME" if stride > 1 else "VALID",',
+    'padding="SAME" if stride > 1 else ((padding, padding), (padding, padding)),',
 )
 BIASED_RUNNING_VAR = Patch("unbiased = var * (n / (n - 1))", "unbiased = var")
 #: float64 recomputations in another order: agreement to a few ulps of the values' scale
