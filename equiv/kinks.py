@@ -46,19 +46,38 @@ class Flip:
     #: the float64 reference's pre-activations (and max-pool windows) at this step, by key,
     #: for the measured radius of ``measured_mask``/``measured_choice`` (filled by recording)
     values: dict[str, np.ndarray] = field(default_factory=dict)
+    #: a plain float32 run's largest |h32 - h64| at this step, by key (filled by a measuring
+    #: Flip, read by the flipping one)
+    spreads: dict[str, float] = field(default_factory=dict)
+    measuring: bool = False
     #: the tolerance policy's safety factor K (``equiv.tolerance``), for the measured radius
     factor: float = 1.0
 
+    def _finite_pair(self, h: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """``h`` and the float64 values of ``key`` without the infinite entries (a max-pool's
+        -inf padding: the same in every run)."""
+        h64 = self.values[key]
+        finite = np.isfinite(h64)
+        return (h, h64) if finite.all() else (h[finite], h64[finite])
+
+    def measure(self, h: np.ndarray, key: str) -> None:
+        """A measuring Flip (a plain float32 run that never flips): keep how far its ``h``
+        is from the float64 one, the whole array's largest difference."""
+        h, h64 = self._finite_pair(h, key)
+        diff = np.subtract(h, h64, dtype=np.float64)
+        self.spreads[key] = float(np.max(np.abs(diff))) if diff.size else 0.0
+
     def measured_radius(self, h: np.ndarray, key: str) -> float:
         """How far a correct float32 implementation's ``h`` may be from the float64 one: K
-        times what this float32 run's is (the whole array's largest difference, and never
-        below one rounding of the array's scale). The tolerance of any compared quantity is
-        derived the same way (``equiv.tolerance``)."""
-        h64 = self.values[key]
-        diff = np.subtract(h, h64, dtype=np.float64)
-        spread = float(np.max(np.abs(diff))) if diff.size else 0.0
+        times what the plain float32 run's is (``measure``), and never below one rounding of
+        the array's scale, as the tolerance of any compared quantity is derived
+        (``equiv.tolerance``). Not this run's own spread: its flipped units move later layers
+        by up to the radius, BatchNorm over a few values amplifies that, and a radius measured
+        on it feeds on itself (measured on resnet18: from 3 ulps of the scale at the stem to
+        10^7 at layer4 within one step)."""
+        _, h64 = self._finite_pair(h, key)
         scale = float(np.max(np.abs(h64))) if h64.size else 0.0
-        radius = self.factor * max(spread, self.eps * scale)
+        radius = self.factor * max(self.spreads.get(key, 0.0), self.eps * scale)
         self.radii[key] = np.asarray(radius)
         return radius
 
@@ -152,9 +171,9 @@ def product_radius(
 
 def measured_mask(h: np.ndarray, flip: Flip | None, key: str) -> np.ndarray:
     """``h > 0`` for the ReLU of a pre-activation no affine bound describes (a convolution,
-    then BatchNorm, then maybe a residual sum): the flipping run's radius is measured
-    (``Flip.measured_radius``), and every unit within it takes the side opposite to the
-    float64 reference's."""
+    then BatchNorm, then maybe a residual sum): the flipping run's radius is measured on a
+    plain float32 run (``Flip.measure``, ``Flip.measured_radius``), and every unit within it
+    takes the side opposite to the float64 reference's."""
     mask = h > 0
     if flip is None:
         return mask
@@ -162,6 +181,9 @@ def measured_mask(h: np.ndarray, flip: Flip | None, key: str) -> np.ndarray:
         flip.masks[key], flip.values[key] = mask, h
         return mask
     if key not in flip.values:
+        return mask
+    if flip.measuring:
+        flip.measure(h, key)
         return mask
     at_risk = np.abs(h) <= flip.measured_radius(h, key)
     return np.where(at_risk, ~flip.masks[key], mask)
@@ -179,6 +201,9 @@ def measured_choice(windows: np.ndarray, flip: Flip | None, key: str) -> np.ndar
         flip.masks[key], flip.values[key] = choice, windows
         return choice
     if key not in flip.values:
+        return choice
+    if flip.measuring:
+        flip.measure(windows, key)
         return choice
     radius = flip.measured_radius(windows, key)
     order = np.argsort(windows, axis=-1)

@@ -128,9 +128,25 @@ def recording() -> KinkShadow:
     return KinkShadow(Flip(0.0, recording=True))
 
 
-def flipping(eps: float, recorded: KinkShadow, factor: float = 1.0) -> KinkShadow:
+def measuring(recorded: KinkShadow) -> KinkShadow:
+    """For a plain float32 run beside the shadow: exact masks, and how far its pre-activations
+    are from ``recorded``'s at each step, where the reference asks ``kink_mask`` or
+    ``pool_choice`` (the flipping shadow's measured radii)."""
+    return KinkShadow(Flip(0.0, values=recorded.flip.values, measuring=True))
+
+
+def flipping(
+    eps: float, recorded: KinkShadow, factor: float = 1.0, measured: KinkShadow | None = None
+) -> KinkShadow:
     """For the float32 shadow: flips units within ``eps`` rounding (plus the drift) of the
-    kink, to the side opposite ``recorded``'s masks of the same step. ``factor``: the
-    tolerance's K, for radii that are measured (``kinks.measured_mask``)."""
-    flip = Flip(eps, masks=recorded.flip.masks, values=recorded.flip.values, factor=factor)
+    kink, to the side opposite ``recorded``'s masks of the same step. ``factor`` (the
+    tolerance's K) and ``measured`` (a ``measuring`` run's spreads) give the radii of
+    ``kink_mask`` and ``pool_choice``."""
+    flip = Flip(
+        eps,
+        masks=recorded.flip.masks,
+        values=recorded.flip.values,
+        spreads=measured.flip.spreads if measured else {},
+        factor=factor,
+    )
     return KinkShadow(flip)

@@ -205,7 +205,16 @@ def _calibrate(
     # unit within float32 rounding distance of its kink (equiv.kinks) to the other side: such
     # flips are legitimate for a float32 implementation.
     recorder = numerics.recording() if dtype == "float32" else None
-    flipper = numerics.flipping(EPS["float32"], recorder, K) if recorder else numerics.EXACT
+    # Where the reference's ReLUs act on computations no affine bound describes (resnet18's
+    # convolutions and BatchNorm: ``numerics.kink_mask``, ``pool_choice``), the radius within
+    # which the shadow flips is K times how far a plain float32 run (one that never flips)
+    # lands from float64, layer by layer (equiv.kinks.measured_mask). That run is a correct
+    # float32 implementation too, so its spread joins the maximum. Cases without such kinks
+    # do not run it.
+    measurer = numerics.measuring(recorder) if recorder else None
+    flipper = (
+        numerics.flipping(EPS["float32"], recorder, K, measurer) if recorder else numerics.EXACT
+    )
     flip = flipper.flip if recorder else None  # its drift is updated before every step
     forced = list(path) + [None] * (steps - len(path)) if path else None
     ref64 = ReferenceTrainer(
@@ -214,6 +223,11 @@ def _calibrate(
     shadow = ReferenceTrainer(
         spec, start.astype("float32"), force_branches=branches, numerics=flipper
     )
+    plain = None
+    if measurer is not None:
+        plain = ReferenceTrainer(
+            spec, start.astype("float32"), force_branches=branches, numerics=measurer
+        )
     # A second shadow, in the cell's precision, with rounding differences of that precision
     # injected: before every update, up to one ulp of the gradient's array scale max|g| in each
     # gradient element (the rounding error of a sum whose terms are that large; an element near
@@ -243,11 +257,19 @@ def _calibrate(
         r64 = ref64.record()
         branches.append(r64.branch)
         losses[t] = r64.loss
+        if plain is not None and t == 0 and not recorder.flip.values:
+            plain = None  # no measured kinks in this case
+        if plain is not None:
+            plain.run_step()
         shadow.run_step()
         v64, v32 = record_values(r64), record_values(shadow.record())
         for k in keys:
             scale[k][t] = max_abs(v64[k])
             spread[k][t] = max_abs_diff(v32[k], v64[k])
+        if plain is not None:
+            v_plain = record_values(plain.record())
+            for k in keys:
+                spread[k][t] = max(spread[k][t], max_abs_diff(v_plain[k], v64[k]))
         noisy.run_step()
         v_noisy = record_values(noisy.record())
         for k in keys:

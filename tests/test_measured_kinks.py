@@ -1,0 +1,137 @@
+"""The calibration's measured kink radii (``equiv.kinks.measured_mask``/``measured_choice``):
+resnet18's ReLUs act on convolutions, BatchNorm and residual sums, which no affine rounding
+bound describes, so the float32 shadow measures how far its pre-activations are from the
+float64 ones and flips every unit (and re-routes every max-pool near-tie) within K times that.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from equiv import numerics
+from equiv.tolerance import EPS, K
+
+
+def shadow_pair():
+    recorder = numerics.recording()
+    return recorder, numerics.flipping(EPS["float32"], recorder, K, numerics.measuring(recorder))
+
+
+def measured(shadow, key, spread):
+    """As if the plain float32 run had landed ``spread`` from float64 at ``key``."""
+    shadow.flip.spreads[key] = spread
+
+
+def test_the_recording_run_keeps_masks_and_values_and_answers_exactly():
+    recorder, _ = shadow_pair()
+    h = np.array([-1.0, 0.5, 2.0])
+    assert np.array_equal(recorder.kink_mask(h, "relu"), h > 0)
+    assert np.array_equal(recorder.flip.values["relu"], h)
+
+
+def test_units_within_k_times_the_measured_spread_take_the_other_side():
+    recorder, shadow = shadow_pair()
+    h64 = np.array([-1.0, 1e-9, -1e-9, 0.7, 3.0, 5e-5, 2e-4])
+    recorder.kink_mask(h64, "relu")
+    # the plain float32 run was off by 1e-5: radius K * 1e-5 = 8e-5
+    measured(shadow, "relu", 1e-5)
+    h32 = h64 + np.array([0.0, 0.0, 0.0, 1e-5, 0.0, 0.0, 0.0])
+    mask = shadow.kink_mask(h32, "relu")
+    assert np.isclose(shadow.flip.radii["relu"], K * 1e-5, rtol=1e-9)
+    # the three units within 8e-5 of the kink are flipped against float64's side; no other
+    assert mask.tolist() == [False, False, True, True, True, False, True]
+
+
+def test_the_radius_is_never_below_one_rounding_of_the_array_scale():
+    recorder, shadow = shadow_pair()
+    h64 = np.array([4.0, 1e-7, -2.0])
+    recorder.kink_mask(h64, "relu")
+    mask = shadow.kink_mask(h64.copy(), "relu")  # no measured spread at all
+    assert shadow.flip.radii["relu"] == K * EPS["float32"] * 4.0
+    assert mask.tolist() == [True, False, False]  # 1e-7 < 8 * 1.19e-7 * 4: flipped
+
+
+def test_exact_numerics_never_flip():
+    h = np.array([1e-30, -1e-30])
+    assert numerics.EXACT.kink_mask(h, "relu").tolist() == [True, False]
+    windows = np.array([[1.0, 1.0 - 1e-12, 0.0]])
+    assert numerics.EXACT.pool_choice(windows, "maxpool").tolist() == [0]
+
+
+def test_a_measuring_run_keeps_its_spread_and_never_flips():
+    recorder = numerics.recording()
+    measurer = numerics.measuring(recorder)
+    h64 = np.array([-1.0, 1e-9, 2.0])
+    recorder.kink_mask(h64, "relu")
+    h32 = h64 + np.array([0.0, -2e-9, 3e-7])
+    assert measurer.kink_mask(h32, "relu").tolist() == [False, False, True]
+    assert np.isclose(measurer.flip.spreads["relu"], 3e-7)
+    windows = np.array([[-np.inf, 1.0, 1.0 + 1e-6]])
+    recorder.pool_choice(windows, "maxpool")
+    assert measurer.pool_choice(windows + [0.0, 1e-7, 0.0], "maxpool").tolist() == [2]
+    assert np.isclose(measurer.flip.spreads["maxpool"], 1e-7)  # -inf padding left out
+
+
+def test_a_max_pool_near_tie_is_routed_to_the_element_float64_did_not_choose():
+    recorder, shadow = shadow_pair()
+    windows64 = np.array([[0.5, 2.0, 2.0 - 1e-9], [3.0, 1.0, 0.0]])
+    assert recorder.pool_choice(windows64, "maxpool").tolist() == [1, 0]
+    choice = shadow.pool_choice(windows64.copy(), "maxpool")
+    # the first window's two largest are within twice the radius: the other one takes the
+    # gradient; the second window's maximum is clear
+    assert choice.tolist() == [2, 0]
+
+
+def resnet18_one_step_radii():
+    """The calibration's float32 runs of resnet18 for one step: the shadow's radius per key,
+    relative to K ulps of the float64 values' scale; and the two losses."""
+    from equiv.case import get_case
+    from equiv.reference import ReferenceTrainer
+
+    spec = get_case("resnet18")
+    state = spec.make_state(0, "float32")
+    recorder = numerics.recording()
+    measurer = numerics.measuring(recorder)
+    shadow = numerics.flipping(EPS["float32"], recorder, K, measurer)
+    runs = [
+        ReferenceTrainer(spec, state.astype("float64"), numerics=recorder),
+        ReferenceTrainer(spec, state, numerics=measurer),
+        ReferenceTrainer(spec, state, numerics=shadow),
+    ]
+    for run in runs:
+        run.run_step()
+    ulps = {}
+    for key, radius in shadow.flip.radii.items():
+        values = recorder.flip.values[key]
+        scale = float(np.max(np.abs(values[np.isfinite(values)])))
+        ulps[key] = float(radius) / (K * EPS["float32"] * scale)
+    return ulps, runs[0].record().loss, runs[2].record().loss
+
+
+def test_resnet18s_measured_radii_stay_at_rounding_size_through_the_network():
+    """On resnet18's own reference, the calibration's three float32 runs for one step: the
+    radii come from the plain run, so the flipping shadow's own flips (which move later layers
+    by up to the radius, amplified by BatchNorm over a few values) do not feed them. Planted:
+    radii measured on the flipping run itself grew from 3 ulps of the scale at the stem to
+    1e7 at layer4 within one step, and every unit there was "at risk"."""
+    ulps, loss64, loss32 = resnet18_one_step_radii()
+    assert set(ulps) >= {"relu", "maxpool", "layer4.1.relu2"}
+    # a few hundred ulps at most (BatchNorm over layer4's 4 values), K times
+    assert max(ulps.values()) < 1000, ulps
+    assert abs(loss32 - loss64) < 1e-4 * abs(loss64)
+
+
+def test_a_radius_measured_on_the_flipping_run_itself_feeds_on_itself(monkeypatch):
+    """The planted design: each radius from the flipping shadow's own spread."""
+    from equiv.kinks import Flip
+
+    def own_spread(self, h, key):
+        h_, h64 = self._finite_pair(h, key)
+        spread = float(np.max(np.abs(np.subtract(h_, h64, dtype=np.float64))))
+        radius = self.factor * max(spread, self.eps * float(np.max(np.abs(h64))))
+        self.radii[key] = np.asarray(radius)
+        return radius
+
+    monkeypatch.setattr(Flip, "measured_radius", own_spread)
+    ulps, _, _ = resnet18_one_step_radii()
+    assert max(ulps.values()) > 1000, ulps
