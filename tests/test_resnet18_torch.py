@@ -211,6 +211,55 @@ def test_jit_scripts_the_model_and_declares_its_activations_not_observed():
         np.testing.assert_allclose(record.state[name], eager.state[name], RTOL, ATOL)
 
 
+@needs_torch
+@pytest.mark.slow
+@pytest.mark.parametrize("plant", [None, "one dict kept across steps"])
+def test_compile_traces_the_hooks_once_and_records_what_eager_does(plant, monkeypatch):
+    """torch.compile runs the forward hooks inside its graph: the recorded activations (and
+    everything else) agree with eager's, and the model compiles twice (training forward with
+    recording, evaluation forward) and never again. Planted: a recorder dict kept filled
+    across steps fails dynamo's guard on its keys, a third compile. Slow: a first compile
+    without inductor's disk cache takes minutes here (2 cores)."""
+    from cases.resnet18 import torch_impl
+    from equiv.backends.torch import TorchCompile
+
+    if plant:
+        kept: dict = {}
+
+        def forward_recorded(self):
+            self.recorder.values = kept
+            self.recorder.recording = True
+            try:
+                return self.model(self.x)
+            finally:
+                self.recorder.recording = False
+
+        monkeypatch.setattr(torch_impl.Trainer, "forward_recorded", forward_recorded)
+    backend = TorchCompile()
+    backend.configure(1)
+    state = SPEC.make_state(SEED, "float64")
+    trainer = torch_impl.Trainer(state, backend)
+    records = []
+    for _ in range(3):
+        trainer.run_step()
+        records.append(trainer.record())
+    if plant:
+        assert backend.traces == 3
+        return
+    assert backend.traces == 2
+    eager, _ = build()
+    for compiled in records:
+        eager.run_step()
+        want = eager.record()
+        assert float(compiled.loss) == pytest.approx(float(want.loss), rel=1e-9)
+        for group in ("activations", "grads", "params", "state", "evaluation"):
+            got, ref = getattr(compiled, group), getattr(want, group)
+            assert tuple(got) == tuple(ref), group
+            for name, value in ref.items():
+                scale = np.max(np.abs(value))
+                np.testing.assert_allclose(got[name], value, 0, 1e-8 * scale, err_msg=name)
+
+
 # --- planted bugs: each breaks one check above --------------------------------------------
 
 
