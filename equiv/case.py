@@ -103,6 +103,12 @@ class CaseSpec:
     state_names: tuple[str, ...] = ()
     #: evaluation-mode outputs every step reports after its update (``StepRecord.evaluation``)
     evaluation_names: tuple[str, ...] = ()
+    #: (activation, L): the loss is L-Lipschitz in the largest absolute change of that
+    #: reported activation (softmax cross-entropy of the logits: L = 2, as |d CE_i| <=
+    #: ||p_i - y_i||_1 max|dz_i|): the loss's tolerance is then at least L times that
+    #: activation's (``equiv.tolerance``). A scalar's one calibration draw can cancel where an
+    #: implementation's does not; the activation it is computed from is compared as well
+    loss_from: tuple[str, float] | None = None
     #: the pytest matrix's most steps for this case (None: the matrix's own count); a case
     #: whose cell costs seconds a step keeps CI within its budget with it (documented there)
     matrix_steps: int | None = None

@@ -287,6 +287,15 @@ def _calibrate(
             amp_noisy = np.where(scale[k] > 0, spread_noisy[k] / (eps * scale[k]), 1.0)
         amplification[k] = np.maximum(np.maximum(envelope(amp), envelope(amp_noisy)), 1.0)
         tol[k] = K * eps * scale[k] * amplification[k]
+    if spec.loss_from is not None:
+        # the loss is a function of a compared activation (CaseSpec.loss_from): a change of
+        # that activation within its tolerance moves the loss by up to L times as much
+        source, lipschitz = spec.loss_from
+        bound = lipschitz * tol[f"activations/{source}"]
+        tol["loss"] = np.maximum(tol["loss"], bound)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            implied = np.where(scale["loss"] > 0, tol["loss"] / (K * eps * scale["loss"]), 1.0)
+        amplification["loss"] = np.maximum(amplification["loss"], implied)
     return Calibration(
         dtype=dtype,
         keys=tuple(keys),

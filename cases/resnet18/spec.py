@@ -213,6 +213,11 @@ SPEC = CaseSpec(
         "BatchNorm in training mode; its running statistics are compared as state.",
     ),
     explanations=(KERAS_BIASED_RUNNING_VAR,),
+    # the mean softmax cross-entropy moves by at most 2 max|d logits| (CaseSpec.loss_from):
+    # found by tf.eager, tf.function and jax.jit float64 at step 2, whose loss was 1.2-1.8x a
+    # tolerance that the calibration's own runs had drawn small (their logits errors nearly
+    # cancel in the loss), while those cells' logits were at 0.08 of theirs
+    loss_from=("fc", 2.0),
     activation_names=ACTIVATION_NAMES,
     state_names=STATE_NAMES,
     evaluation_names=EVALUATION_NAMES,
