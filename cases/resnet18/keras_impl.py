@@ -3,12 +3,12 @@ torchvision's model writes it; the same code on the tensorflow, torch and jax ba
 
 The model (``make_model``): layers named with torchvision's module names (``conv1``, ``bn1``,
 ``layer2.0.downsample.0``, ...), so the canonical state maps onto it by name. Where torchvision
-pads a convolution, an explicit ``ZeroPadding2D`` followed by ``Conv2D(padding="valid")``:
-``padding="same"`` with stride 2 pads bottom/right only on TensorFlow (torch pads both sides).
-``BatchNormalization(momentum=0.9, epsilon=1e-5)``: torch's momentum 0.1 is the weight of the
-batch, Keras's momentum the weight of the old value, and Keras's defaults (0.99, 1e-3) are not
-torch's. The model has one output per ``ACTIVATION_NAMES`` layer (the logits last), so the
-training step's own forward pass gives every activation.
+pads a convolution, an explicit ``ZeroPadding2D`` followed by a valid ``Conv2D``: Keras's
+"same" padding with stride 2 pads bottom/right only on TensorFlow (torch pads both sides).
+``BatchNormalization`` with momentum 0.9 and epsilon 1e-5: torch's momentum 0.1 is the weight
+of the batch, Keras's momentum the weight of the old value, and Keras's defaults (0.99, 1e-3)
+are not torch's. The model has one output per ``ACTIVATION_NAMES`` layer (the logits last),
+so the training step's own forward pass gives every activation.
 
 Weights load through ``cases.resnet18.layout`` (OIHW -> HWIO kernels, fc (out, in) -> (in,
 out)); BatchNorm's moving mean and variance start at the canonical state (0 and 1).
@@ -23,10 +23,16 @@ torch's (buf = m*buf + g; p -= lr*buf) with v = -lr*buf for a constant lr, up to
 (``tests/test_resnet18_keras.py`` checks it). Evaluation: the model with ``training=False``
 after the update.
 
-Not corrected here, since a straightforward port does not: Keras's moving variance is updated
-with the biased batch variance (torch: the unbiased one, n/(n-1)), and on the torch and jax
-backends Keras computes float64 BatchNormalization (and Dense) in float32 (its ``result_type``
-maps float64 to float32 off TensorFlow).
+Not corrected here, since a straightforward port does not (each is asserted in the tests):
+Keras's moving variance is updated with the biased batch variance (torch: the unbiased one,
+n/(n-1)); on TensorFlow in float64, SGD's momentum is float32(0.9) (``ops.cast(0.9,
+"float64")`` is ``tf.cast`` of a float32 constant), 2.4e-8 relative from step 1 on; on torch
+and jax Keras computes float64 BatchNormalization (and Dense) in float32 (its ``result_type``
+maps float64 to float32 off TensorFlow), and on torch the float64 loss comes back float32
+(its batch mean's ``divide_no_nan``; the gradient is exact).
+
+The convolution and Dense kernels are created with a zeros initializer: the canonical weights
+replace them, and on jax Keras's random initializers compile per shape (35 s of a build).
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ def conv(x, name: str, filters: int, kernel: int, stride: int, padding: int, dty
         strides=stride,
         padding="valid",
         use_bias=False,
-        kernel_initializer="zeros",  # replaced by the canonical weights (``load``)
+        kernel_initializer="zeros",  # replaced by the canonical weights (module docstring)
         name=keras_name(name),
         dtype=dtype,
     )(x)
