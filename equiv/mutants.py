@@ -301,4 +301,66 @@ KERAS = [
     ),
 ]
 
-CATALOGUE: list[Mutant] = [*TORCH, *TENSORFLOW, *PARALLEL_BLOCKS, *MINIBATCH, *KERAS]
+#: resnet18's port to Keras with a framework's default where torchvision's differs
+#: (known-differences.md rows 1, 2 and the layout rows): each must be found at the right
+#: layer, named by the first divergence (an activation, or the BatchNorm state). Two steps
+#: each: every one shows at step 0.
+RESNET18 = [
+    Mutant(
+        "keras-resnet-same-padding",
+        "padding='same' with stride 2 (TF pads bottom/right; torchvision symmetrically)",
+        "resnet18",
+        "keras.tensorflow",
+        "float64",
+        (
+            Patch("    if padding:\n", "    if padding and stride == 1:\n"),
+            Patch('        padding="valid",', '        padding="same" if stride > 1 else "valid",'),
+        ),
+        {"step": 0, "quantity": "activations", "name": "conv1"},
+        steps=2,
+    ),
+    _m(
+        "keras-resnet-bn-default-eps",
+        "BatchNormalization with Keras's default epsilon 1e-3 (torch's is 1e-5)",
+        "resnet18",
+        "keras.tensorflow",
+        "float64",
+        "momentum=0.9, epsilon=1e-5, name=",
+        "momentum=0.9, name=",
+        {"step": 0, "quantity": "activations", "name": "bn1"},
+        steps=2,
+    ),
+    _m(
+        "keras-resnet-bn-torch-momentum",
+        "BatchNormalization momentum written torch-style, 0.1 (Keras weighs the old value)",
+        "resnet18",
+        "keras.tensorflow",
+        "float64",
+        "momentum=0.9, epsilon=1e-5, name=",
+        "momentum=0.1, epsilon=1e-5, name=",
+        {"step": 0, "quantity": "state", "name": "bn1.running_mean"},
+        steps=2,
+    ),
+    _m(
+        "keras-resnet-kernel-transposed",
+        "a checkpoint's OIHW kernels loaded with numpy's .T (WHIO, not HWIO: square kernels "
+        "load without a shape error)",
+        "resnet18",
+        "keras.tensorflow",
+        "float64",
+        "variable.assign(layout.param_to_channels_last(name, canonical[name]))",
+        "variable.assign(canonical[name].T if canonical[name].ndim == 4 else "
+        "layout.param_to_channels_last(name, canonical[name]))",
+        {"step": 0, "quantity": "activations", "name": "conv1"},
+        steps=2,
+    ),
+]
+
+CATALOGUE: list[Mutant] = [
+    *TORCH,
+    *TENSORFLOW,
+    *PARALLEL_BLOCKS,
+    *MINIBATCH,
+    *KERAS,
+    *RESNET18,
+]
