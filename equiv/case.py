@@ -109,6 +109,10 @@ class CaseSpec:
     #: activation's (``equiv.tolerance``). A scalar's one calibration draw can cancel where an
     #: implementation's does not; the activation it is computed from is compared as well
     loss_from: tuple[str, float] | None = None
+    #: backend id patterns (fnmatch) whose cells of this case the pytest matrix marks
+    #: ``slow``: left out of the default test run, run by ``pytest -m slow`` (a compile of
+    #: minutes per cell); ``equiv run`` runs them as any other
+    slow_backends: tuple[str, ...] = ()
     #: the pytest matrix's most steps for this case (None: the matrix's own count); a case
     #: whose cell costs seconds a step keeps CI within its budget with it (documented there)
     matrix_steps: int | None = None

@@ -159,7 +159,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
     except SelectionError as exc:
         raise pytest.UsageError(str(exc)) from None
-    metafunc.parametrize("equiv_cell", cells, ids=[c.id for c in cells])
+    metafunc.parametrize("equiv_cell", [_with_marks(c) for c in cells], ids=[c.id for c in cells])
+
+
+def _with_marks(cell):
+    """A cell whose case lists its backend in ``slow_backends`` is marked ``slow``."""
+    import fnmatch
+
+    from equiv.case import all_cases
+
+    spec = all_cases().get(cell.case)
+    patterns = getattr(spec, "slow_backends", ())
+    if any(fnmatch.fnmatchcase(cell.backend, p) for p in patterns):
+        return pytest.param(cell, marks=pytest.mark.slow)
+    return cell
 
 
 @pytest.fixture(scope="session")
