@@ -246,6 +246,10 @@ SPEC = CaseSpec(
     # tolerance that the calibration's own runs had drawn small (their logits errors nearly
     # cancel in the loss), while those cells' logits were at 0.08 of theirs
     loss_from=("fc", 2.0),
+    # float64 errors grow 30-100x a step here; one gradient computation loses hundreds of ulps
+    # (measured at step 0), and one ulp a step of injected rounding left keras.tensorflow's
+    # proven variant at 1.65x its tolerance at step 6 (docs/tolerances.md)
+    gradient_rounding="measured",
     # The test suite's matrix runs 2 steps of this case (CI's budget): step 0, where every
     # quantity's tolerance is tightest, and one carried over (momentum, running statistics).
     # Its cells that compile for tens of seconds to minutes (torch.compile's first compile of
