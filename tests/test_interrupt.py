@@ -18,8 +18,27 @@ import pytest
 from equiv.journal import NAME as JOURNAL
 from equiv.results import load_document
 
-#: numpy cells only (no framework to import): 6 cells of about a second each, in one worker
-RUN = ["--backend", "numpy", "--steps", "150", "--bench-rounds", "0", "--jobs", "1"]
+#: numpy cells only (no framework to import) of the six small seed cases: 12 cells of about a
+#: second each, in one worker (resnet18's numpy cells take minutes at 150 steps)
+SMALL_CASES = [
+    "two_layer_mlp",
+    "sigmoid_custom_op",
+    "dynamic_branching",
+    "static_graph_step",
+    "keras_sequential",
+    "keras_sequential_adam",
+]
+RUN = [
+    "--backend",
+    "numpy",
+    *(arg for case in SMALL_CASES for arg in ("--case", case)),
+    "--steps",
+    "150",
+    "--bench-rounds",
+    "0",
+    "--jobs",
+    "1",
+]
 
 
 def equiv(*args: str, marker: str, **kwargs) -> subprocess.Popen:

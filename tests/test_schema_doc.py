@@ -85,7 +85,16 @@ def numpy_cells() -> list[CellResult]:
         run_cell(Cell("keras_sequential", "numpy", "float32"), OPTIONS),  # flops, gflops
         run_cell(Cell("two_layer_mlp", "numpy", "float32"), OPTIONS, impl=bug),
         run_cell(Cell("two_layer_mlp", "numpy", "float64"), OPTIONS, impl=crash),
+        resnet18_cell(),
     ]
+
+
+def resnet18_cell() -> CellResult:
+    """A failing cell of a case with activations and state (``layers``, ``state``): the
+    numpy port of resnet18 with Keras's BatchNorm eps, for one step."""
+    eps = ImplSource("cases.resnet18.reference", (Patch('eps = self.cfg["bn_eps"]', "eps = 1e-3"),))
+    options = replace(OPTIONS, steps=1, bench_rounds=0)
+    return run_cell(Cell("resnet18", "numpy", "float64"), options, impl=eps)
 
 
 def explained_cell(monkeypatch) -> CellResult:

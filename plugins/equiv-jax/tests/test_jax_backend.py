@@ -24,7 +24,9 @@ except PackageNotFoundError:
     )
 
 SHORT = RunOptions(steps=6, bench_rounds=0, keep_trajectories=False)
-CASES = list(builtin_cases())  # the JAX backend's own behaviour; case packages run in the matrix
+#: the JAX backend's own behaviour; case packages run in the matrix. resnet18's compiles take
+#: a minute or more per cell (eager: each primitive of its first step), so it runs under -m slow
+CASES = [pytest.param(c, marks=pytest.mark.slow) if c == "resnet18" else c for c in builtin_cases()]
 
 
 @pytest.mark.parametrize("case", CASES)
