@@ -169,21 +169,27 @@ def product_radius(
     return np.abs(h2) * r1 + np.abs(h1) * r2 + flip.eps * np.abs(h1 * h2)
 
 
+def _takes_part(flip: Flip | None, key: str, exact: np.ndarray, values: np.ndarray) -> bool:
+    """Whether ``flip`` flips here; a recording Flip keeps the exact decision and the float64
+    ``values`` under ``key``, a measuring one its spread from them (both answer exactly)."""
+    if flip is None or key not in flip.values and not flip.recording:
+        return False
+    if flip.recording:
+        flip.masks[key], flip.values[key] = exact, values
+        return False
+    if flip.measuring:
+        flip.measure(values, key)
+        return False
+    return True
+
+
 def measured_mask(h: np.ndarray, flip: Flip | None, key: str) -> np.ndarray:
     """``h > 0`` for the ReLU of a pre-activation no affine bound describes (a convolution,
     then BatchNorm, then maybe a residual sum): the flipping run's radius is measured on a
     plain float32 run (``Flip.measure``, ``Flip.measured_radius``), and every unit within it
     takes the side opposite to the float64 reference's."""
     mask = h > 0
-    if flip is None:
-        return mask
-    if flip.recording:
-        flip.masks[key], flip.values[key] = mask, h
-        return mask
-    if key not in flip.values:
-        return mask
-    if flip.measuring:
-        flip.measure(h, key)
+    if not _takes_part(flip, key, mask, h):
         return mask
     at_risk = np.abs(h) <= flip.measured_radius(h, key)
     return np.where(at_risk, ~flip.masks[key], mask)
@@ -195,15 +201,7 @@ def measured_choice(windows: np.ndarray, flip: Flip | None, key: str) -> np.ndar
     measured radius of each other (either may be the larger in float32) to the one the
     float64 reference did not choose: a max-pool's kink is a near-tie."""
     choice = np.argmax(windows, axis=-1)
-    if flip is None:
-        return choice
-    if flip.recording:
-        flip.masks[key], flip.values[key] = choice, windows
-        return choice
-    if key not in flip.values:
-        return choice
-    if flip.measuring:
-        flip.measure(windows, key)
+    if not _takes_part(flip, key, choice, windows):
         return choice
     radius = flip.measured_radius(windows, key)
     order = np.argsort(windows, axis=-1)
