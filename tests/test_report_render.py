@@ -316,3 +316,33 @@ def test_quantities_not_observed_are_shown_as_such_and_never_as_compared():
     assert ">gradients not observed</span>" in html  # in the overview's cell
     assert f"not observed: {why}" in html  # in the cell's error table, in place of numbers
     assert '<th>gradients</th><td class="num">' not in html
+
+
+def test_a_failing_cell_shows_its_layer_drill_down_and_batchnorm_statistics(document):
+    """A cell with ``layers`` and ``state`` (resnet18's) names its first layer out of tolerance
+    with the layers before it, and tables its BatchNorm statistics; other cells show neither."""
+    doc = copy.deepcopy(document)
+    cell = next(c for c in doc["cells"] if c["status"] == "fail")
+    cell["layers"] = {
+        "step": 0,
+        "first_layer": "layer2.0.bn1",
+        "agreeing": ["conv1", "bn1"],
+        "layers": [
+            {"layer": "conv1", "error": 1e-16, "tolerance": 1e-13, "ratio": 0.001},
+            {"layer": "bn1", "error": 1e-15, "tolerance": 1e-13, "ratio": 0.01},
+            {"layer": "layer2.0.bn1", "error": 1.8e-3, "tolerance": 7.6e-14, "ratio": 2.4e10},
+        ],
+    }
+    cell["state"] = {
+        "bn1.running_var": {"max_ratio": 0.5, "step": 1, "error": 1e-15, "tolerance": 2e-15},
+        "layer2.0.bn1.running_var": {
+            "max_ratio": 3e9,
+            "step": 0,
+            "error": 1e-4,
+            "tolerance": 3e-14,
+        },
+    }
+    page = unescape(re.sub("<[^>]+>", "", render_html(doc)))
+    assert "the first layer out of tolerance is layer2.0.bn1; the 2 layers before it agree" in page
+    assert "2 quantities, largest error 3.0e+09× tolerance" in page
+    assert "Layer by layer" not in unescape(re.sub("<[^>]+>", "", render_html(document)))
