@@ -111,6 +111,7 @@ def _to_arrays(calibration) -> dict[str, np.ndarray]:
         "dtype": calibration.dtype,
         "keys": list(calibration.keys),
         "branches": list(calibration.branches),
+        "horizon": calibration.horizon,
     }
     arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     arrays["losses64"] = calibration.losses64
@@ -133,6 +134,7 @@ def _from_arrays(arrays) -> object:
         amplification={k: arrays[f"amplification/{k}"] for k in keys},
         branches=tuple(meta["branches"]),
         losses64=arrays["losses64"],
+        horizon=meta.get("horizon"),
     )
 
 

@@ -95,6 +95,8 @@ class Comparison:
     branches_ref: list[str | None] = field(default_factory=list)
     ambiguous: list[int] = field(default_factory=list)
     stopped_at: int | None = None
+    #: why the comparison stopped there, in words
+    stopped_by: str = "a numerically ambiguous branch"
     #: ambiguous steps where the reference followed the implementation's branch
     followed: list[dict[str, Any]] = field(default_factory=list)
     #: re-runs the reference's last step on a given branch and recalibrates from there (set
@@ -125,6 +127,18 @@ class Comparison:
 
     def add(self, step: int, impl: StepRecord, ref: StepRecord) -> bool:
         """Compare one step; False when the rest of the run cannot be compared meaningfully."""
+        horizon = self.calibration.horizon
+        if horizon is not None and step >= horizon:
+            self.stopped_at = step
+            self.stopped_by = "the float32 horizon (the calibration's float32 shadow left float64)"
+            self.warnings.append(
+                f"steps from {step} on are not compared: the calibration's float32 shadow, a "
+                f"correct float32 run, has left the float64 trajectory by step {horizon} (its "
+                "loss off by more than 1/K of the loss's range), so a correct float32 "
+                "implementation's later steps cannot be held to the reference "
+                "(docs/tolerances.md)"
+            )
+            return False
         if self.spec.branching:
             decision = self._compare_branch(step, impl.branch, ref.branch)
             if decision is False:

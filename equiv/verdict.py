@@ -93,7 +93,7 @@ def decide(result: CellResult, checks: list[Check], explanation: Explanation | N
         precision = explanation.variant.get("compute_dtype")
         held_to = f"at {precision} precision " if precision else ""
         stopped = (
-            f", up to a numerically ambiguous branch at step {variant.stopped_at}"
+            f", up to {variant.stopped_by} at step {variant.stopped_at}"
             if variant.stopped_at is not None
             else ""
         )

@@ -168,3 +168,31 @@ def test_measured_gradient_rounding_widens_resnet18s_chaotic_later_steps():
     key = "grads/layer4.1.conv1.weight"
     assert measured.tol[key][6] > 4 * one_ulp.tol[key][6]
     assert np.all(measured.tol[key] >= one_ulp.tol[key])
+
+
+def test_resnet18s_float32_comparison_stops_where_the_shadow_leaves_float64():
+    """The float32 horizon: from the step where the calibration's flipping shadow (a correct
+    float32 run) has a loss off by more than 1/K of the loss's range, nothing is compared (jax
+    float32 cells went past K times the shadows' spread at steps 10-11 otherwise); a case
+    without measured kinks, and any float64 calibration, has none."""
+    from dataclasses import replace
+
+    from equiv.case import get_case
+    from equiv.compare import Comparison
+    from equiv.tolerance import _calibrate
+
+    spec = get_case("resnet18")
+    float32 = _calibrate(spec, spec.make_state(0, "float32"), 4, "float32")
+    assert float32.horizon == 2
+    mlp = get_case("two_layer_mlp")
+    assert _calibrate(mlp, mlp.make_state(0, "float32"), 40, "float32").horizon is None
+    comparison = Comparison(spec, replace(float32, horizon=1), "float32")
+    from equiv.reference import ReferenceTrainer
+
+    ref = ReferenceTrainer(spec, spec.make_state(0, "float32").astype("float64"))
+    ref.run_step()
+    assert comparison.add(0, ref.record(), ref.record())
+    ref.run_step()
+    assert not comparison.add(1, ref.record(), ref.record())
+    assert comparison.compared == 1 and comparison.stopped_at == 1
+    assert "not compared" in comparison.warnings[0]
