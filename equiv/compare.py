@@ -50,6 +50,17 @@ class ShapeMismatch(Exception):
     pass
 
 
+def error_ratio(err: float, tol: float) -> float:
+    """error / tolerance: 0 for an exact match, inf for any error against a zero tolerance."""
+    return err / tol if tol > 0 else (0.0 if err == 0 else math.inf)
+
+
+def error_ratios(err: np.ndarray, tol: np.ndarray) -> np.ndarray:
+    """``error_ratio`` elementwise, over a quantity's steps."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(tol > 0, err / tol, np.where(err > 0, np.inf, 0.0))
+
+
 def group_of(key: str) -> str:
     return key.split("/", 1)[0]
 
@@ -165,7 +176,7 @@ class Comparison:
             self._error[key].append(err)
             self._tol[key].append(tol)
             group = group_of(key)
-            ratio = err / tol if tol > 0 else (0.0 if err == 0 else math.inf)
+            ratio = error_ratio(err, tol)
             self.max_error[group] = max(self.max_error.get(group, 0.0), err)
             self.max_ratio[group] = max(self.max_ratio.get(group, 0.0), ratio)
             if err > tol:
@@ -218,8 +229,7 @@ class Comparison:
         for key in self.keys:
             err = np.asarray(self._error[key][:n])
             tol = np.asarray(self._tol[key][:n])
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(tol > 0, err / tol, np.where(err > 0, np.inf, 0.0))
+            ratio = error_ratios(err, tol)
             picks = [int(b[np.argmax(ratio[b])]) for b in bins]
             out[key] = {
                 "error": [float(f"{err[i]:.4g}") for i in picks],
@@ -241,7 +251,7 @@ class Comparison:
         rows = []
         for key in layers:
             err, tol = self._error[key][step], self._tol[key][step]
-            ratio = err / tol if tol > 0 else (0.0 if err == 0 else math.inf)
+            ratio = error_ratio(err, tol)
             rows.append(
                 {
                     "layer": key.partition("/")[2],
@@ -267,8 +277,7 @@ class Comparison:
         out = {}
         for key in keys:
             err, tol = np.asarray(self._error[key]), np.asarray(self._tol[key])
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(tol > 0, err / tol, np.where(err > 0, np.inf, 0.0))
+            ratio = error_ratios(err, tol)
             worst = int(np.argmax(ratio))
             out[key.partition("/")[2]] = {
                 "max_ratio": float(f"{ratio[worst]:.4g}"),
