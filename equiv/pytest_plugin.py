@@ -13,6 +13,7 @@ spool folder from which the controller writes the one ``--equiv-report`` documen
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import pickle
 import shutil
@@ -164,12 +165,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def _with_marks(cell):
     """A cell whose case lists its backend in ``slow_backends`` is marked ``slow``."""
-    import fnmatch
-
     from equiv.case import all_cases
 
     spec = all_cases().get(cell.case)
-    patterns = getattr(spec, "slow_backends", ())
+    patterns = spec.slow_backends if spec else ()
     if any(fnmatch.fnmatchcase(cell.backend, p) for p in patterns):
         return pytest.param(cell, marks=pytest.mark.slow)
     return cell
