@@ -54,7 +54,13 @@ class Journal:
 
     @classmethod
     def reopen(cls, out: Path) -> Journal:
-        return cls(Path(out) / NAME)
+        """Drops a last line a kill cut short, so the next line starts a line of its own."""
+        path = Path(out) / NAME
+        with open(path, "rb+") as raw:
+            text = raw.read()
+            if text and not text.endswith(b"\n"):
+                raw.truncate(text.rfind(b"\n") + 1)
+        return cls(path)
 
     def append(self, result: CellResult) -> dict[str, Any]:
         entry = json_safe(result.to_json())

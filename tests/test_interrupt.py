@@ -190,3 +190,40 @@ def test_resume_refuses_what_it_cannot_resume(tmp_path):
         text=True,
     )
     assert both.returncode == 2 and "drop --seed" in both.stderr
+
+
+def test_a_signal_while_a_cell_is_kept_is_delivered_once_it_is_kept():
+    """The cell that finishes as the signal comes is in the journal and the partial document
+    both (CI once saw it in the journal only: the signal landed between the two)."""
+    from equiv.commands import run_cmd
+    from equiv.commands.run_cmd import Interrupted, interruptible, signals_deferred
+
+    kept = []
+    with pytest.raises(Interrupted), interruptible():
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 10  # until Python has run the handler
+            while run_cmd._Deferral.pending is None and time.monotonic() < deadline:
+                time.sleep(0.001)
+            kept.append("journal")
+            kept.append("document")
+        kept.append("after")  # never: the deferred signal is delivered here
+    assert kept == ["journal", "document"]
+
+
+def test_resume_drops_a_journal_line_a_kill_cut_short(tmp_path):
+    from equiv.journal import Journal, read
+    from equiv.records import Cell, CellResult
+
+    planned = [Cell("two_layer_mlp", "numpy", d) for d in ("float32", "float64")]
+    journal = Journal.start(tmp_path, {"seed": 0}, [c.id for c in planned])
+    journal.append(CellResult(cell=planned[0], status="skip", reason="first"))
+    journal.close()
+    with open(tmp_path / JOURNAL, "a") as f:
+        f.write('{"id": "two_layer_mlp-numpy-flo')  # cut off mid-line
+    assert list(read(tmp_path).done) == [planned[0].id]
+
+    resumed = Journal.reopen(tmp_path)
+    resumed.append(CellResult(cell=planned[1], status="skip", reason="second"))
+    resumed.close()
+    assert list(read(tmp_path).done) == [c.id for c in planned]

@@ -101,11 +101,21 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+class _Deferral:
+    """How many ``signals_deferred`` blocks are open, and the signal that came meanwhile."""
+
+    depth = 0
+    pending: int | None = None
+
+
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
     """SIGTERM (``timeout``, a CI limit) and SIGINT (Ctrl-C) raise Interrupted in the run."""
 
     def handler(signum, frame):
+        if _Deferral.depth:
+            _Deferral.pending = _Deferral.pending or signum
+            return
         raise Interrupted(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -114,6 +124,22 @@ def interruptible() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """While a finished cell is kept (trajectory, journal line, the run's list): a signal
+    that arrives then is raised when the block ends, so the cell is in both the journal and
+    the partial document, or in neither. (Not ``pthread_sigmask``: that blocks the main
+    thread only, and the kernel hands a process's signal to any other thread.)"""
+    _Deferral.depth += 1
+    try:
+        yield
+    finally:
+        _Deferral.depth -= 1
+        if not _Deferral.depth and _Deferral.pending is not None:
+            signum, _Deferral.pending = _Deferral.pending, None
+            raise Interrupted(signum)
 
 
 @contextlib.contextmanager
@@ -233,9 +259,10 @@ def execute(out: Path, cells: list, settings: dict, journal, earlier: list[dict]
     finished = []
 
     def keep(result) -> None:
-        write_trajectory(out, result)
-        journal.append(result)
-        finished.append(result)
+        with signals_deferred():
+            write_trajectory(out, result)
+            journal.append(result)
+            finished.append(result)
 
     stopped_by: int | None = None
     with calibration_directory(settings) as cache_dir:
