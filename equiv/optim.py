@@ -25,13 +25,20 @@ class SGD:
     def step(self, params: Arrays, grads: Arrays) -> Arrays:
         if not self.momentum:
             return {k: p - self.lr * grads[k] for k, p in params.items()}
+        # In place where the arithmetic allows: on resnet18's 11M parameters the temporaries
+        # of ``momentum * buffer + g`` and ``p - lr * buffer`` took 2/3 of a reference step.
+        # Same operations in the same order, so the same bits.
         out = {}
         for k, p in params.items():
             g = grads[k]
-            previous = self.buffer.get(k)
-            momentum = p.dtype.type(self.momentum)
-            self.buffer[k] = g.copy() if previous is None else momentum * previous + g
-            out[k] = p - self.lr * self.buffer[k]
+            buffer = self.buffer.get(k)
+            if buffer is None:
+                buffer = self.buffer[k] = g.copy()
+            else:
+                np.multiply(buffer, p.dtype.type(self.momentum), out=buffer)
+                np.add(buffer, g, out=buffer)
+            update = np.multiply(buffer, self.lr)  # the new parameters' array, filled next
+            out[k] = np.subtract(p, update, out=update)
         return out
 
 
