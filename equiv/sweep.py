@@ -40,15 +40,23 @@ def run_sweep(
     emit: Callable[[str], None] = print,
     threads: int = 1,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    calibration_dir: str | None = None,
 ) -> dict[str, Any]:
     """``checkpoint`` gets the report so far after every seed: a long sweep that is stopped
-    keeps what it measured."""
+    keeps what it measured. ``calibration_dir``: a calibration store shared with the cells'
+    worker processes and with other sweeps (split by backend) of the same seeds; without one
+    every process computes each calibration itself."""
     cells = select_cells(cases, backends, dtypes)
     rows: list[dict[str, Any]] = []
     done: list[int] = []
     for seed in seeds:
         options = RunOptions(
-            seed=seed, steps=steps, threads=threads, bench_rounds=0, keep_trajectories=False
+            seed=seed,
+            steps=steps,
+            threads=threads,
+            bench_rounds=0,
+            keep_trajectories=False,
+            calibration_dir=calibration_dir,
         )
         results = run_cells(cells, options, isolate="none")
         bad = [r for r in results if r.status not in ACCEPTED]
@@ -68,6 +76,7 @@ def run_sweep(
                 "ambiguous_stop": (r.branches or {}).get("stopped_at"),
                 "followed": len((r.branches or {}).get("followed", [])),
                 "coverage": r.coverage,
+                "duration_s": round(r.duration_s, 1),
             }
             for r in results
         ]

@@ -21,8 +21,20 @@ def test_a_sweep_records_every_seed_and_checkpoints_after_each():
     assert len(report["rows"]) == 4  # 2 seeds x 2 dtypes
     assert report["summary"]["false_alarms"] == 0
     assert all(r["coverage"] == 1.0 and r["followed"] == 0 for r in report["rows"])
+    assert all(r["duration_s"] >= 0 for r in report["rows"])
     assert report["summary"]["not_fully_compared"] == []
     assert set(report["summary"]["by_backend_dtype"]) == {"numpy float32", "numpy float64"}
+
+
+def test_a_sweep_shares_its_calibrations_through_the_store(tmp_path):
+    """Split sweeps (by backend) and their worker processes compute each calibration once."""
+    store = tmp_path / "store"
+    first = run_sweep([0], emit=lambda _: None, calibration_dir=str(store), **TINY)
+    entries = sorted(p.name for p in store.glob("*.npz"))
+    assert len(entries) == 2  # seed 0, both dtypes
+    again = run_sweep([0], emit=lambda _: None, calibration_dir=str(store), **TINY)
+    assert sorted(p.name for p in store.glob("*.npz")) == entries
+    assert [r["margin"] for r in again["rows"]] == [r["margin"] for r in first["rows"]]
 
 
 def test_the_summary_names_every_cell_that_did_not_compare_all_its_steps():

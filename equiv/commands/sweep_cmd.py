@@ -7,7 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from equiv.commands.run_cmd import check_writable, positive_int, seed_int
+from equiv.commands.run_cmd import (
+    calibration_directory,
+    check_writable,
+    positive_int,
+    seed_int,
+)
 
 
 def register(sub) -> None:
@@ -26,6 +31,17 @@ def register(sub) -> None:
         type=positive_int,
         default=1,
         help="threads per framework (default 1: no timing here, and no oversubscription)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="the calibration store, shared by the sweep's worker processes and by sweeps of "
+        "other backends (default: $EQUIV_CACHE_DIR or ~/.cache/equiv, as equiv run)",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="compute every calibration afresh (still once per sweep, shared by its workers)",
     )
     p.add_argument(
         "--from",
@@ -65,15 +81,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"equiv sweep: error: {exc}", file=sys.stderr)
             return 2
         seeds = range(args.first_seed, args.first_seed + args.seeds)
-        report = run_sweep(
-            seeds,
-            args.case,
-            args.backend,
-            args.dtype,
-            args.steps,
-            threads=args.threads,
-            checkpoint=write,
-        )
+        settings = {"cache_dir": args.cache_dir, "no_cache": args.no_cache}
+        with calibration_directory(settings) as cache_dir:
+            report = run_sweep(
+                seeds,
+                args.case,
+                args.backend,
+                args.dtype,
+                args.steps,
+                threads=args.threads,
+                checkpoint=write,
+                calibration_dir=str(cache_dir),
+            )
     write(report)
     atomic_write_bytes(out / "sweep-margins.svg", margin_plot(report["rows"]).encode())
     print(markdown_table(report["summary"]))
