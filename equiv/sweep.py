@@ -57,6 +57,9 @@ def run_sweep(
             bench_rounds=0,
             keep_trajectories=False,
             calibration_dir=calibration_dir,
+            # informative only, never part of a verdict: a fresh build and its first steps
+            # again (another trace or XLA compile), 15-25% of a resnet18 cell
+            check_reproducible=False,
         )
         results = run_cells(cells, options, isolate="none")
         bad = [r for r in results if r.status not in ACCEPTED]

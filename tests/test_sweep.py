@@ -37,6 +37,22 @@ def test_a_sweep_shares_its_calibrations_through_the_store(tmp_path):
     assert [r["margin"] for r in again["rows"]] == [r["margin"] for r in first["rows"]]
 
 
+def test_a_sweep_leaves_out_what_no_verdict_uses(monkeypatch):
+    import equiv.sweep
+
+    seen = []
+
+    def run_cells(cells, options, isolate):
+        seen.append(options)
+        return []
+
+    monkeypatch.setattr(equiv.sweep, "run_cells", run_cells)
+    run_sweep([3], emit=lambda _: None, **TINY)
+    (options,) = seen
+    assert options.seed == 3 and options.bench_rounds == 0
+    assert not options.check_reproducible and not options.keep_trajectories
+
+
 def test_the_summary_names_every_cell_that_did_not_compare_all_its_steps():
     from equiv.sweep import summarize
 
