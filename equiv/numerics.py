@@ -150,3 +150,19 @@ def flipping(
         factor=factor,
     )
     return KinkShadow(flip)
+
+
+@dataclass(frozen=True)
+class Following(Numerics):
+    """Takes ``recorded``'s masks and max-pool choices of the same step (a recording
+    ``KinkShadow``'s): for the calibration's extended-precision step, which must not decide a
+    unit at its kink differently from the float64 reference it measures."""
+
+    recorded: KinkShadow
+
+    def kink_mask(self, h, key):
+        return self.recorded.flip.masks.get(key, h > 0)
+
+    def pool_choice(self, windows, key):
+        masks = self.recorded.flip.masks
+        return masks[key] if key in masks else np.argmax(windows, axis=-1)
