@@ -7,6 +7,7 @@ equiv/backends/keras.py). Keras on jax needs a process of its own, so the checks
 subprocess and report back as JSON.
 """
 
+import fnmatch
 import json
 import os
 import subprocess
@@ -14,11 +15,12 @@ import sys
 
 import pytest
 
-from equiv.case import builtin_cases
+from equiv.case import builtin_cases, get_case
 from equiv.registry import get_backend
 
 SCRIPT = r"""
 import json
+import sys
 import numpy as np
 import jax
 import keras
@@ -58,12 +60,15 @@ def steps(trainer, n):
 
 
 report = {"compiles_after_warmup": {}, "staged_equals_plain": {}}
-for case in sorted(builtin_cases()):
+for case in sys.argv[1].split(","):
     trainer = build(case, "float64")
     steps(trainer, 2)
     before = len(compiles)
     steps(trainer, 4)
     report["compiles_after_warmup"][case] = len(compiles) - before
+if sys.argv[2] != "staging":
+    print("REPORT", json.dumps(report))
+    sys.exit(0)
 
 as_bytes = lambda value: np.asarray(value).tobytes()
 for dtype in ("float64", "float32"):
@@ -87,23 +92,48 @@ print("REPORT", json.dumps(report))
 """
 
 
-@pytest.fixture(scope="module")
-def jax_report():
+def _is_slow(case: str) -> bool:
+    """The case marks Keras on jax slow (resnet18: this check alone takes 35 s, twice the
+    other nine cases together)."""
+    return any(fnmatch.fnmatchcase("keras.jax", p) for p in get_case(case).slow_backends)
+
+
+FAST = [c for c in sorted(builtin_cases()) if not _is_slow(c)]
+SLOW = [c for c in sorted(builtin_cases()) if _is_slow(c)]
+
+
+def _report(cases: list[str], staging: bool) -> dict:
     backend = get_backend("keras.jax")
     if reason := backend.availability():
         pytest.skip(reason)
     env = {**os.environ, **backend.worker_env}
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600
-    )
+    args = [sys.executable, "-c", SCRIPT, ",".join(cases), "staging" if staging else "-"]
+    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1800)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     (line,) = [x for x in out.stdout.splitlines() if x.startswith("REPORT ")]
     return json.loads(line.removeprefix("REPORT "))
 
 
-@pytest.mark.parametrize("case", sorted(builtin_cases()))
+@pytest.fixture(scope="module")
+def jax_report():
+    return _report(FAST, staging=True)
+
+
+@pytest.fixture(scope="module")
+def slow_jax_report():
+    return _report(SLOW, staging=False)
+
+
+@pytest.mark.parametrize("case", FAST)
 def test_keras_jax_steps_stop_compiling_after_the_first(jax_report, case):
     compiles = jax_report["compiles_after_warmup"][case]
+    assert compiles == 0, f"{case}: {compiles} compilations in 4 eager steps after the first 2"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", SLOW)
+def test_a_slow_cases_keras_jax_steps_stop_compiling_after_the_first(slow_jax_report, case):
+    compiles = slow_jax_report["compiles_after_warmup"][case]
     assert compiles == 0, f"{case}: {compiles} compilations in 4 eager steps after the first 2"
 
 

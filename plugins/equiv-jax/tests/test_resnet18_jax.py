@@ -8,6 +8,12 @@ two conventions a port most easily gets wrong, each with its planted bug kept as
 
 The record checks recompute a layer from the record's own input to it, in numpy (float64), so
 they hold without the case's reference; the plants show each check fails on the bug.
+
+The checks of the whole model are marked ``slow``, as the case marks its JAX cells
+(``slow_backends``): XLA compiles resnet18's step for 10-25 s a process (jax.jit, float64) and
+op by op for about as long (jax.eager), half of what the rest of equiv-jax's tests cost
+together. They run with ``pytest -n auto -m slow``; the padding and running-variance plants
+below run a single layer and stay in the default run.
 """
 
 from __future__ import annotations
@@ -94,6 +100,7 @@ def two_steps():
     return state, records
 
 
+@pytest.mark.slow
 def test_canonical_state_goes_in_and_comes_out_exactly():
     """With lr 0 the parameters after a step are the drawn ones bit for bit, under their
     canonical names, in the spec's order and layout; the running statistics start at torch's."""
@@ -112,6 +119,7 @@ def test_canonical_state_goes_in_and_comes_out_exactly():
         np.testing.assert_array_equal(record.params[name], state.params[name], err_msg=name)
 
 
+@pytest.mark.slow
 def test_one_step_record_is_complete(two_steps):
     state, (record, _) = two_steps
     assert tuple(record.grads) == tuple(record.params) == resnet.PARAM_NAMES
@@ -141,6 +149,7 @@ def test_one_step_record_is_complete(two_steps):
     assert not np.allclose(record.evaluation["logits"], record.activations["fc"])
 
 
+@pytest.mark.slow
 def test_loss_is_the_cross_entropy_of_the_recorded_logits(two_steps):
     state, (record, _) = two_steps
     logits = record.activations["fc"]
@@ -151,6 +160,7 @@ def test_loss_is_the_cross_entropy_of_the_recorded_logits(two_steps):
     assert record.loss == pytest.approx(expected, rel=RTOL)
 
 
+@pytest.mark.slow
 def test_sgd_momentum_is_torchs(two_steps):
     """buf = g on the first step, then 0.9 * buf + g; p -= lr * buf."""
     state, (first, second) = two_steps
@@ -162,6 +172,7 @@ def test_sgd_momentum_is_torchs(two_steps):
         np.testing.assert_allclose(second.params[name], expected, rtol=RTOL, atol=1e-15)
 
 
+@pytest.mark.slow
 def test_convolutions_are_padded_symmetrically(two_steps):
     """The stem (7x7, stride 2, pad 3) from the data and layer2's first 3x3 stride-2 conv (pad
     1) from layer1's output, recomputed with torch's padding, match the record."""
@@ -194,6 +205,7 @@ def test_a_planted_same_padding_is_caught(geometry):
         check_conv(planted, x, w, 2, padding)
 
 
+@pytest.mark.slow
 def test_running_statistics_are_torchs(two_steps):
     """Every BatchNorm's running mean and (unbiased) variance after step 0, from its conv's
     recorded output; and its output normalised with the biased batch variance, eps 1e-5."""
