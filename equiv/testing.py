@@ -332,7 +332,14 @@ class BackendConformance:
         from equiv.runner import RunOptions, run_cell
 
         steps = _steps(type(self), request.config)
-        options = RunOptions(seed=self.seed, steps=steps, bench_rounds=0, keep_trajectories=False)
+        # bitwise repetition is test_two_runs_are_bitwise_equal's to check, not this test's
+        options = RunOptions(
+            seed=self.seed,
+            steps=steps,
+            bench_rounds=0,
+            keep_trajectories=False,
+            check_reproducible=False,
+        )
         result = run_cell(Cell(case, self.backend_id, dtype), options, benchmark=False)
         if result.status == "skip":
             pytest.skip(result.reason)
