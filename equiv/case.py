@@ -122,6 +122,10 @@ class CaseSpec:
     #: whose cell costs seconds a step keeps CI within its budget with it (documented there)
     matrix_steps: int | None = None
 
+    def slow_on(self, backend_id: str) -> bool:
+        """Whether ``slow_backends`` names this backend."""
+        return any(fnmatch.fnmatchcase(backend_id, p) for p in self.slow_backends)
+
     def explanations_for(self, backend_id: str, dtype: str = "") -> list[Explanation]:
         """Every declaration of the case that applies: each is one difference, and a cell
         with several is explained only by all of them together (``combine_explanations``)."""

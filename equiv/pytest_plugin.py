@@ -13,7 +13,6 @@ spool folder from which the controller writes the one ``--equiv-report`` documen
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import pickle
 import shutil
@@ -168,8 +167,7 @@ def _with_marks(cell):
     from equiv.case import all_cases
 
     spec = all_cases().get(cell.case)
-    patterns = spec.slow_backends if spec else ()
-    if any(fnmatch.fnmatchcase(cell.backend, p) for p in patterns):
+    if spec and spec.slow_on(cell.backend):
         return pytest.param(cell, marks=pytest.mark.slow)
     return cell
 

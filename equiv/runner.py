@@ -65,6 +65,13 @@ class RunOptions:
     #: the pytest matrix's default step count: a case's ``matrix_steps`` caps ``steps``
     cap_matrix_steps: bool = False
 
+    @classmethod
+    def verdict_only(cls, **overrides: Any) -> RunOptions:
+        """Options for a run read only for its verdict (tests, mutants, sweeps): no timing, no
+        trajectories, no reproducibility re-run, each a cost nothing would read."""
+        quiet = {"bench_rounds": 0, "keep_trajectories": False, "check_reproducible": False}
+        return cls(**{**quiet, **overrides})
+
     def steps_for(self, case: str) -> int:
         if case in unavailable_cases():
             return self.steps or 0

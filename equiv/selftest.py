@@ -57,13 +57,7 @@ def run_mutant(mutant: Mutant, seed: int = 0) -> Outcome:
     module = mutant.module or backend.implementation_module(spec)
     impl = ImplSource(module, mutant.patches)
     # a mutant is detected or not by its verdict: no reproducibility re-run (a second build)
-    options = RunOptions(
-        seed=seed,
-        steps=mutant.steps,
-        bench_rounds=0,
-        keep_trajectories=False,
-        check_reproducible=False,
-    )
+    options = RunOptions.verdict_only(seed=seed, steps=mutant.steps)
     cell = Cell(mutant.case, mutant.backend, mutant.dtype)
     if backend.needs_own_process:
         (result,) = run_group([(cell, impl)], options, env=dict(backend.worker_env))

@@ -50,16 +50,10 @@ def run_sweep(
     rows: list[dict[str, Any]] = []
     done: list[int] = []
     for seed in seeds:
-        options = RunOptions(
-            seed=seed,
-            steps=steps,
-            threads=threads,
-            bench_rounds=0,
-            keep_trajectories=False,
-            calibration_dir=calibration_dir,
-            # informative only, never part of a verdict: a fresh build and its first steps
-            # again (another trace or XLA compile), 15-25% of a resnet18 cell
-            check_reproducible=False,
+        # no reproducibility re-run: a fresh build and its first steps again (another trace
+        # or XLA compile), 15-25% of a resnet18 cell, never part of a verdict
+        options = RunOptions.verdict_only(
+            seed=seed, steps=steps, threads=threads, calibration_dir=calibration_dir
         )
         results = run_cells(cells, options, isolate="none")
         bad = [r for r in results if r.status not in ACCEPTED]

@@ -333,13 +333,7 @@ class BackendConformance:
 
         steps = _steps(type(self), request.config)
         # bitwise repetition is test_two_runs_are_bitwise_equal's to check, not this test's
-        options = RunOptions(
-            seed=self.seed,
-            steps=steps,
-            bench_rounds=0,
-            keep_trajectories=False,
-            check_reproducible=False,
-        )
+        options = RunOptions.verdict_only(seed=self.seed, steps=steps)
         result = run_cell(Cell(case, self.backend_id, dtype), options, benchmark=False)
         if result.status == "skip":
             pytest.skip(result.reason)
@@ -476,15 +470,9 @@ def run_one_cell(cell: Cell, options: Any, impl: ImplSource | None = None) -> Ce
 def _unplanted(cell: Cell, seed: int, steps: int | None) -> CellResult:
     """The cell without a plant, once per session: a plant is judged only where the case
     itself passes."""
-    return run_one_cell(cell, _kit_options(seed, steps))
-
-
-def _kit_options(seed: int, steps: int | None) -> Any:
     from equiv.runner import RunOptions
 
-    return RunOptions(
-        seed=seed, steps=steps, bench_rounds=0, keep_trajectories=False, check_reproducible=False
-    )
+    return run_one_cell(cell, RunOptions.verdict_only(seed=seed, steps=steps))
 
 
 class CaseConformance:
@@ -704,7 +692,10 @@ class CaseConformance:
             f"{cell.id} does not pass without the plant ({unplanted.status}: "
             f"{unplanted.reason}): a plant can only be judged where the case passes"
         )
-        planted = run_one_cell(cell, _kit_options(self.seed, steps), ImplSource(module, patches))
+        from equiv.runner import RunOptions
+
+        options = RunOptions.verdict_only(seed=self.seed, steps=steps)
+        planted = run_one_cell(cell, options, ImplSource(module, patches))
         assert planted.status in ("fail", "error"), (
             f"plant {index} of {backend_id} ({patches}) was not caught: {cell.id} is "
             f"{planted.status} with it. The case does not observe what the plant changes (a "

@@ -14,7 +14,7 @@ from equiv.report.render import render_html
 from equiv.results import build_document
 from equiv.runner import RunOptions, run_cell
 
-OPTIONS = RunOptions(steps=12, bench_rounds=0, keep_trajectories=False, check_reproducible=False)
+OPTIONS = RunOptions.verdict_only(steps=12)
 
 
 def test_a_comparison_that_ends_early_is_partial_coverage():

@@ -17,7 +17,7 @@ from equiv.records import Cell
 from equiv.registry import get_backend
 from equiv.runner import RunOptions, run_cell
 
-OPTIONS = RunOptions(steps=30, bench_rounds=0, keep_trajectories=False, check_reproducible=False)
+OPTIONS = RunOptions.verdict_only(steps=30)
 
 
 def available(backend_id):
@@ -241,9 +241,7 @@ def test_a_variant_follows_an_ambiguous_branch_and_proves_every_step():
     from equiv.workers import run_group
 
     cell = Cell("static_graph_step", "keras.torch", "float64")
-    options = RunOptions(
-        seed=1, steps=360, bench_rounds=0, keep_trajectories=False, check_reproducible=False
-    )
+    options = RunOptions.verdict_only(seed=1, steps=360)
     (result,) = run_group(
         [(cell, W2B_AT_STEP_346)], options, env=dict(get_backend(cell.backend).worker_env)
     )

@@ -15,9 +15,7 @@ from equiv.runner import RunOptions, run_cell
 from equiv.workers import run_group
 
 MODULE = "cases.two_layer_mlp.torch_impl"
-OPTIONS = RunOptions(
-    steps=4, bench_rounds=0, keep_trajectories=False, check_reproducible=False, timeout_s=60
-)
+OPTIONS = RunOptions.verdict_only(steps=4, timeout_s=60)
 
 pytestmark = pytest.mark.skipif(
     get_backend("torch.eager").availability() is not None, reason="needs torch"
@@ -57,9 +55,7 @@ def test_a_killed_worker_is_an_error_and_the_group_goes_on():
 
 def test_a_hanging_cell_times_out_and_the_group_goes_on():
     hang = planted("        loss.backward()\n", "        import time; time.sleep(600)\n")
-    options = RunOptions(
-        steps=4, bench_rounds=0, keep_trajectories=False, check_reproducible=False, timeout_s=8
-    )
+    options = RunOptions.verdict_only(steps=4, timeout_s=8)
     # the fresh worker's cell imports no framework: under a loaded CI machine (pytest -n) a
     # torch import alone can take most of the 8 s
     light = Cell("two_layer_mlp", "numpy", "float32")

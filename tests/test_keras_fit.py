@@ -18,7 +18,7 @@ from equiv.registry import get_backend
 from equiv.runner import RunOptions, run_cell
 
 BACKEND = "keras.fit"
-OPTIONS = RunOptions(steps=10, bench_rounds=0, keep_trajectories=False, check_reproducible=False)
+OPTIONS = RunOptions.verdict_only(steps=10)
 MODULE = "cases.minibatch.keras_fit_impl"
 
 

@@ -7,7 +7,7 @@ equiv/backends/keras.py). Keras on jax needs a process of its own, so the checks
 subprocess and report back as JSON.
 """
 
-import fnmatch
+import functools
 import json
 import os
 import subprocess
@@ -92,17 +92,15 @@ print("REPORT", json.dumps(report))
 """
 
 
-def _is_slow(case: str) -> bool:
-    """The case marks Keras on jax slow (resnet18: this check alone takes 35 s, twice the
-    other nine cases together)."""
-    return any(fnmatch.fnmatchcase("keras.jax", p) for p in get_case(case).slow_backends)
+#: resnet18 marks Keras on jax slow: its check alone takes 35 s, twice the other cases' together
+SLOW = [c for c in sorted(builtin_cases()) if get_case(c).slow_on("keras.jax")]
+FAST = [c for c in sorted(builtin_cases()) if c not in SLOW]
 
 
-FAST = [c for c in sorted(builtin_cases()) if not _is_slow(c)]
-SLOW = [c for c in sorted(builtin_cases()) if _is_slow(c)]
-
-
-def _report(cases: list[str], staging: bool) -> dict:
+@functools.cache
+def _report(cases: tuple[str, ...], staging: bool) -> dict:
+    """The subprocess's report on ``cases`` (and the staging checks when asked), once per
+    argument tuple: call it with positional arguments only, as functools.cache keys on them."""
     backend = get_backend("keras.jax")
     if reason := backend.availability():
         pytest.skip(reason)
@@ -116,24 +114,13 @@ def _report(cases: list[str], staging: bool) -> dict:
 
 @pytest.fixture(scope="module")
 def jax_report():
-    return _report(FAST, staging=True)
+    return _report(tuple(FAST), True)
 
 
-@pytest.fixture(scope="module")
-def slow_jax_report():
-    return _report(SLOW, staging=False)
-
-
-@pytest.mark.parametrize("case", FAST)
-def test_keras_jax_steps_stop_compiling_after_the_first(jax_report, case):
-    compiles = jax_report["compiles_after_warmup"][case]
-    assert compiles == 0, f"{case}: {compiles} compilations in 4 eager steps after the first 2"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("case", SLOW)
-def test_a_slow_cases_keras_jax_steps_stop_compiling_after_the_first(slow_jax_report, case):
-    compiles = slow_jax_report["compiles_after_warmup"][case]
+@pytest.mark.parametrize("case", FAST + [pytest.param(c, marks=pytest.mark.slow) for c in SLOW])
+def test_keras_jax_steps_stop_compiling_after_the_first(case):
+    report = _report(tuple(SLOW), False) if case in SLOW else _report(tuple(FAST), True)
+    compiles = report["compiles_after_warmup"][case]
     assert compiles == 0, f"{case}: {compiles} compilations in 4 eager steps after the first 2"
 
 

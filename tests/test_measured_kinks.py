@@ -252,9 +252,7 @@ def test_the_float64_false_alarm_of_seed_12_needs_the_extended_precision_measure
     from equiv.runner import RunOptions, run_cell
 
     def run():
-        options = RunOptions(
-            seed=12, steps=1, bench_rounds=0, keep_trajectories=False, check_reproducible=False
-        )
+        options = RunOptions.verdict_only(seed=12, steps=1)
         equiv.tolerance._calibrate_cached.cache_clear()
         return run_cell(Cell("resnet18", "tf.eager", "float64"), options)
 

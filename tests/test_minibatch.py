@@ -13,7 +13,7 @@ from equiv.registry import get_backend
 from equiv.runner import RunOptions, run_cell
 
 #: two epochs of minibatch_partial: the partial batch (step 7) and the wrap to batch 0 (step 8)
-OPTIONS = RunOptions(steps=10, bench_rounds=0, keep_trajectories=False, check_reproducible=False)
+OPTIONS = RunOptions.verdict_only(steps=10)
 TORCH_IMPL = "cases.minibatch.torch_impl"  # minibatch_partial re-exports it
 
 LOADER = 'DataLoader(TensorDataset(x, y), batch_size=cfg["batch_size"])'

@@ -170,7 +170,7 @@ def test_a_tensorflow_worker_does_not_import_jax_or_matplotlib():
     impl = ImplSource(
         "cases.two_layer_mlp.tf_impl", (Patch("def build(state, backend):\n", report),)
     )
-    options = RunOptions(steps=2, bench_rounds=0, keep_trajectories=False, check_reproducible=False)
+    options = RunOptions.verdict_only(steps=2)
     cell = Cell("two_layer_mlp", "tf.eager", "float64")
     (hidden,) = run_group(
         [(cell, impl)], options, dict(backend.worker_env), hides=backend.worker_hides

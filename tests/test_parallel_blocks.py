@@ -92,7 +92,7 @@ def test_sum_instead_of_product_diverges_in_the_loss_at_step_0(dtype):
         pytest.skip(reason)
     module = get_backend("torch.eager").implementation_module(get_case("parallel_blocks"))
     impl = ImplSource(module, (SUM_NOT_PRODUCT,))
-    options = RunOptions(steps=4, bench_rounds=0, keep_trajectories=False, check_reproducible=False)
+    options = RunOptions.verdict_only(steps=4)
     cell = Cell("parallel_blocks", "torch.eager", dtype)
     result = run_cell(cell, options, impl=impl)
     assert result.status == "fail", result.reason
@@ -113,9 +113,7 @@ def test_a_second_blocks_radius_includes_its_computed_inputs_radius():
 
 
 SEED7 = Cell("parallel_blocks", "numpy", "float32")
-SEED7_OPTIONS = RunOptions(
-    seed=7, steps=12, bench_rounds=0, keep_trajectories=False, check_reproducible=False
-)
+SEED7_OPTIONS = RunOptions.verdict_only(seed=7, steps=12)
 
 
 def test_seed_7_float32_passes_and_fails_without_the_input_radius(monkeypatch):

@@ -12,7 +12,7 @@ from equiv.records import Cell
 from equiv.registry import get_backend
 from equiv.runner import RunOptions, run_cell
 
-OPTIONS = RunOptions(steps=6, bench_rounds=0, keep_trajectories=False, check_reproducible=False)
+OPTIONS = RunOptions.verdict_only(steps=6)
 
 
 def needs(backend_id):

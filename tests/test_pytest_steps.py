@@ -48,3 +48,20 @@ def test_this_repository_skips_the_informative_reproducibility_rerun_in_its_matr
 
     assert _options(pytestconfig).check_reproducible is False
     assert RunOptions().check_reproducible is True
+
+
+def test_verdict_only_options_drop_what_no_verdict_reads_and_keep_what_is_asked():
+    from equiv.runner import RunOptions
+
+    options = RunOptions.verdict_only(steps=3, timeout_s=8, check_reproducible=True)
+    assert (options.bench_rounds, options.keep_trajectories) == (0, False)
+    assert (options.steps, options.timeout_s, options.check_reproducible) == (3, 8, True)
+    assert RunOptions.verdict_only().check_reproducible is False
+
+
+def test_a_case_is_slow_on_the_backends_its_patterns_name():
+    from equiv.case import get_case
+
+    resnet = get_case("resnet18")
+    assert resnet.slow_on("jax.eager") and resnet.slow_on("keras.jax")
+    assert not resnet.slow_on("keras.torch") and not get_case("two_layer_mlp").slow_on("jax.jit")

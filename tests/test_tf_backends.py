@@ -14,7 +14,7 @@ from equiv.registry import get_backend
 from equiv.runner import RunOptions, run_cell
 from equiv.workers import run_group
 
-OPTIONS = RunOptions(steps=5, bench_rounds=0, keep_trajectories=False, check_reproducible=False)
+OPTIONS = RunOptions.verdict_only(steps=5)
 TF_MODES = ["tf.eager", "tf.function", "tf.xla", "tf.v1graph"]
 KERAS = ["keras.tensorflow", "keras.torch", "keras.jax"]
 

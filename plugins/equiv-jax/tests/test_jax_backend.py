@@ -23,7 +23,7 @@ except PackageNotFoundError:
         "equiv-jax is not installed (pip install -e plugins/equiv-jax)", allow_module_level=True
     )
 
-SHORT = RunOptions(steps=6, bench_rounds=0, keep_trajectories=False, check_reproducible=False)
+SHORT = RunOptions.verdict_only(steps=6)
 #: the JAX backend's own behaviour; case packages run in the matrix. resnet18's compiles take
 #: a minute or more per cell (eager: each primitive of its first step), so it runs under -m slow
 CASES = [pytest.param(c, marks=pytest.mark.slow) if c == "resnet18" else c for c in builtin_cases()]
