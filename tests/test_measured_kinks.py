@@ -245,7 +245,9 @@ def test_the_float64_false_alarm_of_seed_12_needs_the_extended_precision_measure
 ):
     """The sweep's false alarm, kept: tf.eager float64, seed 12, step 0, grads of
     layer4.0.conv1.weight at 1.24 times the tolerance when float64's rounding was inferred
-    from float32's (planted: the measurement returns nothing); passes with it."""
+    from float32's (planted: the measurement returns nothing, and the noisy shadow's layers
+    round exactly, as before the Monte Carlo shadow, which covers this step too); passes with
+    the measurement alone."""
     pytest.importorskip("tensorflow")
     import equiv.tolerance
     from equiv.records import Cell
@@ -256,13 +258,51 @@ def test_the_float64_false_alarm_of_seed_12_needs_the_extended_precision_measure
         equiv.tolerance._calibrate_cached.cache_clear()
         return run_cell(Cell("resnet18", "tf.eager", "float64"), options)
 
+    monkeypatch.setattr(numerics, "MonteCarloRounding", lambda rng, eps: numerics.EXACT)
     assert run().status == "pass"
     monkeypatch.setattr(equiv.tolerance, "extended_precision_rounding", lambda *args: {})
     planted = run()
     assert planted.status == "fail"
     divergence = planted.first_divergence
-    assert (divergence.step, divergence.quantity, divergence.name) == (
-        0,
-        "grads",
-        "layer4.0.conv1.weight",
-    )
+    # the first gradient beyond tolerance in pipeline order depends on the CPU: layer4.0.conv1
+    # on an AMD machine with AVX2, layer2.1.bn1.bias before it on an Intel one with AVX-512
+    assert (divergence.step, divergence.quantity) == (0, "grads")
+
+
+def test_monte_carlo_rounding_moves_a_layer_result_by_up_to_one_ulp_of_its_scale():
+    value = np.linspace(-3.0, 2.0, 1001)
+    mc = numerics.MonteCarloRounding(np.random.default_rng(0), EPS["float64"])
+    moved = mc.rounded(value)
+    step = EPS["float64"] * 3.0
+    assert moved.dtype == value.dtype
+    assert 0.9 * step < np.max(np.abs(moved - value)) <= step
+    assert numerics.EXACT.rounded(value) is value
+    assert numerics.ForcedBranch("a", mc).rounded(value) is not value  # delegates to its base
+    assert mc.rounded(np.zeros(0)).size == 0
+
+
+@pytest.mark.slow
+def test_the_monte_carlo_shadow_widens_the_tolerance_an_algorithm_that_loses_more_exceeded(
+    monkeypatch,
+):
+    """resnet18 seed 1, float64, step 4, grads of layer4.0.conv1.weight: on an AMD machine
+    (AVX2) torch.eager, torch.jit and jax.jit landed 1.2e-10 off the reference, 1.05 times the
+    tolerance of a calibration whose runs all round as the reference's own algorithm does:
+    torch's gradient of that layer lost 4 times the reference's at step 0 (against extended
+    precision) and chaotic training carried that on. On an Intel machine with AVX-512 the
+    same cell lands at 0.31 of that tolerance: where a framework's rounding lands depends on
+    the CPU as much as on its algorithm, so the sweep of one machine cannot find it. The Monte
+    Carlo shadow (planted away: its layers round exactly) widens that tolerance 4.8 times
+    here, and nowhere narrows it."""
+    from equiv.case import get_case
+    from equiv.tolerance import _calibrate
+
+    spec = get_case("resnet18")
+    start = spec.make_state(1, "float64")
+    monte_carlo = _calibrate(spec, start, 5, "float64")
+    monkeypatch.setattr(numerics, "MonteCarloRounding", lambda rng, eps: numerics.EXACT)
+    exact = _calibrate(spec, start, 5, "float64")
+    key = "grads/layer4.0.conv1.weight"
+    assert monte_carlo.tol[key][4] > 3 * exact.tol[key][4]
+    for k in exact.keys:
+        assert np.all(monte_carlo.tol[k] >= exact.tol[k]), k

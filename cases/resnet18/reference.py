@@ -9,7 +9,10 @@ the running statistics.
 
 The reference asks ``numerics`` for every ReLU mask (``kink_mask``, one key per ReLU: "relu"
 for the stem, "layer1.0.relu1" after a block's first BatchNorm and "layer1.0.relu2" after its
-residual sum) and for the max-pool's choice (``pool_choice``, key "maxpool"), nothing else.
+residual sum) and for the max-pool's choice (``pool_choice``, key "maxpool"), and passes every
+result that involves a sum (convolution, BatchNorm, residual add, pooling, dense, and each of
+their backward results) through ``numerics.rounded``: the float64 calibration's Monte Carlo
+shadow rounds them as another algorithm might (``equiv.numerics.MonteCarloRounding``).
 """
 
 from __future__ import annotations
@@ -56,10 +59,12 @@ class _Pass:
         parameters' gradients and returns the input's (None without ``input_grad``)."""
         stride, padding, bn = self.convs[conv]
         h, conv_back = layers.conv2d(x, self.params[f"{conv}.weight"], stride, padding)
+        h = self.numerics.rounded(h)
         gamma, beta = self.params[f"{bn}.weight"], self.params[f"{bn}.bias"]
         eps = self.cfg["bn_eps"]
         if self.train:
             y, bn_back, stats = layers.batch_norm_train(h, gamma, beta, eps)
+            y = self.numerics.rounded(y)
             self._update_running(bn, stats)
         else:
             mean, var = self.state[f"{bn}.running_mean"], self.state[f"{bn}.running_var"]
@@ -67,9 +72,12 @@ class _Pass:
         self.activations[conv], self.activations[bn] = h, y
 
         def back(g: np.ndarray, grads: dict, input_grad: bool = True) -> np.ndarray | None:
-            gh, grads[f"{bn}.weight"], grads[f"{bn}.bias"] = bn_back(g)
-            gx, grads[f"{conv}.weight"] = conv_back(gh, input_grad)
-            return gx
+            rounded = self.numerics.rounded
+            gh, ggamma, gbeta = bn_back(g)
+            grads[f"{bn}.weight"], grads[f"{bn}.bias"] = rounded(ggamma), rounded(gbeta)
+            gx, gw = conv_back(rounded(gh), input_grad)
+            grads[f"{conv}.weight"] = rounded(gw)
+            return None if gx is None else rounded(gx)
 
         return y, back
 
@@ -94,14 +102,14 @@ class _Pass:
         shortcut, short_back = x, None
         if downsample:
             shortcut, short_back = self.conv_bn(x, f"{name}.downsample.0")
-        out, relu2_back = self.relu(h + shortcut, f"{name}.relu2")
+        out, relu2_back = self.relu(self.numerics.rounded(h + shortcut), f"{name}.relu2")
         self.activations[name] = out
 
         def back(g: np.ndarray, grads: dict) -> np.ndarray:
             gsum = relu2_back(g)
             gx = short_back(gsum, grads) if short_back is not None else gsum
             ga = conv2_back(gsum, grads)
-            return gx + conv1_back(relu1_back(ga), grads)
+            return self.numerics.rounded(gx + conv1_back(relu1_back(ga), grads))
 
         return out, back
 
@@ -118,19 +126,22 @@ class _Pass:
             h, back = self.block(h, name, downsample)
             block_backs.append(back)
         pooled, avg_back = layers.global_avg_pool(h)
+        pooled = self.numerics.rounded(pooled)
         self.activations["avgpool"] = pooled
         w, b = self.params["fc.weight"], self.params["fc.bias"]
         logits, fc_back = layers.dense(pooled, w.T, b)
+        logits = self.numerics.rounded(logits)
         self.activations["fc"] = logits
 
         def back(g_logits: np.ndarray) -> dict:
             grads: dict = {}
-            g, gw, grads["fc.bias"] = fc_back(g_logits)
-            grads["fc.weight"] = gw.T
-            g = avg_back(g)
+            rounded = self.numerics.rounded
+            g, gw, gb = fc_back(g_logits)
+            grads["fc.weight"], grads["fc.bias"] = rounded(gw.T), rounded(gb)
+            g = rounded(avg_back(rounded(g)))
             for block_back in reversed(block_backs):
                 g = block_back(g, grads)
-            g = relu_back(pool_back(g))
+            g = relu_back(rounded(pool_back(g)))
             stem_back(g, grads, input_grad=False)
             return grads
 
@@ -145,7 +156,7 @@ def forward_backward(params, data, cfg, prev_loss=None, numerics=EXACT, state=No
     run = _Pass(params, cfg, state, train=True, numerics=numerics)
     logits, back = run.network(data["x"])
     loss, loss_back = layers.softmax_cross_entropy(logits, np.asarray(data["y"]).astype(int))
-    grads = back(loss_back())
+    grads = back(numerics.rounded(loss_back()))
     observed = {
         "activations": {n: run.activations[n] for n in ACTIVATION_NAMES},
         "state": {n: run.new_state[n] for n in STATE_NAMES},
