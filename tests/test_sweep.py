@@ -40,10 +40,11 @@ def test_a_sweep_shares_its_calibrations_through_the_store(tmp_path):
 def test_a_sweep_leaves_out_what_no_verdict_uses(monkeypatch):
     import equiv.sweep
 
-    seen = []
+    seen, isolations = [], []
 
     def run_cells(cells, options, isolate):
         seen.append(options)
+        isolations.append(isolate)
         return []
 
     monkeypatch.setattr(equiv.sweep, "run_cells", run_cells)
@@ -51,6 +52,11 @@ def test_a_sweep_leaves_out_what_no_verdict_uses(monkeypatch):
     (options,) = seen
     assert options.seed == 3 and options.bench_rounds == 0
     assert not options.check_reproducible and not options.keep_trajectories
+    # each seed in fresh worker processes by default: a resnet18 sweep run in one process grew
+    # to 6 GB and was killed for memory
+    assert isolations == ["backend"]
+    run_sweep([3], emit=lambda _: None, isolate="none", **TINY)
+    assert isolations == ["backend", "none"]
 
 
 def test_the_summary_names_every_cell_that_did_not_compare_all_its_steps():

@@ -44,6 +44,13 @@ def register(sub) -> None:
         help="compute every calibration afresh (still once per sweep, shared by its workers)",
     )
     p.add_argument(
+        "--isolate",
+        choices=("backend", "none"),
+        default="backend",
+        help="backend: each seed's cells in fresh worker processes, one per backend (a crash or "
+        "a framework's growing caches stay there; default); none: all in this process",
+    )
+    p.add_argument(
         "--from",
         dest="sources",
         action="append",
@@ -92,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
                 threads=args.threads,
                 checkpoint=write,
                 calibration_dir=str(cache_dir),
+                isolate=args.isolate,
             )
     write(report)
     atomic_write_bytes(out / "sweep-margins.svg", margin_plot(report["rows"]).encode())
