@@ -306,3 +306,27 @@ def test_the_monte_carlo_shadow_widens_the_tolerance_an_algorithm_that_loses_mor
     assert monte_carlo.tol[key][4] > 3 * exact.tol[key][4]
     for k in exact.keys:
         assert np.all(monte_carlo.tol[k] >= exact.tol[k]), k
+
+
+@pytest.mark.slow
+def test_several_monte_carlo_draws_cover_what_one_draw_missed(monkeypatch):
+    """resnet18 seed 15, float64, step 9, grads of layer3.0.conv2.weight: tf.eager, tf.function
+    and tf.v1graph landed 1.44e-11 off the reference, 1.01 times the tolerance one Monte Carlo
+    draw gave (1.42e-11); single draws with other generators gave 1.4e-11 to 4.4e-11 there
+    (chaotic training: where a rounding difference lands decides how far it grows). With
+    MONTE_CARLO_DRAWS of them (planted: one) the largest spread counts, and the three cells
+    pass at 0.32. The first draw is the single one: no tolerance narrows."""
+    import equiv.tolerance
+    from equiv.case import get_case
+    from equiv.tolerance import calibrate_state
+
+    spec = get_case("resnet18")
+    start = spec.make_state(15, "float64")
+    several = calibrate_state(spec, start, 10)
+    monkeypatch.setattr(equiv.tolerance, "MONTE_CARLO_DRAWS", 1)
+    one = calibrate_state(spec, start, 10)
+    key = "grads/layer3.0.conv2.weight"
+    # here (Intel, AVX-512) 1.4e-11 and 4.4e-11: the cells failed below the second
+    assert several.tol[key][9] > 2 * one.tol[key][9]
+    for k in one.keys:
+        assert np.all(several.tol[k] >= one.tol[k]), k
