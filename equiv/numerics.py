@@ -180,9 +180,8 @@ class Following(Numerics):
 @dataclass(frozen=True)
 class MonteCarloRounding(Numerics):
     """Monte Carlo arithmetic at the layer level, for the float64 calibration's noisy shadow:
-    every layer result the reference passes through ``rounded`` is moved by up to ``ulps``
-    ulps of its array's scale (``eps * max|value|``, uniform), the rounding of a sum whose
-    terms are as large as the array's largest element, drawn afresh at every layer and step.
+    every layer result the reference passes through ``rounded`` is moved by up to one ulp
+    of its array's scale (``array_rounding``), drawn afresh at every layer and step.
 
     Why: every other calibration run is the reference's own algorithm, and an implementation's
     algorithm may lose more. resnet18 seed 1: torch's float64 gradient of layer4.0.conv1
@@ -194,11 +193,18 @@ class MonteCarloRounding(Numerics):
 
     rng: np.random.Generator
     eps: float
-    ulps: float = 1.0
 
     def rounded(self, value):
-        value = np.asarray(value)
-        if not value.size:
-            return value
-        size = self.ulps * self.eps * float(np.max(np.abs(value)))
-        return (value + size * self.rng.uniform(-1.0, 1.0, value.shape)).astype(value.dtype)
+        return array_rounding(value, self.rng, self.eps)
+
+
+def array_rounding(value, rng: np.random.Generator, eps: float, ulps: float = 1.0) -> np.ndarray:
+    """``value`` with every element moved by up to ``ulps`` * ``eps`` * max|value| (uniform):
+    the rounding of a sum whose terms are as large as the array's largest element. The
+    calibration injects it into layer results (``MonteCarloRounding``) and into finished
+    gradients (``tolerance.gradient_rounding``)."""
+    value = np.asarray(value)
+    if not value.size:
+        return value
+    scale = float(max(abs(value.max()), abs(value.min())))
+    return (value + ulps * eps * scale * rng.uniform(-1.0, 1.0, value.shape)).astype(value.dtype)

@@ -123,10 +123,7 @@ def gradient_rounding(
     or by up to ``ulps[name]`` of them (``CaseSpec.gradient_rounding == "measured"``)."""
     ulps = ulps or {}
     return {
-        k: (
-            g + ulps.get(k, 1.0) * EPS[dtype] * max_abs(g) * rng.uniform(-1.0, 1.0, np.shape(g))
-        ).astype(np.asarray(g).dtype)
-        for k, g in grads.items()
+        k: numerics.array_rounding(g, rng, EPS[dtype], ulps.get(k, 1.0)) for k, g in grads.items()
     }
 
 
