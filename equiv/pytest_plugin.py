@@ -13,6 +13,7 @@ spool folder from which the controller writes the one ``--equiv-report`` documen
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import shutil
@@ -133,8 +134,21 @@ def pytest_configure(config: pytest.Config) -> None:
         config._equiv_private_cache = private  # type: ignore[attr-defined]
         config.option.equiv_cache_dir = private
         os.environ["EQUIV_CACHE_DIR"] = private  # xdist workers inherit it
+    _keep_jax_compilations(config)
     if _parallel(config) and config.getoption("--equiv-report"):
         os.environ[SPOOL_ENV] = tempfile.mkdtemp(prefix="equiv-pytest-results-")
+
+
+def _keep_jax_compilations(config: pytest.Config) -> None:
+    """Every process of the session (xdist workers, cells' workers, tests' subprocesses)
+    shares JAX's compilations in the calibration cache (``equiv.compile_cache``)."""
+    from equiv.calibration_store import default_directory
+    from equiv.compile_cache import jax_compilations_kept_in
+
+    cache = config.getoption("--equiv-cache-dir")
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax_compilations_kept_in(Path(cache) if cache else default_directory()))
+    config.add_cleanup(stack.close)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -34,6 +34,8 @@ compiles = []
 
 
 def listener(event, duration_secs, **kwargs):
+    # the event times jax's compile_or_get_cached: an executable read from the persistent
+    # cache (equiv.compile_cache) counts as a compilation too, so a warm cache hides nothing
     if event == "/jax/core/compile/backend_compile_duration":
         compiles.append(duration_secs)
 

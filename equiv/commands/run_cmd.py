@@ -166,14 +166,22 @@ def check_writable(out: Path) -> str | None:
 
 @contextlib.contextmanager
 def calibration_directory(settings: dict) -> Iterator[Path]:
-    """The calibration cache; with --no-cache a folder of this run's own, removed after it."""
+    """The calibration cache, which also keeps JAX's compilations (``equiv.compile_cache``);
+    with --no-cache a folder of this run's own, removed after it."""
+    from equiv.compile_cache import jax_compilations_kept_in
+
     if not settings["no_cache"]:
         from equiv.calibration_store import default_directory
 
         cache_dir = settings["cache_dir"]
-        yield Path(cache_dir) if cache_dir else default_directory()
+        folder = Path(cache_dir) if cache_dir else default_directory()
+        with jax_compilations_kept_in(folder):
+            yield folder
         return
-    with tempfile.TemporaryDirectory(prefix="equiv-calibrations-") as private:
+    with (
+        tempfile.TemporaryDirectory(prefix="equiv-calibrations-") as private,
+        jax_compilations_kept_in(private),
+    ):
         yield Path(private)
 
 
