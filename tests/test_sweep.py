@@ -132,6 +132,19 @@ def test_cli_merges_reports_and_exits_1_on_a_false_alarm(tmp_path):
     assert "false alarm: seed 1 two_layer_mlp-numpy-float64: fail: planted" in alarm.stdout
 
 
+def test_cli_names_a_source_that_was_cut_off(tmp_path):
+    """A sweep's checkpoint says ``complete: false`` until its last seed: a merge of one must
+    not read as the whole sweep."""
+    whole, cut = tmp_path / "whole.json", tmp_path / "cut.json"
+    whole.write_text(json.dumps({"rows": [row(0, "pass")], "complete": True, "seeds": [0]}))
+    cut.write_text(json.dumps({"rows": [row(1, "pass")], "complete": False, "seeds": [1]}))
+    result = equiv("--from", str(whole), "--from", str(cut), "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    assert f"incomplete sweep (cut off): {cut}: only seeds 1 ran" in result.stdout
+    assert str(whole) not in result.stdout
+    assert json.loads((tmp_path / "o" / "sweep.json").read_text())["complete"] is False
+
+
 def test_cli_unreadable_source_is_one_line_and_exit_2(tmp_path):
     result = equiv("--from", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o"))
     assert result.returncode == 2

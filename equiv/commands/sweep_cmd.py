@@ -77,10 +77,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sources:
         try:
-            report = merge_reports([json.loads(Path(s).read_text()) for s in args.sources])
+            sources = [json.loads(Path(s).read_text()) for s in args.sources]
+            report = merge_reports(sources)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"equiv sweep: error: cannot merge {args.sources}: {exc}", file=sys.stderr)
             return 2
+        for name, source in zip(args.sources, sources, strict=True):
+            if not source.get("complete", True):  # a checkpoint of a sweep that was cut off
+                seeds = ", ".join(str(s) for s in source.get("seeds", []))
+                print(f"incomplete sweep (cut off): {name}: only seeds {seeds or 'none'} ran")
     else:
         try:
             select_cells(args.case, args.backend, args.dtype)
