@@ -59,6 +59,23 @@ def test_a_sweep_leaves_out_what_no_verdict_uses(monkeypatch):
     assert isolations == ["backend", "none"]
 
 
+def test_the_cli_passes_isolate_on(monkeypatch, tmp_path):
+    import equiv.sweep
+    from equiv.cli import main
+
+    isolations = []
+
+    def run_cells(cells, options, isolate):
+        isolations.append(isolate)
+        return []
+
+    monkeypatch.setattr(equiv.sweep, "run_cells", run_cells)
+    common = ["sweep", "--case", "two_layer_mlp", "--backend", "numpy", "--seeds", "1"]
+    main([*common, "--out", str(tmp_path / "a"), "--cache-dir", str(tmp_path / "c")])
+    main([*common, "--isolate", "none", "--out", str(tmp_path / "b"), "--no-cache"])
+    assert isolations == ["backend", "none"]
+
+
 def test_the_summary_names_every_cell_that_did_not_compare_all_its_steps():
     from equiv.sweep import summarize
 
