@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import importlib.util
 import os
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from equiv.environment import cpu_features, cpu_name
@@ -41,38 +41,30 @@ def cpu_folder() -> str:
     return hashlib.sha256(f"{cpu_name()}|{cpu_features()}".encode()).hexdigest()[:16]
 
 
-def share_jax_compilations(
-    cache_dir: str | Path, environ: MutableMapping[str, str] | None = None
-) -> Path | None:
-    """Point JAX's persistent cache at ``cache_dir`` for this process and every process it
-    starts (JAX reads these variables when imported). None where the user set it up, or
-    turned it off, themselves."""
-    environ = os.environ if environ is None else environ
+def jax_cache_variables(cache_dir: str | Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables that point JAX's persistent cache at ``cache_dir`` (JAX reads them when
+    imported), less those ``environ`` already has: nothing where the user set up their own
+    cache, or turned it off."""
     if DIRECTORY_ENV in environ or environ.get("JAX_ENABLE_COMPILATION_CACHE", "").lower() in (
         "0",
         "false",
     ):
-        return None
-    folder = Path(cache_dir) / "jax" / cpu_folder()
-    environ[DIRECTORY_ENV] = str(folder)
-    for name, value in THRESHOLDS.items():
-        environ.setdefault(name, value)
+        return {}
+    wanted = {DIRECTORY_ENV: str(Path(cache_dir) / "jax" / cpu_folder()), **THRESHOLDS}
     if importlib.util.find_spec("filelock") is not None:  # JAX needs it for a size limit
-        environ.setdefault(SIZE_ENV, str(MAX_BYTES))
-    return folder
+        wanted[SIZE_ENV] = str(MAX_BYTES)
+    return {name: value for name, value in wanted.items() if name not in environ}
 
 
 @contextlib.contextmanager
 def jax_compilations_kept_in(cache_dir: str | Path) -> Iterator[Path | None]:
-    """``share_jax_compilations`` for the processes started inside the block; the variables
-    are as before afterwards (a run called in-process, as tests do, leaves none behind)."""
-    names = (DIRECTORY_ENV, SIZE_ENV, *THRESHOLDS)
-    before = {name: os.environ.get(name) for name in names}
+    """JAX's cache in ``cache_dir`` for this process and the processes started inside the
+    block; afterwards the variables are as before (a run called in-process, as tests do,
+    leaves none behind). Yields the folder, or None where the user's own setting stands."""
+    added = jax_cache_variables(cache_dir, os.environ)
+    os.environ.update(added)
     try:
-        yield share_jax_compilations(cache_dir)
+        yield Path(added[DIRECTORY_ENV]) if added else None
     finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        for name in added:
+            os.environ.pop(name, None)

@@ -99,8 +99,15 @@ def _ini_steps(config: pytest.Config) -> int | None:
         raise pytest.UsageError(f"equiv_steps must be an integer, not {value!r}") from None
 
 
-def _options(config: pytest.Config):
+def _cache_directory(config: pytest.Config) -> Path:
+    """--equiv-cache-dir (a private folder under --equiv-no-cache), else the default store."""
     from equiv.calibration_store import default_directory
+
+    cache = config.getoption("--equiv-cache-dir")
+    return Path(cache) if cache else default_directory()
+
+
+def _options(config: pytest.Config):
     from equiv.runner import RunOptions
 
     steps = config.getoption("--equiv-steps")
@@ -111,13 +118,12 @@ def _options(config: pytest.Config):
         steps = _ini_steps(config)
     if steps is not None and steps <= 0:
         raise pytest.UsageError("--equiv-steps must be a positive integer")
-    cache = config.getoption("--equiv-cache-dir")
     return RunOptions(
         seed=config.getoption("--equiv-seed"),
         steps=steps,
         threads=config.getoption("--equiv-threads"),
         bench_rounds=0 if _parallel(config) else config.getoption("--equiv-bench-rounds"),
-        calibration_dir=str(Path(cache) if cache else default_directory()),
+        calibration_dir=str(_cache_directory(config)),
         check_reproducible=config.getini("equiv_reproducibility"),
         cap_matrix_steps=capped,
     )
@@ -142,12 +148,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def _keep_jax_compilations(config: pytest.Config) -> None:
     """Every process of the session (xdist workers, cells' workers, tests' subprocesses)
     shares JAX's compilations in the calibration cache (``equiv.compile_cache``)."""
-    from equiv.calibration_store import default_directory
     from equiv.compile_cache import jax_compilations_kept_in
 
-    cache = config.getoption("--equiv-cache-dir")
     stack = contextlib.ExitStack()
-    stack.enter_context(jax_compilations_kept_in(Path(cache) if cache else default_directory()))
+    stack.enter_context(jax_compilations_kept_in(_cache_directory(config)))
     config.add_cleanup(stack.close)
 
 

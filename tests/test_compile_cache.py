@@ -10,11 +10,12 @@ import sys
 
 import pytest
 
+import equiv.compile_cache
 from equiv.compile_cache import (
     DIRECTORY_ENV,
     cpu_folder,
+    jax_cache_variables,
     jax_compilations_kept_in,
-    share_jax_compilations,
 )
 from equiv.registry import get_backend
 
@@ -40,22 +41,21 @@ print("REPORT", json.dumps({"bits": np.asarray(y).tobytes().hex(), "hits": len(h
 """
 
 
-def test_the_folder_is_per_cpu_and_jax_keeps_even_its_fastest_compilations(tmp_path):
-    env: dict[str, str] = {}
-    folder = share_jax_compilations(tmp_path, env)
-    assert folder == tmp_path / "jax" / cpu_folder()
-    assert env[DIRECTORY_ENV] == str(folder)
+def test_the_folder_is_per_cpu_and_jax_keeps_even_its_fastest_compilations(tmp_path, monkeypatch):
+    env = jax_cache_variables(tmp_path, {})
+    assert env[DIRECTORY_ENV] == str(tmp_path / "jax" / cpu_folder())
     assert env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0"
     assert env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] == "0"
+    # another CPU's vector instructions: another folder
+    monkeypatch.setattr(equiv.compile_cache, "cpu_features", lambda: "avx avx2 sse")
+    assert jax_cache_variables(tmp_path, {})[DIRECTORY_ENV] != env[DIRECTORY_ENV]
 
 
 @pytest.mark.parametrize(
     "users", [{DIRECTORY_ENV: "/theirs"}, {"JAX_ENABLE_COMPILATION_CACHE": "false"}]
 )
 def test_a_users_own_jax_cache_setting_is_kept(tmp_path, users):
-    env = dict(users)
-    assert share_jax_compilations(tmp_path, env) is None
-    assert env == users
+    assert jax_cache_variables(tmp_path, users) == {}
 
 
 def test_the_variables_are_as_before_after_the_block(tmp_path, monkeypatch):
@@ -82,8 +82,7 @@ def test_a_second_process_reads_the_first_ones_executables_and_gets_the_same_bit
     plain = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
     plain["JAX_ENABLE_X64"] = "1"
     uncached = _jax_process(plain)
-    shared = dict(plain)
-    share_jax_compilations(tmp_path, shared)
+    shared = {**plain, **jax_cache_variables(tmp_path, plain)}
     first, second = _jax_process(shared), _jax_process(shared)
     assert uncached["hits"] == first["hits"] == 0  # nothing kept yet: the test can see a miss
     assert second["hits"] > 0

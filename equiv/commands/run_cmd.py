@@ -168,21 +168,17 @@ def check_writable(out: Path) -> str | None:
 def calibration_directory(settings: dict) -> Iterator[Path]:
     """The calibration cache, which also keeps JAX's compilations (``equiv.compile_cache``);
     with --no-cache a folder of this run's own, removed after it."""
+    from equiv.calibration_store import default_directory
     from equiv.compile_cache import jax_compilations_kept_in
 
-    if not settings["no_cache"]:
-        from equiv.calibration_store import default_directory
-
-        cache_dir = settings["cache_dir"]
-        folder = Path(cache_dir) if cache_dir else default_directory()
-        with jax_compilations_kept_in(folder):
-            yield folder
-        return
-    with (
-        tempfile.TemporaryDirectory(prefix="equiv-calibrations-") as private,
-        jax_compilations_kept_in(private),
-    ):
-        yield Path(private)
+    with contextlib.ExitStack() as stack:
+        if settings["no_cache"]:
+            private = stack.enter_context(tempfile.TemporaryDirectory(prefix="equiv-calibrations-"))
+            folder = Path(private)
+        else:
+            folder = Path(settings["cache_dir"]) if settings["cache_dir"] else default_directory()
+        stack.enter_context(jax_compilations_kept_in(folder))
+        yield folder
 
 
 def run(args: argparse.Namespace) -> int:
