@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
-#: set by the controlling pytest process for its xdist workers (they inherit its environment)
-SPOOL_ENV = "EQUIV_PYTEST_SPOOL"
+#: the key under which the controlling pytest process hands its xdist workers the spool folder
+#: (``workerinput``, not the environment: a test's own pytest subprocess would inherit that, and
+#: take the outer session's spool for its own)
+SPOOL_KEY = "equiv_spool"
 XDIST_NO_BENCH = "pytest-xdist ran cells side by side (pytest-benchmark is disabled under xdist)"
 
 
@@ -142,7 +144,15 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["EQUIV_CACHE_DIR"] = private  # xdist workers inherit it
     _keep_jax_compilations(config)
     if _parallel(config) and config.getoption("--equiv-report"):
-        os.environ[SPOOL_ENV] = tempfile.mkdtemp(prefix="equiv-pytest-results-")
+        config._equiv_spool = tempfile.mkdtemp(prefix="equiv-pytest-results-")  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """pytest-xdist's hook, in the controller: each worker is told where to leave its results."""
+    spool = getattr(node.config, "_equiv_spool", None)
+    if spool:
+        node.workerinput[SPOOL_KEY] = spool
 
 
 def _keep_jax_compilations(config: pytest.Config) -> None:
@@ -237,17 +247,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     out = config.getoption("--equiv-report")
     results = list(getattr(config, "_equiv_results", []))
-    spool = os.environ.get(SPOOL_ENV)
     if _xdist_worker(config):
+        spool = config.workerinput.get(SPOOL_KEY)
         if out and spool and results:
             name = f"{config.workerinput.get('workerid', os.getpid())}.pickle"
             (Path(spool) / name).write_bytes(pickle.dumps(results))
         return
+    spool = getattr(config, "_equiv_spool", None)
     if spool:  # the controller of an xdist session: its workers have finished
         for part in sorted(Path(spool).glob("*.pickle")):
             results += pickle.loads(part.read_bytes())
         shutil.rmtree(spool, ignore_errors=True)
-        os.environ.pop(SPOOL_ENV, None)
     if not out or not results:
         return
     from equiv.output import write_outputs

@@ -129,10 +129,22 @@ def test_compile_still_asks_inductor_for_determinism():
 
 @needs_torch
 def test_pytest_n_writes_one_complete_report(tmp_path):
+    """... also when a test of the session runs pytest of its own (as the conformance kit's
+    users do): that inner session must leave the outer one's results alone (planted: when the
+    spool folder was handed down in the environment, the inner run took it for its own and
+    deleted it, and the outer report was never written)."""
     pytest.importorskip("xdist")
     report = tmp_path / "report"
+    nested = tmp_path / "test_nested_pytest.py"
+    nested.write_text(
+        "import subprocess, sys\n"
+        "def test_runs_pytest_of_its_own(tmp_path):\n"
+        "    (tmp_path / 'test_x.py').write_text('def test_x():\\n    pass\\n')\n"
+        "    cmd = [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', tmp_path]\n"
+        "    assert subprocess.run(cmd, capture_output=True, cwd=tmp_path).returncode == 0\n"
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-n", "2", "-q", "-p", "no:cacheprovider"]
+        [sys.executable, "-m", "pytest", "-n", "2", "-q", "-p", "no:cacheprovider", str(nested)]
         + ["tests/test_matrix.py", "--equiv-case", "two_layer_mlp", "--equiv-steps", "5"]
         + ["--equiv-backend", "numpy", "--equiv-backend", "torch.eager"]
         + ["--equiv-cache-dir", str(tmp_path / "cache"), "--equiv-report", str(report)],
