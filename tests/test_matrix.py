@@ -10,11 +10,13 @@ import json
 import math
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from equiv.divergence import describe
 from equiv.environment import cpu_features, cpu_name, environment
+from equiv.records import Cell
 from equiv.registry import all_backends
 
 pytestmark = pytest.mark.matrix
@@ -76,22 +78,32 @@ def stored_result(steps: int | None) -> tuple[dict | None, list[str]]:
     return doc, differs
 
 
-def assert_same_as_stored(result, options) -> None:
-    """Same status and max_ratio (1e-12 relative) as the stored run, where the numbers are
-    determined the same way: same seed, steps and threads, same packages, same CPU model
-    and vector instructions (XLA compiles for the host's: AVX-512 rounds float64 differently)."""
+def stored_cell(result, options) -> dict | None:
+    """The stored entry to compare ``result`` with: None unless its numbers were determined the
+    same way: same seed, steps and threads, same packages, same CPU model and vector
+    instructions (XLA compiles for the host's: AVX-512 rounds float64 differently), and the
+    cell's own step count where the stored file has it (a case's ``matrix_steps`` caps the
+    suite's cells, not an explicit ``--equiv-steps``)."""
     doc, differs = stored_result(options.steps)
-    if doc is None:
-        return
+    if doc is None or differs:
+        return None
     want = doc["cells"].get(result.cell.id)
     run = doc["settings"]
-    if want is None or differs:
-        return
-    if (options.seed, options.steps, options.threads) != (
+    if want is None or (options.seed, options.steps, options.threads) != (
         run["seed"],
         run["steps"],
         run["threads"],
     ):
+        return None
+    if "steps" in want and want["steps"] != result.steps:
+        return None
+    return want
+
+
+def assert_same_as_stored(result, options) -> None:
+    """Same status and max_ratio (1e-12 relative) as the stored run (``stored_cell``)."""
+    want = stored_cell(result, options)
+    if want is None:
         return
     assert result.status == want["status"], f"stored status {want['status']}"
     for group, stored_ratio in want["max_ratio"].items():
@@ -99,3 +111,17 @@ def assert_same_as_stored(result, options) -> None:
         assert math.isclose(got, expected, rel_tol=1e-12, abs_tol=0.0), (
             f"max_ratio[{group}] {got!r}, stored {expected!r}"
         )
+
+
+def test_a_cell_of_another_length_than_the_stored_one_is_not_compared():
+    """resnet18's cells run 2 steps in the suite (``matrix_steps``) but 10 under an explicit
+    ``--equiv-steps 10``: those 10-step numbers are not the stored 2-step ones."""
+    options = SimpleNamespace(seed=0, steps=10, threads=1)
+    cell = Cell("resnet18", "torch.eager", "float64")
+    doc, differs = stored_result(10)
+    if doc is None or differs:
+        pytest.skip("the 10-step stored run is another machine's")
+    stored = doc["cells"][cell.id]
+    assert stored["steps"] == 2
+    assert stored_cell(SimpleNamespace(cell=cell, steps=2), options) is stored
+    assert stored_cell(SimpleNamespace(cell=cell, steps=10), options) is None
