@@ -54,11 +54,6 @@ def default_directory() -> Path:
     return Path(base) / "equiv"
 
 
-def directory(given: str | os.PathLike[str] | None) -> Path:
-    """The folder a user named (``--cache-dir``, ``--equiv-cache-dir``), else the default."""
-    return Path(given) if given else default_directory()
-
-
 @cache
 def _source_digest(module: str) -> str:
     spec = importlib.util.find_spec(module)

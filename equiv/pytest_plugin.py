@@ -103,9 +103,10 @@ def _ini_steps(config: pytest.Config) -> int | None:
 
 def _cache_directory(config: pytest.Config) -> Path:
     """--equiv-cache-dir (a private folder under --equiv-no-cache), else the default store."""
-    from equiv.calibration_store import directory
+    from equiv.calibration_store import default_directory
 
-    return directory(config.getoption("--equiv-cache-dir"))
+    cache = config.getoption("--equiv-cache-dir")
+    return Path(cache) if cache else default_directory()
 
 
 def _options(config: pytest.Config):

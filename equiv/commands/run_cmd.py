@@ -168,7 +168,7 @@ def check_writable(out: Path) -> str | None:
 def calibration_directory(settings: dict) -> Iterator[Path]:
     """The calibration cache, which also keeps JAX's compilations (``equiv.compile_cache``);
     with --no-cache a folder of this run's own, removed after it."""
-    from equiv.calibration_store import directory
+    from equiv.calibration_store import default_directory
     from equiv.compile_cache import jax_compilations_kept_in
 
     with contextlib.ExitStack() as stack:
@@ -176,7 +176,7 @@ def calibration_directory(settings: dict) -> Iterator[Path]:
             private = stack.enter_context(tempfile.TemporaryDirectory(prefix="equiv-calibrations-"))
             folder = Path(private)
         else:
-            folder = directory(settings["cache_dir"])
+            folder = Path(settings["cache_dir"]) if settings["cache_dir"] else default_directory()
         stack.enter_context(jax_compilations_kept_in(folder))
         yield folder
 
