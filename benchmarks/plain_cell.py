@@ -18,7 +18,7 @@ import torch
 
 from cases.two_layer_mlp import reference, torch_impl
 from cases.two_layer_mlp.spec import SPEC
-from equiv.registry import get_backend
+from equiv.backends.registry import get_backend
 
 
 def main(steps: int) -> int:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import pytest
 
-from equiv.case import get_case
-from equiv.implementations import ImplSource
-from equiv.registry import get_backend
+from equiv.backends.implementations import ImplSource
+from equiv.backends.registry import get_backend
+from equiv.contract.case import get_case
 
 BACKENDS = ["numpy", "torch.eager", "tf.function", "keras.torch"]
 

@@ -1,5 +1,5 @@
 import sys
 
-from equiv.cli import main
+from equiv.cli.main import main
 
 sys.exit(main())

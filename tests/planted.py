@@ -1,6 +1,6 @@
 """Planted changes that several test modules share (each a real edit of a real file)."""
 
-from equiv.implementations import ImplSource, Patch
+from equiv.backends.implementations import ImplSource, Patch
 
 #: dynamic_branching's reference taking the other branch at every step, none of them
 #: ambiguous: a branch divergence at step 0, after which the comparison ends

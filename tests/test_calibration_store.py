@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from equiv import calibration_store
-from equiv.calibration_store import CalibrationStore, cache_key
-from equiv.case import get_case
-from equiv.tolerance import _calibrate_cached, _calibrate_uncached, calibrate
+from equiv.contract.case import get_case
+from equiv.tolerance import store as calibration_store
+from equiv.tolerance.policy import _calibrate_cached, _calibrate_uncached, calibrate
+from equiv.tolerance.store import CalibrationStore, cache_key
 
 SPEC = get_case("dynamic_branching")  # has branches: the stored path must round-trip too
 

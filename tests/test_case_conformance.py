@@ -1,4 +1,5 @@
-"""The case conformance kit (``equiv.testing.CaseConformance``) passes a correct case and fails
+"""The case conformance kit (``equiv.quality.conformance.CaseConformance``) passes a correct case
+and fails
 planted wrong ones.
 
 ``TestTwoLayerMlp`` runs the kit on a built-in case, as a case author runs it on theirs: the
@@ -24,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from equiv.mutants import CATALOGUE
-from equiv.testing import CaseConformance
+from equiv.quality.conformance import CaseConformance
+from equiv.quality.mutants import CATALOGUE
 
 TOY_SITE = Path(__file__).parent / "fixtures" / "case_plugin"
 
@@ -62,7 +63,7 @@ def test_the_catalogue_gives_plants_on_several_backends():
 
 
 def test_a_plant_is_one_change_or_several():
-    from equiv.testing import plant_patches
+    from equiv.quality.conformance import plant_patches
 
     one = plant_patches(("a", "b"))
     two = plant_patches([("a", "b"), ("c", "d")])
@@ -77,7 +78,7 @@ def test_a_plant_is_one_change_or_several():
 def toy(monkeypatch):
     """The installed toy case, made known to this process's discovery for this test only
     (discovery has run before the package comes on the path, so it does not find it itself)."""
-    from equiv.case import case_catalog
+    from equiv.contract.case import case_catalog
 
     catalog = case_catalog()
     monkeypatch.syspath_prepend(str(TOY_SITE))
@@ -179,7 +180,7 @@ def test_a_missing_or_malformed_gradient_fails(toy, change, words):
 
 PLANTED_BACKENDS = '''
 from equiv.backends.numpy import NumpyBackend
-from equiv.reference import ReferenceTrainer
+from equiv.reference.trainer import ReferenceTrainer
 
 
 class Transposed(NumpyBackend):
@@ -220,7 +221,7 @@ class Float32(NumpyBackend):
 def test_records_of_the_wrong_layout_or_dtype_fail(
     toy, tmp_path, monkeypatch, backend_id, dtype, words
 ):
-    from equiv.registry import all_backends
+    from equiv.backends.registry import all_backends
 
     (tmp_path / "planted_case_backends.py").write_text(PLANTED_BACKENDS)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -255,9 +256,11 @@ def test_a_plant_is_caught_and_an_uncaught_one_fails(toy, request):
 def test_a_plant_is_not_judged_where_the_case_itself_fails(toy, request, monkeypatch):
     """With the reference's loss doubled, the unplanted cell fails: the kit says so instead of
     counting the plant as caught."""
-    import equiv.testing
+    import equiv.quality.conformance
 
-    monkeypatch.setattr(equiv.testing, "_unplanted", lambda cell, seed, steps: _failed(cell))
+    monkeypatch.setattr(
+        equiv.quality.conformance, "_unplanted", lambda cell, seed, steps: _failed(cell)
+    )
     comment = ('__all__ = ["forward_backward"]', '__all__ = ["forward_backward"]  # planted')
     kit = kit_with(plants={"numpy": [comment]})
     with pytest.raises(AssertionError, match="does not pass without the plant"):
@@ -265,7 +268,7 @@ def test_a_plant_is_not_judged_where_the_case_itself_fails(toy, request, monkeyp
 
 
 def _failed(cell):
-    from equiv.records import CellResult
+    from equiv.contract.records import CellResult
 
     return CellResult(cell=cell, status="fail", reason="planted: the case fails by itself")
 
@@ -289,7 +292,7 @@ def test_backends_default_to_those_with_an_implementation(toy):
 # -- a case author's own test file, run by pytest ----------------------------------------------
 
 AUTHOR_TESTS = """
-from equiv.testing import CaseConformance
+from equiv.quality.conformance import CaseConformance
 
 
 class TestToyMlp(CaseConformance):

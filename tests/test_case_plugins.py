@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from equiv.case import BUILT_IN, CaseSpec, discover
+from equiv.contract.case import BUILT_IN, CaseSpec, discover
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_SITE = Path(__file__).parent / "fixtures" / "case_plugin"
@@ -53,7 +53,7 @@ def cases():
 #: the name each broken entry is listed under, and words its reason must contain
 BROKEN = {
     "toy_import": ["plugin 'toy_import' (toycase-broken 0.1) failed to load", "toyframework"],
-    "toy_notspec[0]": ["dict", "is not an equiv.case.CaseSpec"],
+    "toy_notspec[0]": ["dict", "is not an equiv.contract.case.CaseSpec"],
     "two_layer_mlp@toy_clash": ["registers case 'two_layer_mlp'", "built-in", "ignored"],
 }
 
@@ -203,7 +203,7 @@ def test_the_pytest_matrix_runs_an_installed_case_and_skips_a_broken_one(broken_
 def toy_on_path(monkeypatch):
     """The toy package importable for one test; this process's own discovery has run before
     (so the toy stays out of it, whatever order the tests run in)."""
-    from equiv.case import case_catalog
+    from equiv.contract.case import case_catalog
 
     case_catalog()
     monkeypatch.syspath_prepend(str(TOY_SITE))
@@ -260,7 +260,7 @@ def test_discovery_lists_each_kind_of_broken_entry_with_its_reason(toy_on_path):
     assert "failed to load: ImportError('no toyframework')" in reasons["fails"]
     assert "SystemExit" in reasons["exits"]
     assert "int is neither a CaseSpec nor an iterable" in reasons["number"]
-    assert "str 'not a spec' is not an equiv.case.CaseSpec" in reasons["mixed[1]"]
+    assert "str 'not a spec' is not an equiv.contract.case.CaseSpec" in reasons["mixed[1]"]
     assert "which built-in already registered" in reasons["two_layer_mlp@clash"]
     assert "which plugin 'mixed' (test 0) already registered" in reasons["toy_mlp@again"]
     assert "reference module cases.lost.reference is missing" in reasons["lost"]
@@ -274,9 +274,9 @@ def test_a_broken_entry_named_like_a_case_gets_a_name_of_its_own(toy_on_path):
 
 
 def test_an_unavailable_case_skips_in_run_cell_and_get_case_says_why(monkeypatch):
-    from equiv.case import UnavailableCase, case_catalog, get_case
-    from equiv.records import Cell
-    from equiv.runner import RunOptions, run_cell
+    from equiv.contract.case import UnavailableCase, case_catalog, get_case
+    from equiv.contract.records import Cell
+    from equiv.running.runner import RunOptions, run_cell
 
     broken = UnavailableCase("ghost", "plugin 'ghost' failed to load: ImportError()", "x")
     monkeypatch.setitem(case_catalog().unavailable, "ghost", broken)

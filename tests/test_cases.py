@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from equiv.case import all_cases, get_case
-from equiv.reference import ReferenceTrainer
-from equiv.tolerance import calibrate
+from equiv.contract.case import all_cases, get_case
+from equiv.reference.trainer import ReferenceTrainer
+from equiv.tolerance.policy import calibrate
 
 
 def test_the_five_seed_cases_exist():

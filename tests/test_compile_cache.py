@@ -1,5 +1,5 @@
 """JAX's compilations are kept in equiv's cache directory and read back by later processes,
-with the same bits (equiv.compile_cache)."""
+with the same bits (equiv.running.compile_cache)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import sys
 
 import pytest
 
-import equiv.compile_cache
-from equiv.compile_cache import (
+import equiv.running.compile_cache
+from equiv.backends.registry import get_backend
+from equiv.running.compile_cache import (
     DIRECTORY_ENV,
     cpu_folder,
     jax_cache_variables,
     jax_compilations_kept_in,
 )
-from equiv.registry import get_backend
 
 needs_jax = pytest.mark.skipif(
     get_backend("jax.eager").availability() is not None, reason="needs jax (equiv-jax)"
@@ -47,7 +47,7 @@ def test_the_folder_is_per_cpu_and_jax_keeps_even_its_fastest_compilations(tmp_p
     assert env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0"
     assert env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] == "0"
     # another CPU's vector instructions: another folder
-    monkeypatch.setattr(equiv.compile_cache, "cpu_features", lambda: "avx avx2 sse")
+    monkeypatch.setattr(equiv.running.compile_cache, "cpu_features", lambda: "avx avx2 sse")
     assert jax_cache_variables(tmp_path, {})[DIRECTORY_ENV] != env[DIRECTORY_ENV]
 
 

@@ -1,4 +1,5 @@
-"""The conformance kit (``equiv.testing``) passes the real adapters and fails planted wrong ones.
+"""The conformance kit (``equiv.quality.conformance``) passes the real adapters and fails planted
+wrong ones.
 
 The real ones, numpy and torch.eager, run the whole kit here in-process. The planted ones are
 installed as a third-party plugin would be (a ``*.dist-info`` with an ``equiv.backends`` entry
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from equiv.testing import BackendConformance
+from equiv.quality.conformance import BackendConformance
 
 #: The kit's per-case checks run here on cases that between them have every feature a case
 #: can have (full batch, branches, Adam and declared differences, a custom layer, minibatches
@@ -44,8 +45,8 @@ import dataclasses
 import numpy as np
 
 from equiv.backends.numpy import NumpyBackend
-from equiv.records import CaseState
-from equiv.reference import ReferenceTrainer
+from equiv.contract.records import CaseState
+from equiv.reference.trainer import ReferenceTrainer
 
 
 class Honest(NumpyBackend):
@@ -109,7 +110,7 @@ def backends():
 '''
 
 KIT = """
-from equiv.testing import BackendConformance
+from equiv.quality.conformance import BackendConformance
 
 CASES = ("two_layer_mlp", "dynamic_branching")
 

@@ -8,11 +8,11 @@ from dataclasses import replace
 
 from planted import OTHER_BRANCH
 
-from equiv.records import Cell, CellResult
+from equiv.contract.records import Cell, CellResult
 from equiv.report.merge import merge_documents
 from equiv.report.render import render_html
-from equiv.results import build_document
-from equiv.runner import RunOptions, run_cell
+from equiv.results.document import build_document
+from equiv.running.runner import RunOptions, run_cell
 
 OPTIONS = RunOptions.verdict_only(steps=12)
 
@@ -72,7 +72,7 @@ def test_an_explained_cell_is_covered_by_its_proven_variant():
     """Such a cell parts from the plain reference at once (it computes at another precision);
     its verdict rests on the variant, so the variant's steps are its coverage (found by the
     branching sweep: keras.torch float64 cells listed as partial with every step proven)."""
-    from equiv.verdict import ExplanationProof
+    from equiv.checking.verdict import ExplanationProof
 
     result = CellResult(Cell("static_graph_step", "keras.torch", "float64"), "explained")
     result.steps, result.compared_steps = 500, 346

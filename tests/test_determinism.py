@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from equiv.implementations import ImplSource, Patch
-from equiv.matrix import run_cells, select_cells
-from equiv.records import Cell
-from equiv.runner import RunOptions, run_cell
+from equiv.backends.implementations import ImplSource, Patch
+from equiv.contract.records import Cell
+from equiv.running.matrix import run_cells, select_cells
+from equiv.running.runner import RunOptions, run_cell
 
 OPTIONS = RunOptions(seed=5, steps=12, bench_rounds=0)
 

@@ -11,11 +11,11 @@ from dataclasses import replace
 import pytest
 from planted import DOUBLED_LR
 
-from equiv.case import Explanation, all_cases, get_case
-from equiv.implementations import ImplSource, Patch
-from equiv.records import Cell
-from equiv.registry import get_backend
-from equiv.runner import RunOptions, run_cell
+from equiv.backends.implementations import ImplSource, Patch
+from equiv.backends.registry import get_backend
+from equiv.contract.case import Explanation, all_cases, get_case
+from equiv.contract.records import Cell
+from equiv.running.runner import RunOptions, run_cell
 
 OPTIONS = RunOptions.verdict_only(steps=30)
 
@@ -160,7 +160,7 @@ def test_a_float32_declaration_with_a_wrong_variant_fails(monkeypatch):
 
 def run_in_worker(*cells):
     """Each ``(cell, impl)`` in one worker process of the cells' (common) backend."""
-    from equiv.workers import run_group
+    from equiv.running.workers import run_group
 
     (backend,) = {cell.backend for cell, _ in cells}
     return run_group(list(cells), OPTIONS, env=dict(get_backend(backend).worker_env))
@@ -191,7 +191,7 @@ def test_keras_on_jax_is_explained_only_where_the_case_uses_ops_mean():
 
 
 def test_declarations_combine_and_filter_by_case_and_dtype():
-    from equiv.case import combine_explanations
+    from equiv.contract.case import combine_explanations
 
     a = Explanation("keras.*", "form A", {"optimizer": "adam_epsilon_hat"})
     b = Explanation("keras.torch", "float32", {"compute_dtype": "float32"}, dtypes="float64")
@@ -238,7 +238,7 @@ def test_a_variant_follows_an_ambiguous_branch_and_proves_every_step():
     of the case's 500: past step 346).
     Which way float32 rounds there depends on the CPU (an AVX-512 Xeon takes w2a, as the
     reference does), so the implementation is made to take w2b at step 346."""
-    from equiv.workers import run_group
+    from equiv.running.workers import run_group
 
     cell = Cell("static_graph_step", "keras.torch", "float64")
     options = RunOptions.verdict_only(seed=1, steps=360)

@@ -12,11 +12,11 @@ are) and where the float64 reference takes w2b."""
 
 from __future__ import annotations
 
-from equiv.implementations import ImplSource, Patch
-from equiv.records import Cell
+from equiv.backends.implementations import ImplSource, Patch
+from equiv.contract.records import Cell
 from equiv.report.render import render_html
-from equiv.results import build_document
-from equiv.runner import RunOptions, run_cell
+from equiv.results.document import build_document
+from equiv.running.runner import RunOptions, run_cell
 
 #: 420 of the case's 500 steps: past the first ambiguous step and the late bug, and each
 #: followed step costs a calibration of the run

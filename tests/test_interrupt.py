@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from equiv.journal import NAME as JOURNAL
-from equiv.results import load_document
+from equiv.results.document import load_document
+from equiv.results.journal import NAME as JOURNAL
 
 #: numpy cells only (no framework to import) of the six small seed cases: 12 cells of about a
 #: second each, in one worker (resnet18's numpy cells take minutes at 150 steps)
@@ -195,8 +195,8 @@ def test_resume_refuses_what_it_cannot_resume(tmp_path):
 def test_a_signal_while_a_cell_is_kept_is_delivered_once_it_is_kept():
     """The cell that finishes as the signal comes is in the journal and the partial document
     both (CI once saw it in the journal only: the signal landed between the two)."""
-    from equiv.commands import run_cmd
-    from equiv.commands.run_cmd import Interrupted, interruptible, signals_deferred
+    from equiv.cli.commands import run_cmd
+    from equiv.cli.commands.run_cmd import Interrupted, interruptible, signals_deferred
 
     kept = []
     with pytest.raises(Interrupted), interruptible():
@@ -212,8 +212,8 @@ def test_a_signal_while_a_cell_is_kept_is_delivered_once_it_is_kept():
 
 
 def test_resume_drops_a_journal_line_a_kill_cut_short(tmp_path):
-    from equiv.journal import Journal, read
-    from equiv.records import Cell, CellResult
+    from equiv.contract.records import Cell, CellResult
+    from equiv.results.journal import Journal, read
 
     planned = [Cell("two_layer_mlp", "numpy", d) for d in ("float32", "float64")]
     journal = Journal.start(tmp_path, {"seed": 0}, [c.id for c in planned])

@@ -7,12 +7,12 @@ import textwrap
 
 import pytest
 
-from equiv.divergence import Divergence
-from equiv.implementations import ImplSource, Patch
-from equiv.records import Cell
-from equiv.registry import get_backend
-from equiv.runner import RunOptions, run_cell
-from equiv.workers import run_group
+from equiv.backends.implementations import ImplSource, Patch
+from equiv.backends.registry import get_backend
+from equiv.contract.divergence import Divergence
+from equiv.contract.records import Cell
+from equiv.running.runner import RunOptions, run_cell
+from equiv.running.workers import run_group
 
 MODULE = "cases.two_layer_mlp.torch_impl"
 OPTIONS = RunOptions.verdict_only(steps=4, timeout_s=60)
@@ -74,7 +74,7 @@ def test_worker_records_are_float64_bit_exact():
 PLUGIN = """
 import os
 from equiv.backends.numpy import NumpyBackend
-from equiv.reference import ReferenceTrainer
+from equiv.reference.trainer import ReferenceTrainer
 
 class Crashing(ReferenceTrainer):
     def run_step(self):

@@ -9,13 +9,13 @@ import threading
 
 import pytest
 
-from equiv.case import get_case
-from equiv.compare import declared_not_observed
-from equiv.implementations import ImplSource, Patch
-from equiv.mutants import CATALOGUE
-from equiv.records import Cell
-from equiv.registry import get_backend
-from equiv.runner import RunOptions, run_cell
+from equiv.backends.implementations import ImplSource, Patch
+from equiv.backends.registry import get_backend
+from equiv.checking.compare import declared_not_observed
+from equiv.contract.case import get_case
+from equiv.contract.records import Cell
+from equiv.quality.mutants import CATALOGUE
+from equiv.running.runner import RunOptions, run_cell
 
 BACKEND = "keras.fit"
 OPTIONS = RunOptions.verdict_only(steps=10)
@@ -66,7 +66,7 @@ def test_fit_with_the_default_batch_size_fails_at_the_first_batch():
 def test_a_dropped_fit_trainer_leaves_no_thread_inside_fit():
     spec = get_case("minibatch")
     backend = get_backend(BACKEND)
-    from equiv.process import ProcessConfig
+    from equiv.running.process import ProcessConfig
 
     ProcessConfig.current().prepare(backend, 1)
     module = __import__(MODULE, fromlist=["build"])

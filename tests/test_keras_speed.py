@@ -15,8 +15,8 @@ import sys
 
 import pytest
 
-from equiv.case import builtin_cases, get_case
-from equiv.registry import get_backend
+from equiv.backends.registry import get_backend
+from equiv.contract.case import builtin_cases, get_case
 
 SCRIPT = r"""
 import json
@@ -24,9 +24,9 @@ import sys
 import numpy as np
 import jax
 import keras
-from equiv.case import builtin_cases, get_case
-from equiv.implementations import ImplSource
-from equiv.registry import get_backend
+from equiv.contract.case import builtin_cases, get_case
+from equiv.backends.implementations import ImplSource
+from equiv.backends.registry import get_backend
 
 backend = get_backend("keras.jax")
 backend.configure(1)
@@ -35,7 +35,7 @@ compiles = []
 
 def listener(event, duration_secs, **kwargs):
     # the event times jax's compile_or_get_cached: an executable read from the persistent
-    # cache (equiv.compile_cache) counts as a compilation too, so a warm cache hides nothing
+    # cache (equiv.running.compile_cache) counts as a compilation too, so a warm cache hides nothing
     if event == "/jax/core/compile/backend_compile_duration":
         compiles.append(duration_secs)
 

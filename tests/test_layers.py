@@ -1,6 +1,8 @@
-"""Every block of ``equiv.layers`` against central finite differences in float64 (through
-``equiv.gradcheck.check_gradients``, the one check the references and the case kit use), the
-check itself failing on planted wrong backwards, and the optimizers that ``equiv.optim`` adds
+"""Every block of ``equiv.reference.layers`` against central finite differences in float64 (through
+``equiv.reference.gradcheck.check_gradients``, the one check the references and the case kit use),
+the
+check itself failing on planted wrong backwards, and the optimizers that ``equiv.reference.optim``
+adds
 for issue 14 (SGD with momentum, AdamW in torch's and in Keras's form) against two steps
 computed by hand."""
 
@@ -11,9 +13,9 @@ import math
 import numpy as np
 import pytest
 
-from equiv import layers
-from equiv.gradcheck import check_gradients
-from equiv.optim import make_optimizer
+from equiv.reference import layers
+from equiv.reference.gradcheck import check_gradients
+from equiv.reference.optim import make_optimizer
 
 RNG = np.random.default_rng(14)
 

@@ -14,10 +14,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from equiv.divergence import describe
-from equiv.environment import cpu_features, cpu_name, environment
-from equiv.records import Cell
-from equiv.registry import all_backends
+from equiv.backends.registry import all_backends
+from equiv.contract.divergence import describe
+from equiv.contract.records import Cell
+from equiv.running.environment import cpu_features, cpu_name, environment
 
 pytestmark = pytest.mark.matrix
 

@@ -1,4 +1,5 @@
-"""The calibration's measured kink radii (``equiv.kinks.measured_mask``/``measured_choice``):
+"""The calibration's measured kink radii
+(``equiv.reference.kinks.measured_mask``/``measured_choice``):
 resnet18's ReLUs act on convolutions, BatchNorm and residual sums, which no affine rounding
 bound describes, so the float32 shadow measures how far its pre-activations are from the
 float64 ones and flips every unit (and re-routes every max-pool near-tie) within K times that.
@@ -9,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from equiv import numerics
-from equiv.tolerance import EPS, K
+from equiv.reference import numerics
+from equiv.tolerance.policy import EPS, K
 
 
 def shadow_pair():
@@ -86,8 +87,8 @@ def test_a_max_pool_near_tie_is_routed_to_the_element_float64_did_not_choose():
 def resnet18_one_step_radii():
     """The calibration's float32 runs of resnet18 for one step: the shadow's radius per key,
     relative to K ulps of the float64 values' scale; and the two losses."""
-    from equiv.case import get_case
-    from equiv.reference import ReferenceTrainer
+    from equiv.contract.case import get_case
+    from equiv.reference.trainer import ReferenceTrainer
 
     spec = get_case("resnet18")
     state = spec.make_state(0, "float32")
@@ -124,7 +125,7 @@ def test_resnet18s_measured_radii_stay_at_rounding_size_through_the_network():
 
 def test_a_radius_measured_on_the_flipping_run_itself_feeds_on_itself(monkeypatch):
     """The planted design: each radius from the flipping shadow's own spread."""
-    from equiv.kinks import Flip
+    from equiv.reference.kinks import Flip
 
     def own_spread(self, h, key):
         h_, h64 = self._finite_pair(h, key)
@@ -139,7 +140,7 @@ def test_a_radius_measured_on_the_flipping_run_itself_feeds_on_itself(monkeypatc
 
 
 def test_gradient_rounding_moves_each_array_by_its_measured_ulps():
-    from equiv.tolerance import gradient_rounding
+    from equiv.tolerance.policy import gradient_rounding
 
     grads = {"a": np.full(1000, 2.0), "b": np.full(1000, 2.0)}
     moved = gradient_rounding(grads, np.random.default_rng(0), "float64", {"a": 300.0})
@@ -157,8 +158,8 @@ def test_measured_gradient_rounding_widens_resnet18s_chaotic_later_steps():
     keras.tensorflow's proven float64 variant exceeded 1.65x (layer4.1.conv1's gradient)."""
     import dataclasses
 
-    from equiv.case import get_case
-    from equiv.tolerance import _calibrate
+    from equiv.contract.case import get_case
+    from equiv.tolerance.policy import _calibrate
 
     spec = get_case("resnet18")
     variant = (("bn_unbiased_running_var", False), ("momentum", float(np.float32(0.9))))
@@ -177,9 +178,9 @@ def test_resnet18s_float32_comparison_stops_where_the_shadow_leaves_float64():
     without measured kinks, and any float64 calibration, has none."""
     from dataclasses import replace
 
-    from equiv.case import get_case
-    from equiv.compare import Comparison
-    from equiv.tolerance import _calibrate
+    from equiv.checking.compare import Comparison
+    from equiv.contract.case import get_case
+    from equiv.tolerance.policy import _calibrate
 
     spec = get_case("resnet18")
     float32 = _calibrate(spec, spec.make_state(0, "float32"), 4, "float32")
@@ -187,7 +188,7 @@ def test_resnet18s_float32_comparison_stops_where_the_shadow_leaves_float64():
     mlp = get_case("two_layer_mlp")
     assert _calibrate(mlp, mlp.make_state(0, "float32"), 40, "float32").horizon is None
     comparison = Comparison(spec, replace(float32, horizon=1), "float32")
-    from equiv.reference import ReferenceTrainer
+    from equiv.reference.trainer import ReferenceTrainer
 
     ref = ReferenceTrainer(spec, spec.make_state(0, "float32").astype("float64"))
     ref.run_step()
@@ -220,9 +221,9 @@ def test_resnet18s_float64_reference_loses_more_ulps_than_float32_implies():
     """Seed 12, step 0, layer4.0.conv1.weight (its BatchNorm normalises 4 values): the float64
     reference is 6.8e-13 off the longdouble gradient, 5 times what eps64/eps32 times the float32
     shadow's error implies; the measured gradient rounding takes the larger."""
-    from equiv.case import get_case
-    from equiv.reference import ReferenceTrainer
-    from equiv.tolerance import extended_precision_rounding
+    from equiv.contract.case import get_case
+    from equiv.reference.trainer import ReferenceTrainer
+    from equiv.tolerance.policy import extended_precision_rounding
 
     spec = get_case("resnet18")
     start = spec.make_state(12, "float64")
@@ -249,18 +250,18 @@ def test_the_float64_false_alarm_of_seed_12_needs_the_extended_precision_measure
     round exactly, as before the Monte Carlo shadow, which covers this step too); passes with
     the measurement alone."""
     pytest.importorskip("tensorflow")
-    import equiv.tolerance
-    from equiv.records import Cell
-    from equiv.runner import RunOptions, run_cell
+    import equiv.tolerance.policy
+    from equiv.contract.records import Cell
+    from equiv.running.runner import RunOptions, run_cell
 
     def run():
         options = RunOptions.verdict_only(seed=12, steps=1)
-        equiv.tolerance._calibrate_cached.cache_clear()
+        equiv.tolerance.policy._calibrate_cached.cache_clear()
         return run_cell(Cell("resnet18", "tf.eager", "float64"), options)
 
     monkeypatch.setattr(numerics, "MonteCarloRounding", lambda rng, eps: numerics.EXACT)
     assert run().status == "pass"
-    monkeypatch.setattr(equiv.tolerance, "extended_precision_rounding", lambda *args: {})
+    monkeypatch.setattr(equiv.tolerance.policy, "extended_precision_rounding", lambda *args: {})
     planted = run()
     assert planted.status == "fail"
     divergence = planted.first_divergence
@@ -294,8 +295,8 @@ def test_the_monte_carlo_shadow_widens_the_tolerance_an_algorithm_that_loses_mor
     the CPU as much as on its algorithm, so the sweep of one machine cannot find it. The Monte
     Carlo shadow (planted away: its layers round exactly) widens that tolerance 4.8 times
     here, and nowhere narrows it."""
-    from equiv.case import get_case
-    from equiv.tolerance import _calibrate
+    from equiv.contract.case import get_case
+    from equiv.tolerance.policy import _calibrate
 
     spec = get_case("resnet18")
     start = spec.make_state(1, "float64")
@@ -316,14 +317,14 @@ def test_several_monte_carlo_draws_cover_what_one_draw_missed(monkeypatch):
     (chaotic training: where a rounding difference lands decides how far it grows). With
     MONTE_CARLO_DRAWS of them (planted: one) the largest spread counts, and the three cells
     pass at 0.32. The first draw is the single one: no tolerance narrows."""
-    import equiv.tolerance
-    from equiv.case import get_case
-    from equiv.tolerance import calibrate_state
+    import equiv.tolerance.policy
+    from equiv.contract.case import get_case
+    from equiv.tolerance.policy import calibrate_state
 
     spec = get_case("resnet18")
     start = spec.make_state(15, "float64")
     several = calibrate_state(spec, start, 10)
-    monkeypatch.setattr(equiv.tolerance, "MONTE_CARLO_DRAWS", 1)
+    monkeypatch.setattr(equiv.tolerance.policy, "MONTE_CARLO_DRAWS", 1)
     one = calibrate_state(spec, start, 10)
     key = "grads/layer3.0.conv2.weight"
     # here (Intel, AVX-512) 1.4e-11 and 4.4e-11: the cells failed below the second

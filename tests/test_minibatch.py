@@ -4,13 +4,13 @@ curve the specs promise, and planted data-pipeline bugs that the harness must ca
 import numpy as np
 import pytest
 
-from equiv.batching import batch_slices, batches_per_epoch, step_data
-from equiv.case import get_case
-from equiv.implementations import ImplSource, Patch
-from equiv.records import Cell
-from equiv.reference import ReferenceTrainer
-from equiv.registry import get_backend
-from equiv.runner import RunOptions, run_cell
+from equiv.backends.implementations import ImplSource, Patch
+from equiv.backends.registry import get_backend
+from equiv.contract.case import get_case
+from equiv.contract.records import Cell
+from equiv.reference.batching import batch_slices, batches_per_epoch, step_data
+from equiv.reference.trainer import ReferenceTrainer
+from equiv.running.runner import RunOptions, run_cell
 
 #: two epochs of minibatch_partial: the partial batch (step 7) and the wrap to batch 0 (step 8)
 OPTIONS = RunOptions.verdict_only(steps=10)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from equiv.registry import get_backend
+from equiv.backends.registry import get_backend
 
 needs_torch = pytest.mark.skipif(
     get_backend("torch.eager").availability() is not None, reason="needs torch"
@@ -23,7 +23,7 @@ needs_torch = pytest.mark.skipif(
 PLUGIN = """
 import os, time
 from equiv.backends.numpy import NumpyBackend
-from equiv.reference import ReferenceTrainer
+from equiv.reference.trainer import ReferenceTrainer
 
 LOG = os.environ["TOY_STEP_LOG"]
 
@@ -106,7 +106,7 @@ def test_eager_and_jit_workers_do_not_import_dynamo_or_inductor(backend):
         f"""
         import sys
         import torch
-        from equiv.registry import get_backend
+        from equiv.backends.registry import get_backend
         get_backend({backend!r}).configure(1)
         assert torch.are_deterministic_algorithms_enabled()
         print(sorted(m for m in sys.modules if m.startswith(("torch._dynamo", "torch._inductor"))))
@@ -120,7 +120,8 @@ def test_eager_and_jit_workers_do_not_import_dynamo_or_inductor(backend):
 @needs_torch
 def test_compile_still_asks_inductor_for_determinism():
     code = (
-        "from equiv.registry import get_backend; get_backend('torch.compile').configure(1);"
+        "from equiv.backends.registry import get_backend;"
+        "get_backend('torch.compile').configure(1);"
         "import torch._inductor.config as c; print(c.deterministic)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -167,10 +168,10 @@ def test_pytest_n_writes_one_complete_report(tmp_path):
 def test_a_tensorflow_worker_does_not_import_jax_or_matplotlib():
     """TF imports jax (TF Lite) and matplotlib (through Keras) only because they are installed;
     its worker hides them (Backend.worker_hides). The cell reports what its process holds."""
-    from equiv.implementations import ImplSource, Patch
-    from equiv.records import Cell
-    from equiv.runner import RunOptions
-    from equiv.workers import run_group
+    from equiv.backends.implementations import ImplSource, Patch
+    from equiv.contract.records import Cell
+    from equiv.running.runner import RunOptions
+    from equiv.running.workers import run_group
 
     backend = get_backend("tf.eager")
     report = (

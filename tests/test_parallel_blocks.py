@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 
 from cases.parallel_blocks.reference import block_forward
-from equiv import numerics
-from equiv.case import get_case
-from equiv.implementations import ImplSource, Patch
-from equiv.kinks import Flip, product_radius
-from equiv.records import Cell
-from equiv.reference import ReferenceTrainer
-from equiv.registry import get_backend
-from equiv.runner import RunOptions, run_cell
-from equiv.tolerance import _calibrate_cached
+from equiv.backends.implementations import ImplSource, Patch
+from equiv.backends.registry import get_backend
+from equiv.contract.case import get_case
+from equiv.contract.records import Cell
+from equiv.reference import numerics
+from equiv.reference.kinks import Flip, product_radius
+from equiv.reference.trainer import ReferenceTrainer
+from equiv.running.runner import RunOptions, run_cell
+from equiv.tolerance.policy import _calibrate_cached
 
 EPS32 = float(np.finfo(np.float32).eps)
 

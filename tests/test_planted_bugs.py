@@ -1,16 +1,16 @@
 """Planted bugs must turn the right cells to ``fail`` with the right first divergence.
 
 Each mutant changes one line of a correct implementation (as data, see
-``equiv.implementations``); the original file is untouched.
+``equiv.backends.implementations``); the original file is untouched.
 """
 
 import pytest
 
-from equiv.case import get_case
-from equiv.implementations import ImplSource, Patch
-from equiv.records import Cell
-from equiv.registry import get_backend
-from equiv.runner import RunOptions, run_cell
+from equiv.backends.implementations import ImplSource, Patch
+from equiv.backends.registry import get_backend
+from equiv.contract.case import get_case
+from equiv.contract.records import Cell
+from equiv.running.runner import RunOptions, run_cell
 
 OPTIONS = RunOptions.verdict_only(steps=6)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from equiv.registry import REQUIRED_METHODS, BrokenBackend, _load_group
+from equiv.backends.registry import REQUIRED_METHODS, BrokenBackend, _load_group
 
 ENTRY_POINTS = """\
 [equiv.backends]
@@ -63,7 +63,7 @@ def backends():
     return [HalfAdapter()]
 ''',
     "toy_broken_abstract.py": """
-from equiv.backends.base import Backend
+from equiv.contract.backend import Backend
 
 
 class NoConversions(Backend):
@@ -151,7 +151,7 @@ def test_the_built_in_backends_are_untouched(listed):
             "toy_import",
             ["'toy_import' (toy_broken 0.1) failed to load", "ImportError", "toyframework"],
         ),
-        ("toy.half", ["HalfAdapter is not an equiv.backends.base.Backend", "lacks", "to_numpy"]),
+        ("toy.half", ["HalfAdapter is not an equiv.contract.backend.Backend", "lacks", "to_numpy"]),
         ("toy_abstract", ["failed to load", "NoConversions", "abstract"]),
         ("numpy@toy_clash", ["registers backend id 'numpy'", "already registered", "ignored"]),
         ("toy.moody", ["availability() raised", "cannot tell"]),
@@ -239,7 +239,8 @@ def test_availability_returning_a_non_string_makes_the_backend_unavailable():
     assert backend.describe()["available"] is False
 
 
-# -- the contract, stated once (equiv.contract) ------------------------------------------------
+# -- the contract, stated once (equiv.contract.trainer)
+# ------------------------------------------------
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "adding-a-backend.md"
 
@@ -258,10 +259,10 @@ def test_the_registry_refuses_an_adapter_lacking_any_method_the_harness_calls(me
 
 
 def test_the_registry_checks_exactly_what_the_contract_says_the_harness_calls():
-    from equiv.contract import HARNESS_CALLS
+    from equiv.contract.trainer import HARNESS_CALLS
 
     assert REQUIRED_METHODS == HARNESS_CALLS
-    from equiv.backends.base import Backend
+    from equiv.contract.backend import Backend
 
     assert all(callable(getattr(Backend, m, None)) for m in HARNESS_CALLS)
 
@@ -284,7 +285,7 @@ def member_name(cell: str) -> str:
 
 
 def test_the_docs_member_table_lists_every_method_the_harness_calls():
-    from equiv.contract import HARNESS_CALLS
+    from equiv.contract.trainer import HARNESS_CALLS
 
     rows = table_rows(DOC.read_text(), "What each part must do")
     methods = {member_name(row[0]) for row in rows if "(" in row[0]}
@@ -292,7 +293,7 @@ def test_the_docs_member_table_lists_every_method_the_harness_calls():
 
 
 def all_backend_classes() -> list[type]:
-    from equiv.registry import all_backends
+    from equiv.backends.registry import all_backends
 
     return [type(b) for b in all_backends().values() if not isinstance(b, BrokenBackend)]
 
@@ -300,7 +301,7 @@ def all_backend_classes() -> list[type]:
 def test_every_declared_helper_is_a_documented_method():
     import inspect
 
-    from equiv.contract import declared_helpers
+    from equiv.contract.trainer import declared_helpers
 
     for cls in all_backend_classes():
         for name in declared_helpers(cls):
@@ -315,8 +316,8 @@ def test_the_docs_helper_table_lists_exactly_what_the_backends_declare():
     every id of the torch family."""
     import fnmatch
 
-    from equiv.contract import declared_helpers
-    from equiv.registry import all_backends
+    from equiv.backends.registry import all_backends
+    from equiv.contract.trainer import declared_helpers
 
     declared: dict[str, set[str]] = {}
     for backend in all_backends().values():
@@ -336,7 +337,7 @@ def test_the_helpers_the_issue_names_are_declared():
     from equiv.backends.keras import KerasBackend
     from equiv.backends.tensorflow import TFV1Graph
     from equiv.backends.torch import TorchBackend
-    from equiv.contract import declared_helpers
+    from equiv.contract.trainer import declared_helpers
 
     assert {"linear_weight", "canonical_kernel"} <= set(declared_helpers(TorchBackend))
     assert {"new_graph", "session"} <= set(declared_helpers(TFV1Graph))
@@ -352,11 +353,11 @@ def build(state, backend):
 
 
 def test_a_build_returning_a_non_trainer_is_an_error_naming_the_module(tmp_path, monkeypatch):
-    from equiv.backends.base import Backend
     from equiv.backends.numpy import NumpyBackend
-    from equiv.records import Cell
-    from equiv.registry import all_backends
-    from equiv.runner import RunOptions, run_cell
+    from equiv.backends.registry import all_backends
+    from equiv.contract.backend import Backend
+    from equiv.contract.records import Cell
+    from equiv.running.runner import RunOptions, run_cell
 
     (tmp_path / "not_a_trainer_impl.py").write_text(NOT_A_TRAINER)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -388,9 +389,9 @@ def test_a_build_returning_a_non_trainer_is_an_error_naming_the_module(tmp_path,
 
 
 def test_a_trainer_satisfies_the_protocol():
-    from equiv.case import get_case
-    from equiv.contract import Trainer, check_trainer
-    from equiv.reference import ReferenceTrainer
+    from equiv.contract.case import get_case
+    from equiv.contract.trainer import Trainer, check_trainer
+    from equiv.reference.trainer import ReferenceTrainer
 
     spec = get_case("two_layer_mlp")
     trainer = ReferenceTrainer(spec, spec.make_state(0, "float64"))

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from equiv.pytest_plugin import _options
+from equiv.cli.pytest_plugin import _options
 
 
 class FakeConfig:
@@ -44,14 +44,14 @@ def test_this_repository_runs_its_matrix_at_10_steps(pytestconfig):
 def test_this_repository_skips_the_informative_reproducibility_rerun_in_its_matrix(pytestconfig):
     """pyproject's equiv_reproducibility = false (CI's time budget); run_cell's default and
     `equiv run` keep the check (tests/test_determinism.py)."""
-    from equiv.runner import RunOptions
+    from equiv.running.runner import RunOptions
 
     assert _options(pytestconfig).check_reproducible is False
     assert RunOptions().check_reproducible is True
 
 
 def test_verdict_only_options_drop_what_no_verdict_reads_and_keep_what_is_asked():
-    from equiv.runner import RunOptions
+    from equiv.running.runner import RunOptions
 
     options = RunOptions.verdict_only(steps=3, timeout_s=8, check_reproducible=True)
     assert (options.bench_rounds, options.keep_trajectories) == (0, False)
@@ -60,7 +60,7 @@ def test_verdict_only_options_drop_what_no_verdict_reads_and_keep_what_is_asked(
 
 
 def test_a_case_is_slow_on_the_backends_its_patterns_name():
-    from equiv.case import get_case
+    from equiv.contract.case import get_case
 
     resnet = get_case("resnet18")
     assert resnet.slow_on("jax.eager") and resnet.slow_on("keras.jax")

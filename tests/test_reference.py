@@ -1,15 +1,15 @@
 """The reference is the ground truth, so it is checked itself: its hand-written gradients
 against central finite differences of its own loss, in float64, for every case
-(``equiv.gradcheck.check_gradients``)."""
+(``equiv.reference.gradcheck.check_gradients``)."""
 
 import numpy as np
 import pytest
 
-from equiv import layers
-from equiv.case import all_cases
-from equiv.gradcheck import check_gradients
-from equiv.numerics import ForcedBranch
-from equiv.reference import ReferenceTrainer
+from equiv.contract.case import all_cases
+from equiv.reference import layers
+from equiv.reference.gradcheck import check_gradients
+from equiv.reference.numerics import ForcedBranch
+from equiv.reference.trainer import ReferenceTrainer
 
 #: resnet18's reference (11M parameters, a second a loss evaluation here) is checked along
 #: random directions with its masks frozen, in tests/test_resnet18_reference.py
@@ -83,7 +83,8 @@ def test_a_forced_branch_is_taken_and_checked_at_either_branch():
 
 
 def test_a_wrong_sigmoid_backward_is_caught_by_the_finite_difference_check(monkeypatch):
-    """The check above can fail: with y*(1+y) as the sigmoid's backward in ``equiv.layers``,
+    """The check above can fail: with y*(1+y) as the sigmoid's backward in
+    ``equiv.reference.layers``,
     sigmoid_custom_op's reference is rejected; the right one passes."""
     from cases.sigmoid_custom_op import reference
 
@@ -115,9 +116,10 @@ def test_reference_is_bitwise_deterministic():
 
 
 def keras_sequential_before_issue_14(params, data, flip=None):
-    """keras_sequential's reference as it was written by hand before ``equiv.layers``, with
+    """keras_sequential's reference as it was written by hand before ``equiv.reference.layers``,
+    with
     the calibration's ``Flip`` passed in directly (the stored fixtures' bits)."""
-    from equiv.kinks import relu_mask
+    from equiv.reference.kinks import relu_mask
 
     x, y = data["x"], data["y"]
     h = x @ params["w1"] + params["b1"]
@@ -141,8 +143,8 @@ def test_the_composed_reference_has_the_hand_written_ones_bits(dtype):
     hand-written reference gave with no flip and with the same ``Flip``: a reordered
     operation would move the stored trajectories and calibrations."""
     from cases.keras_sequential import reference
-    from equiv import numerics
-    from equiv.kinks import Flip
+    from equiv.reference import numerics
+    from equiv.reference.kinks import Flip
 
     state = all_cases()["keras_sequential"].make_state(2, dtype)
     params, data = state.params, state.data

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from equiv.cli import main
-from equiv.records import Cell, CellResult
+from equiv.cli.main import main
+from equiv.contract.records import Cell, CellResult
 from equiv.report.merge import merge_documents
 from equiv.report.plotdata import unpack
-from equiv.results import build_document, load_document
+from equiv.results.document import build_document, load_document
 
 
 def doc(*cells: tuple[str, str, str, str, float | None], command: str = "equiv run") -> dict:

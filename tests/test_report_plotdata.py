@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from equiv.compare import SERIES_POINTS, Comparison
+from equiv.checking.compare import SERIES_POINTS, Comparison
 from equiv.report import plotdata
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import re
 
-from equiv.matrix import Progress
-from equiv.records import Cell, CellResult
+from equiv.contract.records import Cell, CellResult
+from equiv.running.matrix import Progress
 
 
 class Terminal(io.StringIO):

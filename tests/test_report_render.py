@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from equiv.records import Cell, CellResult
+from equiv.contract.records import Cell, CellResult
 from equiv.report.plotdata import unpack
 from equiv.report.render import render_html, write_report
-from equiv.results import build_document
+from equiv.results.document import build_document
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report" / "parity_mixed.json"
 sys.path.insert(0, str(FIXTURE.parent))
@@ -238,8 +238,8 @@ def test_trajectory_links_relative_to_the_page(tmp_path):
 
 
 def test_every_run_writes_parity_html(tmp_path):
-    from equiv.output import write_outputs
-    from equiv.runner import RunOptions
+    from equiv.running.output import write_outputs
+    from equiv.running.runner import RunOptions
 
     results = [_result("a", "pass"), _result("b", "error", reason="boom", traceback="Traceback")]
     paths = write_outputs(tmp_path, results, RunOptions(steps=2), argv=["equiv", "run"])
@@ -248,7 +248,7 @@ def test_every_run_writes_parity_html(tmp_path):
 
 
 def test_interrupted_write_keeps_the_old_page_whole(tmp_path, monkeypatch):
-    import equiv.results
+    import equiv.results.document
 
     doc = build_document([_result("a", "pass")], {}, {})
     write_report(tmp_path, doc)
@@ -257,7 +257,7 @@ def test_interrupted_write_keeps_the_old_page_whole(tmp_path, monkeypatch):
     def interrupted(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(equiv.results.os, "replace", interrupted)
+    monkeypatch.setattr(equiv.results.document.os, "replace", interrupted)
     changed = build_document([_result("a", "fail", reason="new")], {}, {})
     with pytest.raises(KeyboardInterrupt):
         write_report(tmp_path, changed)
@@ -267,8 +267,8 @@ def test_interrupted_write_keeps_the_old_page_whole(tmp_path, monkeypatch):
 
 def test_interrupted_render_replaces_neither_file(tmp_path, monkeypatch):
     import equiv.report.render
-    from equiv.output import write_outputs
-    from equiv.runner import RunOptions
+    from equiv.running.output import write_outputs
+    from equiv.running.runner import RunOptions
 
     write_outputs(tmp_path, [_result("a", "pass")], RunOptions(steps=2), argv=["equiv"])
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
@@ -290,7 +290,7 @@ def test_report_imports_no_framework(tmp_path, document):
     path = tmp_path / "p.json"
     path.write_text(json.dumps(small))
     code = (
-        "import sys; from equiv.cli import main;"
+        "import sys; from equiv.cli.main import main;"
         f"rc = main(['report', {str(path)!r}, '--out', {str(tmp_path / 'out')!r}]);"
         # nor matplotlib: the page's plots are drawn by the browser
         "bad = [m for m in ('torch', 'tensorflow', 'jax', 'keras', 'matplotlib')"
@@ -303,8 +303,8 @@ def test_report_imports_no_framework(tmp_path, document):
 
 
 def test_quantities_not_observed_are_shown_as_such_and_never_as_compared():
-    from equiv.records import Cell, CellResult
-    from equiv.results import build_document
+    from equiv.contract.records import Cell, CellResult
+    from equiv.results.document import build_document
 
     why = "model.fit computes and applies the gradients inside its train step"
     result = CellResult(Cell("minibatch", "keras.fit", "float32"), "pass", steps=10)

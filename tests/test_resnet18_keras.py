@@ -36,7 +36,7 @@ from cases.resnet18.spec import (
     conv_layers,
     initial_state,
 )
-from equiv.registry import get_backend
+from equiv.backends.registry import get_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 3
@@ -107,10 +107,10 @@ def check_names_shapes_dtype(record, state, dtype: str, loss_dtype: str | None =
 
 def check_convolutions(record, state, rtol=1e-9, atol=1e-12) -> None:
     """Every convolution's activation is the numpy convolution (torch's symmetric padding,
-    ``equiv.layers.conv2d``) of its recorded input with its canonical kernel: the data for
+    ``equiv.reference.layers.conv2d``) of its recorded input with its canonical kernel: the data for
     ``conv1``, the block's input for ``conv1`` and ``downsample.0``, ``relu(bn1)`` for
     ``conv2``. A kernel loaded transposed or a stride-2 "same" padding (bottom/right) is not."""
-    from equiv.layers import conv2d
+    from equiv.reference.layers import conv2d
 
     names = [block for block, _ in blocks()]
     block_input = dict(zip(names, ["maxpool", *names[:-1]], strict=True))
@@ -383,7 +383,7 @@ PLANTS = {
 def test_a_planted_port_bug_fails_its_check(plant):
     """What a port gets wrong, planted in the source as the selftest's mutants plant it; the
     check it is there for fails (the record's shapes stay the canonical ones)."""
-    from equiv.implementations import ImplSource, Patch
+    from equiv.backends.implementations import ImplSource, Patch
 
     changes, check = PLANTS[plant]
     patches = tuple(Patch(old, new) for old, new in changes)
@@ -407,7 +407,7 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from equiv.registry import get_backend
+    from equiv.backends.registry import get_backend
     backend = get_backend(sys.argv[1])
     backend.configure(1)
     from cases.resnet18 import keras_impl
@@ -426,7 +426,7 @@ SCRIPT = textwrap.dedent(
 
 
 def _record(path: Path):
-    from equiv.records import StepRecord
+    from equiv.contract.records import StepRecord
 
     data = np.load(path)
     parts = {k: {} for k in ("grads", "params", "activations", "state", "evaluation")}

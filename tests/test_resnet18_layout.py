@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cases.resnet18 import layout
-from equiv import layers
+from equiv.reference import layers
 
 
 def conv_channels_last(x: np.ndarray, kernel: np.ndarray, stride: int, padding: int):

@@ -18,9 +18,9 @@ from cases.resnet18.spec import (
     batchnorms,
     blocks,
 )
-from equiv import layers
-from equiv.gradcheck import check_gradients
-from equiv.numerics import Numerics
+from equiv.reference import layers
+from equiv.reference.gradcheck import check_gradients
+from equiv.reference.numerics import Numerics
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@
 What a channels-last port gets wrong without an error: the canonical state loaded or read back
 in the wrong layout, TF's ``padding="SAME"`` (bottom/right with stride 2) for torch's symmetric
 padding, the biased batch variance in the running variance, and XLA's max-pool stand-in routing
-the gradient elsewhere than torch's. Each check below compares with ``equiv.layers`` (numpy, NCHW,
+the gradient elsewhere than torch's. Each check below compares with ``equiv.reference.layers``
+(numpy, NCHW,
 torch's conventions) or with a relation that holds exactly in real arithmetic, in float64, and
 each planted bug is kept as a test that the check catches. The comparison with the reference over
 steps is the runner's (``equiv run --case resnet18 --backend tf.eager ...``); the compiled modes
@@ -31,9 +32,9 @@ from cases.resnet18.spec import (  # noqa: E402
     conv_layers,
     initial_state,
 )
-from equiv import layers  # noqa: E402
-from equiv.implementations import ImplSource, Patch  # noqa: E402
-from equiv.registry import get_backend  # noqa: E402
+from equiv.backends.implementations import ImplSource, Patch  # noqa: E402
+from equiv.backends.registry import get_backend  # noqa: E402
+from equiv.reference import layers  # noqa: E402
 
 SEED = 3
 #: float64 margins for relations that hold exactly in real arithmetic (not parity tolerances)
@@ -111,7 +112,7 @@ def test_canonical_state_loads_and_reads_back_exactly(backend):
 
 def stem_and_block_convolutions_match_torch(module) -> bool:
     """The loaded stem kernel and a stride-2 3x3 kernel (layer2.0.conv1), applied by the
-    module's ``conv`` to NHWC data, give ``equiv.layers.conv2d``'s NCHW result (torch's
+    module's ``conv`` to NHWC data, give ``equiv.reference.layers.conv2d``'s NCHW result (torch's
     symmetric padding) on the canonical arrays."""
     state = SPEC.make_state(SEED, "float64")
     t = module.build(state, get_backend("tf.eager"))
@@ -266,7 +267,8 @@ def test_planted_biased_running_variance_is_caught():
 
 
 def evaluation_is_after_the_update(record) -> bool:
-    """The evaluation logits are a numpy evaluation forward (``equiv.layers``, BatchNorm on the
+    """The evaluation logits are a numpy evaluation forward (``equiv.reference.layers``, BatchNorm
+    on the
     running statistics) of the recorded parameters and state, i.e. after the update."""
     x = SPEC.make_state(SEED, "float64").data["x"]
     p, s, eps = record.params, record.state, SPEC.config["bn_eps"]
@@ -301,7 +303,7 @@ def test_planted_evaluation_with_batch_statistics_is_caught():
 
 
 def pool_matches_torch(pool) -> bool:
-    """Forward and gradient of ``pool`` (NHWC) equal ``equiv.layers.max_pool2d`` (torch's:
+    """Forward and gradient of ``pool`` (NHWC) equal ``equiv.reference.layers.max_pool2d`` (torch's:
     -inf padding, the first maximum of a window takes the gradient), on post-ReLU data with
     ties (zeros, and a window of equal positive values)."""
     rng = np.random.default_rng(2)

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from planted import DOUBLED_LR, OTHER_BRANCH
 
-from equiv.case import Explanation, all_cases, get_case
-from equiv.implementations import ImplSource, Patch
-from equiv.output import run_settings
-from equiv.records import Cell, CellResult
-from equiv.registry import get_backend
+from equiv.backends.implementations import ImplSource, Patch
+from equiv.backends.registry import get_backend
+from equiv.contract.case import Explanation, all_cases, get_case
+from equiv.contract.records import Cell, CellResult
 from equiv.report.merge import merge_documents
-from equiv.results import build_document, document_from_entries
-from equiv.runner import RunOptions, run_cell
+from equiv.results.document import build_document, document_from_entries
+from equiv.running.output import run_settings
+from equiv.running.runner import RunOptions, run_cell
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "parity-json.md"
 OPTIONS = RunOptions(steps=6, bench_rounds=2, bench_warmup=1, keep_trajectories=False)
@@ -108,8 +108,8 @@ def explained_cell(monkeypatch) -> CellResult:
 
 @pytest.fixture(scope="module")
 def documents(tmp_path_factory) -> list[dict]:
-    from equiv.output import write_outputs
-    from equiv.results import load_document
+    from equiv.results.document import load_document
+    from equiv.running.output import write_outputs
 
     out = tmp_path_factory.mktemp("doc")
     results = numpy_cells()

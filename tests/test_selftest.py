@@ -2,9 +2,9 @@
 
 import pytest
 
-from equiv.implementations import Patch
-from equiv.mutants import CATALOGUE, RESNET18, Mutant
-from equiv.selftest import run_mutant, run_selftest
+from equiv.backends.implementations import Patch
+from equiv.quality.mutants import CATALOGUE, RESNET18, Mutant
+from equiv.quality.selftest import run_mutant, run_selftest
 
 #: resnet18's mutants take a minute or two each (a Keras ResNet on TensorFlow in float64, its
 #: calibration): one runs here, all four under pytest -m slow (and in ``equiv selftest``)

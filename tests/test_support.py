@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from equiv.case import get_case
-from equiv.implementations import ImplSource
-from equiv.mutants import CATALOGUE
-from equiv.registry import get_backend
+from equiv.backends.implementations import ImplSource
+from equiv.backends.registry import get_backend
+from equiv.contract.case import get_case
+from equiv.quality.mutants import CATALOGUE
 from equiv.support.draws import glorot_uniform, regression_data, standard_normal, torch_linear
 from equiv.support.records import step_record, with_zero_grads
 

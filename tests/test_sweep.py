@@ -6,9 +6,9 @@ import sys
 
 import numpy as np
 
-from equiv.records import Cell, CellResult
-from equiv.sweep import margin, merge_reports, run_sweep
-from equiv.verdict import ExplanationProof
+from equiv.checking.verdict import ExplanationProof
+from equiv.contract.records import Cell, CellResult
+from equiv.quality.sweep import margin, merge_reports, run_sweep
 
 TINY = {"cases": ["two_layer_mlp"], "backends": ["numpy"], "steps": 3}
 
@@ -38,7 +38,7 @@ def test_a_sweep_shares_its_calibrations_through_the_store(tmp_path):
 
 
 def test_a_sweep_leaves_out_what_no_verdict_uses(monkeypatch):
-    import equiv.sweep
+    import equiv.quality.sweep
 
     seen, isolations = [], []
 
@@ -47,7 +47,7 @@ def test_a_sweep_leaves_out_what_no_verdict_uses(monkeypatch):
         isolations.append(isolate)
         return []
 
-    monkeypatch.setattr(equiv.sweep, "run_cells", run_cells)
+    monkeypatch.setattr(equiv.quality.sweep, "run_cells", run_cells)
     run_sweep([3], emit=lambda _: None, **TINY)
     (options,) = seen
     assert options.seed == 3 and options.bench_rounds == 0
@@ -60,8 +60,8 @@ def test_a_sweep_leaves_out_what_no_verdict_uses(monkeypatch):
 
 
 def test_the_cli_passes_isolate_on(monkeypatch, tmp_path):
-    import equiv.sweep
-    from equiv.cli import main
+    import equiv.quality.sweep
+    from equiv.cli.main import main
 
     isolations = []
 
@@ -69,7 +69,7 @@ def test_the_cli_passes_isolate_on(monkeypatch, tmp_path):
         isolations.append(isolate)
         return []
 
-    monkeypatch.setattr(equiv.sweep, "run_cells", run_cells)
+    monkeypatch.setattr(equiv.quality.sweep, "run_cells", run_cells)
     common = ["sweep", "--case", "two_layer_mlp", "--backend", "numpy", "--seeds", "1"]
     main([*common, "--out", str(tmp_path / "a"), "--cache-dir", str(tmp_path / "c")])
     main([*common, "--isolate", "none", "--out", str(tmp_path / "b"), "--no-cache"])
@@ -77,7 +77,7 @@ def test_the_cli_passes_isolate_on(monkeypatch, tmp_path):
 
 
 def test_the_summary_names_every_cell_that_did_not_compare_all_its_steps():
-    from equiv.sweep import summarize
+    from equiv.quality.sweep import summarize
 
     row = {"seed": 5, "case": "c", "backend": "b", "dtype": "float32", "status": "pass"}
     rows = [row | {"margin": 0.1, "coverage": 1.0, "followed": 2}, row | {"margin": 0.2}]
@@ -169,7 +169,7 @@ def test_cli_unreadable_source_is_one_line_and_exit_2(tmp_path):
 
 
 def test_the_margin_plot_keeps_every_cell_on_its_axis():
-    from equiv.sweep import log_margins, margin_plot
+    from equiv.quality.sweep import log_margins, margin_plot
 
     counts, _ = np.histogram(log_margins([0.0, 0.3, 1e6]), bins=np.linspace(-4, 1, 41))
     assert counts.sum() == 3 and counts[0] == 1 and counts[-1] == 1

@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from equiv.case import builtin_cases, get_case
-from equiv.implementations import ImplSource, Patch
-from equiv.records import Cell
-from equiv.registry import get_backend
-from equiv.runner import RunOptions, run_cell
-from equiv.workers import run_group
+from equiv.backends.implementations import ImplSource, Patch
+from equiv.backends.registry import get_backend
+from equiv.contract.case import builtin_cases, get_case
+from equiv.contract.records import Cell
+from equiv.running.runner import RunOptions, run_cell
+from equiv.running.workers import run_group
 
 OPTIONS = RunOptions.verdict_only(steps=5)
 TF_MODES = ["tf.eager", "tf.function", "tf.xla", "tf.v1graph"]
@@ -167,7 +167,7 @@ def test_keras_tensorflow_says_why_not_after_keras_was_imported_with_another_bac
         pytest.skip("needs keras on jax")
     code = (
         "import keras\n"
-        "from equiv.registry import get_backend\n"
+        "from equiv.backends.registry import get_backend\n"
         "print(get_backend('keras.tensorflow').availability())\n"
         "print(get_backend('keras.torch').availability())\n"
     )
@@ -181,8 +181,8 @@ def test_keras_tensorflow_says_why_not_after_keras_was_imported_with_another_bac
 
 XLA_BITS = (
     "import hashlib\n"
-    "from equiv.records import Cell\n"
-    "from equiv.runner import RunOptions, run_cell\n"
+    "from equiv.contract.records import Cell\n"
+    "from equiv.running.runner import RunOptions, run_cell\n"
     "opts = RunOptions(steps=10, threads=1, bench_rounds=0, check_reproducible=False)\n"
     "r = run_cell(Cell('two_layer_mlp', 'tf.xla', 'float64'), opts)\n"
     "h = hashlib.sha256()\n"

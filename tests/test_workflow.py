@@ -61,8 +61,8 @@ def test_the_job_matrix_is_the_tox_families():
 def test_the_merge_step_runs_a_real_command(tmp_path):
     """`equiv report merge parts/*/parity.json --out DIR`, as the merge job runs it, on two
     families' documents with a skipped cell in one that the other ran."""
-    from equiv.records import Cell, CellResult
-    from equiv.results import build_document, write_json
+    from equiv.contract.records import Cell, CellResult
+    from equiv.results.document import build_document, write_json
 
     ran = CellResult(Cell("two_layer_mlp", "torch.eager", "float64"), "pass", steps=3)
     skipped = CellResult(Cell("two_layer_mlp", "torch.eager", "float64"), "skip", reason="no")

@@ -17,7 +17,7 @@ come from ``numerics.product_relu_mask`` (a product's kink radius is first order
 factors). With about 2e5 parameters for 640 targets the model interpolates: the float64 loss
 keeps falling to 6e-20 (residuals ~2.5e-10), while float32 levels off at its rounding level,
 near 2e-14, from step ~400; the tolerance calibration measures that, as it does for
-two_layer_mlp's collapse (equiv.tolerance). The tightest margin of the 500-step run is there:
+two_layer_mlp's collapse (equiv.tolerance.policy). The tightest margin of the 500-step run is there:
 float64 gradients at step ~350 reach 0.8-0.9 of tolerance on torch (jax 0.78), float32 <= 0.21.
 
 Adam's epsilon is set to torch's 1e-8 on every backend (Keras's default is 1e-7). Keras's Adam

@@ -1,5 +1,3 @@
-"""Backend adapters, one module per framework, each exposing ``backends() -> list[Backend]``.
-
-Built-in and third-party backends are found the same way: the ``equiv.backends`` entry-point
-group (see ``equiv.registry``).
+"""Backend adapters, one module per framework, each exposing ``backends() -> list[Backend]``;
+their registry (the ``equiv.backends`` entry-point group) and the loader of a case's code.
 """

@@ -52,7 +52,6 @@ from typing import Any
 
 import numpy as np
 
-from equiv.backends.base import Backend, CellSkip
 from equiv.backends.tensorflow import (
     TF_OPTIONAL_IMPORTS,
     XLA_SINGLE_THREAD,
@@ -60,7 +59,8 @@ from equiv.backends.tensorflow import (
     configure_tensorflow,
     tensorflow_version,
 )
-from equiv.case import Explanation
+from equiv.contract.backend import Backend, CellSkip
+from equiv.contract.case import Explanation
 
 #: which ``pip install 'equiv[...]'`` extra brings each module (Keras 3 comes with tensorflow)
 EXTRA = {"keras": "tensorflow", "tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from equiv.backends.base import Backend
-from equiv.reference import ReferenceTrainer
+from equiv.contract.backend import Backend
+from equiv.reference.trainer import ReferenceTrainer
 
 
 class NumpyBackend(Backend):

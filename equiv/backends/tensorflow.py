@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from equiv.backends.base import Backend
+from equiv.contract.backend import Backend
 
 _QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2"}  # TF's C++ start-up banner buries the progress lines
 #: distributions that provide the ``tensorflow`` module (the CPU build is ``tensorflow-cpu``)

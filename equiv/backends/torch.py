@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from equiv.backends.base import Backend
+from equiv.contract.backend import Backend
 
 
 class TorchBackend(Backend):

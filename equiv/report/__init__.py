@@ -2,8 +2,3 @@
 
 Reads only the results JSON (``docs/parity-json.md``); imports no framework.
 """
-
-from equiv.report.merge import merge_documents
-from equiv.report.render import render_html, write_html, write_report
-
-__all__ = ["merge_documents", "render_html", "write_html", "write_report"]

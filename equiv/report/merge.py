@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from equiv.report import model
-from equiv.results import SCHEMA, coverage, summarize
+from equiv.results.document import SCHEMA, coverage, summarize
 
 Key = tuple[str, str, str]
 SOURCE_FIELDS = ("created", "environment", "run", "tolerance_policy", "summary")

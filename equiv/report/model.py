@@ -11,17 +11,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from equiv.divergence import as_float, fmt_ratio, sentence
-from equiv.records import STATUSES
+from equiv.contract.divergence import as_float, fmt_ratio, sentence
+from equiv.contract.records import STATUSES
+from equiv.report import plotdata
+from equiv.report.labels import GROUP_TITLES
 
-GROUP_TITLES = {
-    "activations": "activations",
-    "loss": "loss",
-    "grads": "gradients",
-    "params": "parameters",
-    "state": "state",
-    "evaluation": "evaluation",
-}
 #: which status stands first when several results of one cell disagree (a merge's conflict):
 #: the worst, so that a merged summary never hides a failure.
 SEVERITY = ("error", "timeout", "fail", "explained", "pass", "skip")
@@ -121,7 +115,7 @@ def quantity_label(div: dict[str, Any]) -> str:
 
 
 def trajectory_name(cell: dict[str, Any]) -> str:
-    """The file that ``equiv.results.write_trajectories`` writes for this cell."""
+    """The file that ``equiv.results.document.write_trajectories`` writes for this cell."""
     return f"{cell.get('case')}__{cell.get('backend')}__{cell.get('dtype')}.npz"
 
 
@@ -175,8 +169,6 @@ def cell_view(
     """A cell of the JSON, parsed once into what the templates show: every field checked here,
     so that rendering needs no guards. ``links`` gives a cell's trajectory link; ``anchor``
     names a conflicting result's section (and keys its plot data, unique in the page)."""
-    from equiv.report import plotdata  # it reads this module's helpers
-
     status = status_of(cell)
     cid = str(cell.get("id") or f"{cell.get('case')}-{cell.get('backend')}-{cell.get('dtype')}")
     ratio = largest_ratio(cell)

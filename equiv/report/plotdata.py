@@ -16,7 +16,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from equiv.report.model import GROUP_TITLES, as_float
+from equiv.contract.divergence import as_float
+from equiv.report.labels import GROUP_TITLES
 
 #: significant digits of a plotted error or tolerance: a 0.5% step, finer than a pixel of a
 #: log axis spanning a few decades, and what the hover read-out shows.

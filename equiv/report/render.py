@@ -18,9 +18,9 @@ from typing import Any
 
 import jinja2
 
-from equiv.records import DTYPES, STATUSES
+from equiv.contract.records import DTYPES, STATUSES
 from equiv.report import model, plotdata
-from equiv.results import atomic_write_bytes
+from equiv.results.document import atomic_write_bytes
 
 
 def _static(name: str) -> str:

@@ -13,6 +13,7 @@ implementation files it serves:
   of that framework), so this package imports none of them: ``import equiv.support`` and the
   two neutral modules work without any framework installed.
 
-A planted bug (``equiv.mutants``) is a change to a case file, never to this package: the code
+A planted bug (``equiv.quality.mutants``) is a change to a case file, never to this package: the
+code
 here is the harness's, the code in the case files is the port under test.
 """

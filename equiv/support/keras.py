@@ -27,7 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from equiv.records import CaseState, StepRecord
+from equiv.contract.records import CaseState, StepRecord
 from equiv.support.records import step_record
 
 if TYPE_CHECKING:

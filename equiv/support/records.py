@@ -1,7 +1,7 @@
 """A ``StepRecord`` from a step's native values: the conversion every trainer's ``record`` does.
 
 A trainer reports each step as numpy arrays under the canonical parameter names
-(``equiv.records.StepRecord``). What differs between frameworks is only how a native value
+(``equiv.contract.records.StepRecord``). What differs between frameworks is only how a native value
 becomes numpy, and that is the backend's ``to_numpy``; so one function builds every record.
 Framework-neutral: it imports numpy only.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from equiv.records import StepRecord
+from equiv.contract.records import StepRecord
 
 #: a backend's ``to_numpy``: a native tensor, variable or array -> a numpy array (a copy)
 ToNumpy = Callable[[Any], np.ndarray]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import tensorflow as tf
 
-from equiv.records import CaseState, StepRecord
+from equiv.contract.records import CaseState, StepRecord
 from equiv.support.records import step_record
 
 if TYPE_CHECKING:

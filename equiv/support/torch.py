@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from equiv.records import CaseState, StepRecord
+from equiv.contract.records import CaseState, StepRecord
 from equiv.support.records import step_record
 
 if TYPE_CHECKING:

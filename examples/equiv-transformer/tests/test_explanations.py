@@ -15,11 +15,11 @@ import math
 import numpy as np
 import pytest
 from equiv.case import get_case
+from equiv.checking.verdict import declared_explanation
 from equiv.optim import make_optimizer
-from equiv.reference import ReferenceTrainer
+from equiv.reference.trainer import ReferenceTrainer
 from equiv.registry import get_backend
-from equiv.tolerance import calibrate, max_abs_diff, quantity_keys, record_values
-from equiv.verdict import declared_explanation
+from equiv.tolerance.policy import calibrate, max_abs_diff, quantity_keys, record_values
 
 from equiv_transformer.transformer_block.reference import gelu
 

@@ -9,12 +9,12 @@ from importlib.metadata import PackageNotFoundError, distribution
 
 import numpy as np
 import pytest
+from equiv.backends.implementations import ImplSource, Patch
 from equiv.case import builtin_cases, get_case
-from equiv.implementations import ImplSource, Patch
 from equiv.records import Cell
-from equiv.reference import ReferenceTrainer
+from equiv.reference.trainer import ReferenceTrainer
 from equiv.registry import get_backend
-from equiv.runner import RunOptions, run_cell
+from equiv.running.runner import RunOptions, run_cell
 
 try:
     distribution("equiv-jax")

@@ -24,8 +24,8 @@ from importlib.metadata import PackageNotFoundError, distribution
 import numpy as np
 import pytest
 from cases.resnet18 import spec as resnet
+from equiv.backends.implementations import ImplSource, Patch
 from equiv.case import get_case
-from equiv.implementations import ImplSource, Patch
 from equiv.registry import get_backend
 
 try:

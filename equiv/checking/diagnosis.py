@@ -1,0 +1,113 @@
+"""What a run learns beyond its verdict: where a failure starts and whether it is a one-step
+bug (``localize``), and whether the implementation repeats itself bit for bit
+(``reproducible``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from equiv.checking.compare import Check, Comparison
+from equiv.contract.records import CaseState, Localization, StepRecord
+from equiv.reference.trainer import ReferenceTrainer
+from equiv.tolerance.policy import calibrate_state
+
+
+def localize(spec, backend, module, state, main: Comparison) -> Localization:
+    """Name the phase that disagrees first and tell a one-step bug from accumulated drift by
+    re-running the failing step from the reference's own state (teacher forcing)."""
+    div = main.first_divergence
+    step, phase = div.step, div.phase or div.quantity
+    where = {"step": step, "phase": phase, "quantity": div.quantity, "name": div.name}
+    if step == 0:
+        return Localization(
+            **where, diagnosis=f"wrong at the very first step, in the {phase} phase"
+        )
+    if spec.config.get("optimizer", "sgd") != "sgd" or spec.config.get("momentum"):
+        return Localization(
+            **where,
+            diagnosis=f"first wrong at step {step} ({phase}); not teacher-forced: the "
+            "optimizer's state is not part of the canonical state",
+        )
+    if spec.state_names:
+        return Localization(
+            **where,
+            diagnosis=f"first wrong at step {step} ({phase}); not teacher-forced: the "
+            "model's non-trainable state is not part of the canonical starting state",
+        )
+    if "batch_size" in spec.config:
+        return Localization(
+            **where,
+            diagnosis=f"first wrong at step {step} ({phase}); not teacher-forced: where a "
+            "data pipeline stands is not part of the canonical state",
+        )
+    reference = ReferenceTrainer(spec, state.astype("float64"))
+    for _ in range(step):
+        reference.run_step()
+    config = dict(state.config)
+    if spec.branching:
+        config["initial_prev_loss"] = float(reference.prev_loss)
+    forced = CaseState(
+        data=state.data,
+        params={k: v.astype(state.dtype) for k, v in reference.params.items()},
+        config=config,
+        dtype=state.dtype,
+    )
+    check = Check(
+        "teacher-forced",
+        ReferenceTrainer(spec, forced.astype("float64")),
+        Comparison(spec, calibrate_state(spec, forced, 1), state.dtype),
+    )
+    check.comparison.leave_out(main.not_observed)
+    trainer = backend.build_trainer(spec, forced, module)
+    trainer.run_step()
+    check.reference.run_step()
+    check.comparison.add(0, trainer.record(), check.reference.record())
+    again = check.comparison.first_divergence
+    if again:
+        diagnosis = (
+            f"a one-step bug: started from the reference's own state at step {step}, the "
+            f"implementation's {again.phase or again.quantity} phase disagrees at once"
+        )
+    else:
+        diagnosis = (
+            f"not a one-step bug: from the reference's state at step {step} the step is right; "
+            "the divergence comes from state carried across steps (for example gradients that "
+            "are not reset) or from drift accumulated over earlier steps"
+        )
+    return Localization(**where, diagnosis=diagnosis, forced=True, forced_divergence=again)
+
+
+def reproducible(spec, backend, module, state, early: list[StepRecord]) -> bool | None:
+    """Whether a second, fresh run gives bitwise the same first steps."""
+    if not early:
+        return None
+    trainer = backend.build_trainer(spec, state, module)
+    for first in early:
+        trainer.run_step()
+        again = trainer.record()
+        if not bitwise_equal(first, again):
+            return False
+    return True
+
+
+def first_difference(a: StepRecord, b: StepRecord) -> str | None:
+    """Where two records of one step first differ bitwise, in words; None when they are the
+    same bits (the one bitwise comparison of records: the runner's reproducibility check and
+    the conformance kit's determinism test)."""
+    if np.asarray(a.loss).tobytes() != np.asarray(b.loss).tobytes():
+        return f"loss ({a.loss!r} vs {b.loss!r})"
+    if a.branch != b.branch:
+        return f"branch ({a.branch} vs {b.branch})"
+    for group in ("activations", "grads", "params", "state", "evaluation"):
+        x, y = getattr(a, group), getattr(b, group)
+        if x.keys() != y.keys():
+            return f"{group} names ({sorted(x)} vs {sorted(y)})"
+        for name in x:
+            if np.asarray(x[name]).tobytes() != np.asarray(y[name]).tobytes():
+                diff = np.max(np.abs(np.asarray(x[name], float) - np.asarray(y[name], float)))
+                return f"{group}/{name} (max difference {diff:.3g})"
+    return None
+
+
+def bitwise_equal(a: StepRecord, b: StepRecord) -> bool:
+    return first_difference(a, b) is None

@@ -1,0 +1,339 @@
+"""``equiv run``: run a selection of cells and write DIR/parity.json (and the report)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seed must be non-negative, got {value}")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run the parity matrix and write DIR/parity.json")
+    p.add_argument("--case", action="append", default=[], help="case name (repeatable)")
+    p.add_argument("--backend", action="append", default=[], help="backend id (repeatable)")
+    p.add_argument("--dtype", action="append", default=[], help="float32 or float64 (repeatable)")
+    p.add_argument("--steps", type=positive_int, help="steps per cell (default: the case's)")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--out", default="reports", help="output folder (default: reports)")
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="worker processes running cells at once (default: the number of cores)",
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="threads per worker (default: cores / jobs, so the cores are not oversubscribed)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where calibrations are kept between runs (default: $EQUIV_CACHE_DIR or "
+        "~/.cache/equiv)",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="compute every calibration afresh (still once per run, shared by its workers)",
+    )
+    p.add_argument("--bench-rounds", type=int, default=30, help="0 disables benchmarks")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per cell (workers)")
+    p.add_argument(
+        "--isolate",
+        choices=("backend", "none"),
+        default="backend",
+        help="backend: one worker process per backend (default); none: all in this process",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        default=None,
+        help="finish a run that was cut off: run only the cells DIR/journal.jsonl lacks, with "
+        "the settings it records, and write DIR's complete document",
+    )
+    p.set_defaults(func=run)
+    DEFAULTS.update({name: p.get_default(name) for name in RESUMED_SETTINGS})
+
+
+#: the parser's defaults of the settings below (to tell which were given beside --resume)
+DEFAULTS: dict[str, object] = {}
+
+#: what --resume takes from the journal; given again beside it, they are a usage error
+RESUMED_SETTINGS = (
+    "case", "backend", "dtype", "steps", "seed", "out", "jobs", "threads", "cache_dir",
+    "no_cache", "bench_rounds", "timeout", "isolate",
+)  # fmt: skip
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived: a BaseException, so no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Deferral:
+    """How many ``signals_deferred`` blocks are open, and the signal that came meanwhile."""
+
+    depth = 0
+    pending: int | None = None
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGTERM (``timeout``, a CI limit) and SIGINT (Ctrl-C) raise Interrupted in the run."""
+
+    def handler(signum, frame):
+        if _Deferral.depth:
+            _Deferral.pending = _Deferral.pending or signum
+            return
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """While a finished cell is kept (trajectory, journal line, the run's list): a signal
+    that arrives then is raised when the block ends, so the cell is in both the journal and
+    the partial document, or in neither. (Not ``pthread_sigmask``: that blocks the main
+    thread only, and the kernel hands a process's signal to any other thread.)"""
+    _Deferral.depth += 1
+    try:
+        yield
+    finally:
+        _Deferral.depth -= 1
+        if not _Deferral.depth and _Deferral.pending is not None:
+            signum, _Deferral.pending = _Deferral.pending, None
+            raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """While the partial document is written: a second signal must not cut it short."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def check_writable(out: Path) -> str | None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".equiv-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        return f"cannot write to --out {str(out)!r}: {exc.strerror or exc}"
+    return None
+
+
+@contextlib.contextmanager
+def calibration_directory(settings: dict) -> Iterator[Path]:
+    """The calibration cache, which also keeps JAX's compilations (``equiv.running.compile_cache``);
+    with --no-cache a folder of this run's own, removed after it."""
+    from equiv.running.compile_cache import jax_compilations_kept_in
+    from equiv.tolerance.store import default_directory
+
+    with contextlib.ExitStack() as stack:
+        if settings["no_cache"]:
+            private = stack.enter_context(tempfile.TemporaryDirectory(prefix="equiv-calibrations-"))
+            folder = Path(private)
+        else:
+            folder = Path(settings["cache_dir"]) if settings["cache_dir"] else default_directory()
+        stack.enter_context(jax_compilations_kept_in(folder))
+        yield folder
+
+
+def run(args: argparse.Namespace) -> int:
+    from equiv.results.journal import Journal
+    from equiv.running.matrix import SelectionError, select_cells
+
+    if args.resume is not None:
+        return resume(args)
+    try:
+        cells = select_cells(args.case, args.backend, args.dtype)
+    except SelectionError as exc:
+        print(f"equiv run: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    problem = check_writable(out)
+    if problem:
+        print(f"equiv run: error: {problem}", file=sys.stderr)
+        return 2
+    settings = {name: getattr(args, name) for name in RESUMED_SETTINGS}
+    settings["threads"] = args.threads or max(1, (os.cpu_count() or 1) // _jobs(settings))
+    journal = Journal.start(out, settings, [c.id for c in cells])
+    return execute(out, cells, settings, journal, earlier=[])
+
+
+def _jobs(settings: dict) -> int:
+    return settings["jobs"] if settings["isolate"] == "backend" else 1
+
+
+def resume(args: argparse.Namespace) -> int:
+    from equiv.results.journal import Journal, JournalError, read
+    from equiv.running.matrix import SelectionError, select_cells
+
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in RESUMED_SETTINGS
+        if getattr(args, name) != DEFAULTS.get(name)
+    ]
+    if given:
+        print(
+            f"equiv run: error: --resume takes the run's settings from its journal; "
+            f"drop {', '.join(given)}",
+            file=sys.stderr,
+        )
+        return 2
+    out = Path(args.resume)
+    try:
+        contents = read(out)
+        settings = contents.settings
+        known = {
+            c.id: c for c in select_cells(settings["case"], settings["backend"], settings["dtype"])
+        }
+    except (JournalError, SelectionError, KeyError) as exc:
+        print(f"equiv run: error: cannot resume {str(out)!r}: {exc}", file=sys.stderr)
+        return 2
+    unknown = [cell_id for cell_id in contents.missing if cell_id not in known]
+    if unknown:
+        print(
+            f"equiv run: error: cannot resume {str(out)!r}: cells no longer available here: "
+            + ", ".join(unknown),
+            file=sys.stderr,
+        )
+        return 2
+    problem = check_writable(out)
+    if problem:
+        print(f"equiv run: error: {problem}", file=sys.stderr)
+        return 2
+    cells = [known[cell_id] for cell_id in contents.missing]
+    print(f"equiv run: resuming {out}: {len(contents.done)} cells done, {len(cells)} to run")
+    return execute(out, cells, settings, Journal.reopen(out), earlier=list(contents.done.values()))
+
+
+def execute(out: Path, cells: list, settings: dict, journal, earlier: list[dict]) -> int:
+    """Run ``cells``, journaling each as it finishes; write the document, complete or, when
+    a signal cuts the run off, partial and marked incomplete (then exit 128 + the signal)."""
+    from equiv.results.document import write_trajectory
+    from equiv.results.history import Durations
+    from equiv.running.matrix import Progress, run_cells
+    from equiv.running.output import write_outputs
+    from equiv.running.runner import RunOptions
+
+    jobs = _jobs(settings)
+    finished = []
+
+    def keep(result) -> None:
+        with signals_deferred():
+            write_trajectory(out, result)
+            journal.append(result)
+            finished.append(result)
+
+    stopped_by: int | None = None
+    with calibration_directory(settings) as cache_dir:
+        options = RunOptions(
+            seed=settings["seed"],
+            steps=settings["steps"],
+            threads=settings["threads"],
+            bench_rounds=max(0, settings["bench_rounds"]),
+            timeout_s=settings["timeout"],
+            calibration_dir=str(cache_dir),
+        )
+        history = Durations(
+            None if settings["no_cache"] else cache_dir, options.seed, options.steps
+        )
+        progress = Progress(total=len(cells), planned=cells, estimate=history.estimate, jobs=jobs)
+        try:
+            with interruptible():
+                run_cells(
+                    cells,
+                    options,
+                    isolate=settings["isolate"],
+                    progress=progress,
+                    jobs=jobs,
+                    estimate=history.estimate,
+                    on_result=keep,
+                )
+        except Interrupted as exc:
+            stopped_by = exc.signum
+        with signals_ignored():
+            history.record(finished)
+            done = {e["id"] for e in earlier} | {r.cell.id for r in finished}
+            missing = [c.id for c in cells if c.id not in done]
+            incomplete = None
+            if stopped_by is not None:
+                name = signal.Signals(stopped_by).name
+                incomplete = {
+                    "reason": f"interrupted by {name} after {len(done)} of "
+                    f"{len(done) + len(missing)} cells",
+                    "missing": missing,
+                    "resume": f"equiv run --resume {out}",
+                }
+            paths = write_outputs(
+                out,
+                finished,
+                options,
+                argv=sys.argv,
+                jobs=jobs,
+                earlier=earlier,
+                incomplete=incomplete,
+            )
+            if incomplete is None:
+                journal.remove()
+            else:
+                journal.close()
+    statuses = [e["status"] for e in earlier] + [r.status for r in finished]
+    counts: dict[str, int] = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    wrote = ", ".join(str(p) for p in paths)
+    if incomplete is not None:
+        print(
+            f"\nequiv run: {incomplete['reason']}; wrote the partial {wrote} "
+            f"({summary or 'no cells'}); `equiv run --resume {out}` runs the {len(missing)} "
+            "missing",
+            file=sys.stderr,
+        )
+        return 128 + stopped_by
+    print(f"{len(statuses)} cells: {summary}. Wrote {wrote}")
+    return 1 if any(s in ("fail", "error", "timeout") for s in statuses) else 0

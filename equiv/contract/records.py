@@ -1,0 +1,226 @@
+"""The framework-neutral data that flows through the harness: states, step records, cells.
+
+Everything here is plain numpy and Python so that it can cross a process boundary (pickle keeps
+float64 bit-exact) and be compared without importing any framework.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from equiv.contract.divergence import Divergence, as_json
+
+DTYPES = ("float64", "float32")
+
+
+@dataclass(frozen=True)
+class CaseState:
+    """One cell's starting point: data and initial parameters, canonical names and layout."""
+
+    data: dict[str, np.ndarray]
+    params: dict[str, np.ndarray]
+    config: dict[str, Any]
+    dtype: str
+
+    def astype(self, dtype: str) -> CaseState:
+        cast = {k: v.astype(dtype) for k, v in self.data.items()}
+        return CaseState(
+            data=cast,
+            params={k: v.astype(dtype) for k, v in self.params.items()},
+            config=self.config,
+            dtype=dtype,
+        )
+
+
+@dataclass
+class StepRecord:
+    """What one training step produced, as numpy arrays in the canonical layout.
+
+    ``loss`` is the loss computed from the parameters *before* the update, ``grads`` its
+    gradients, ``params`` the parameters *after* the update; ``branch`` names the branch taken
+    for cases with data-dependent control flow (None otherwise).
+
+    Cases that declare them (``CaseSpec.activation_names`` ...) also report ``activations``,
+    the step's forward activations per named layer (before the update: they locate the first
+    diverging layer), ``state``, non-trainable state after the step (BatchNorm's running
+    statistics), and ``evaluation``, outputs of an evaluation-mode forward pass after the
+    update (logits computed with the running statistics).
+    """
+
+    loss: float
+    grads: dict[str, np.ndarray]
+    params: dict[str, np.ndarray]
+    branch: str | None = None
+    activations: dict[str, np.ndarray] = field(default_factory=dict)
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+    evaluation: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """The unit of verdict: (case, backend, dtype)."""
+
+    case: str
+    backend: str
+    dtype: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.case}-{self.backend}-{self.dtype}"
+
+
+STATUSES = ("pass", "fail", "error", "timeout", "skip", "explained")
+
+
+@dataclass
+class CellResult:
+    """A cell's verdict and evidence; ``to_json`` is the cell's entry in ``parity.json``."""
+
+    cell: Cell
+    status: str
+    reason: str = ""
+    steps: int = 0
+    compared_steps: int = 0
+    max_error: dict[str, float] = field(default_factory=dict)
+    max_ratio: dict[str, float] = field(default_factory=dict)
+    first_divergence: Divergence | None = None
+    branches: dict[str, Any] | None = None
+    traces: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    series: dict[str, Any] = field(default_factory=dict)
+    benchmark: dict[str, Any] | None = None
+    traceback: str | None = None
+    duration_s: float = 0.0
+    #: wall time per phase: imports, calibration, lockstep, benchmark, extras (and the worker
+    #: process's startup, on the first cell of a worker)
+    phases_s: dict[str, float] = field(default_factory=dict)
+    #: the peak resident memory of the process that ran the cell, up to the cell's end (MB)
+    peak_rss_mb: float | None = None
+    #: a declared difference's proof (``equiv.checking.verdict``), where one is declared and needed
+    explanation: ExplanationProof | None = None
+    #: where a failing cell first goes wrong (``equiv.checking.diagnosis``)
+    localization: Localization | None = None
+    #: whether a fresh run repeats the first steps bit for bit (None: not checked)
+    reproducible: bool | None = None
+    #: quantity groups the implementation cannot expose (``model.fit``'s gradients), each with
+    #: the reason: never compared, so never counted as passed (``Trainer.not_observed``)
+    not_observed: dict[str, str] = field(default_factory=dict)
+    #: for a case that reports activations, the first diverging step's layer by layer
+    #: comparison and the first layer out of tolerance (``Comparison.layer_drilldown``)
+    layers: dict[str, Any] | None = None
+    #: for a case with non-trainable state, each state quantity's worst step
+    #: (``Comparison.state_summary``)
+    state: dict[str, Any] | None = None
+    #: fields a plugin adds to the cell's JSON entry
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: arrays for DIR/trajectories/*.npz (not part of the JSON)
+    trajectory: dict[str, np.ndarray] | None = None
+
+    @property
+    def coverage(self) -> float | None:
+        """The fraction of its steps the cell compared with the reference its verdict rests
+        on: for an ``explained`` cell the proven variant (the plain reference is expected to
+        part from it early); None where it did not run (skip) or nothing is known of what it
+        did (timeout)."""
+        if self.status in ("skip", "timeout") or self.steps <= 0:
+            return None
+        if self.status == "explained" and self.explanation is not None:
+            return self.explanation.variant_compared / self.steps
+        return self.compared_steps / self.steps
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "case": self.cell.case,
+            "backend": self.cell.backend,
+            "dtype": self.cell.dtype,
+            "id": self.cell.id,
+            "status": self.status,
+            "reason": self.reason,
+            "steps": self.steps,
+            "compared_steps": self.compared_steps,
+            "coverage": self.coverage,
+            "max_error": self.max_error,
+            "max_ratio": self.max_ratio,
+            "first_divergence": as_json(self.first_divergence),
+            "branches": self.branches,
+            "traces": self.traces,
+            "warnings": self.warnings,
+            "series": self.series,
+            "benchmark": self.benchmark,
+            "traceback": self.traceback,
+            "duration_s": round(self.duration_s, 3),
+            "phases_s": {k: round(v, 3) for k, v in self.phases_s.items()},
+            "peak_rss_mb": self.peak_rss_mb,
+            **({"explanation": self.explanation.to_json()} if self.explanation else {}),
+            **({"localization": self.localization.to_json()} if self.localization else {}),
+            "reproducible": self.reproducible,
+            "not_observed": self.not_observed,
+            **({"layers": self.layers} if self.layers else {}),
+            **({"state": self.state} if self.state else {}),
+            **self.extra,
+        }
+
+
+@dataclass(frozen=True)
+class Localization:
+    """Where a failing cell first goes wrong, and whether re-running that step from the
+    reference's own state still disagrees (``teacher_forced``: None where it was not tried)."""
+
+    step: int
+    phase: str
+    quantity: str
+    name: str | None
+    diagnosis: str
+    forced: bool = False
+    forced_divergence: Divergence | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        forced = None
+        if self.forced:
+            forced = {"from_step": self.step, "first_divergence": as_json(self.forced_divergence)}
+        return {
+            "step": self.step,
+            "phase": self.phase,
+            "quantity": self.quantity,
+            "name": self.name,
+            "teacher_forced": forced,
+            "diagnosis": self.diagnosis,
+        }
+
+
+@dataclass(frozen=True)
+class ExplanationProof:
+    """A declared difference and its proof: the reference variant that reproduces it, with
+    both sides' largest errors, so that the difference's size stays visible."""
+
+    reason: str
+    variant: dict[str, Any]
+    proved: bool
+    reference_max_ratio: dict[str, float]
+    reference_divergence: Divergence | None
+    variant_max_ratio: dict[str, float]
+    variant_max_error: dict[str, float]
+    variant_compared: int
+    variant_divergence: Divergence | None
+    variant_stopped_at: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "variant": self.variant,
+            "proved": self.proved,
+            "reference": {
+                "max_ratio": self.reference_max_ratio,
+                "first_divergence": as_json(self.reference_divergence),
+            },
+            "variant_result": {
+                "max_ratio": self.variant_max_ratio,
+                "max_error": self.variant_max_error,
+                "compared_steps": self.variant_compared,
+                "first_divergence": as_json(self.variant_divergence),
+                "stopped_at": self.variant_stopped_at,
+            },
+        }

@@ -1,0 +1,88 @@
+"""``equiv selftest``: proof that the harness detects real bugs.
+
+Every mutant of the catalogue runs its cell with the bug planted; it counts as detected only
+when the cell fails *and* the first divergence is the expected one. Unavailable backends skip
+their mutants (listed, not counted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from equiv.backends.implementations import ImplSource
+from equiv.backends.registry import get_backend
+from equiv.contract.case import get_case
+from equiv.contract.records import Cell, CellResult
+from equiv.quality.mutants import CATALOGUE, Mutant
+from equiv.running.runner import RunOptions, run_cell
+from equiv.running.workers import run_group
+
+
+@dataclass
+class Outcome:
+    mutant: Mutant
+    result: CellResult | None
+    skipped: str = ""
+
+    @property
+    def detected(self) -> bool:
+        r = self.result
+        return r is not None and r.status == "fail" and self.mutant.matches(r.first_divergence)
+
+    def observed(self) -> str:
+        if self.skipped:
+            return f"skipped: {self.skipped}"
+        r = self.result
+        assert r is not None
+        if r.first_divergence:
+            d = r.first_divergence
+            where = f"step {d.step} {d.quantity}" + (f" {d.name}" if d.name else "")
+            return f"{r.status} at {where}"
+        return f"{r.status}: {r.reason}" if r.reason else r.status
+
+
+def describe_expected(expected: dict[str, Any]) -> str:
+    where = f"step {expected['step']} {expected['quantity']}"
+    return where + (f" {expected['name']}" if expected.get("name") else "")
+
+
+def run_mutant(mutant: Mutant, seed: int = 0) -> Outcome:
+    backend = get_backend(mutant.backend)
+    reason = backend.availability()
+    if reason:
+        return Outcome(mutant, None, skipped=reason)
+    spec = get_case(mutant.case)
+    module = mutant.module or backend.implementation_module(spec)
+    impl = ImplSource(module, mutant.patches)
+    # a mutant is detected or not by its verdict: no reproducibility re-run (a second build)
+    options = RunOptions.verdict_only(seed=seed, steps=mutant.steps)
+    cell = Cell(mutant.case, mutant.backend, mutant.dtype)
+    if backend.needs_own_process:
+        (result,) = run_group([(cell, impl)], options, env=dict(backend.worker_env))
+    else:
+        result = run_cell(cell, options, impl=impl, benchmark=False)
+    return Outcome(mutant, result)
+
+
+def run_selftest(
+    mutants: Sequence[Mutant] = CATALOGUE, emit: Callable[[str], None] = print
+) -> list[Outcome]:
+    outcomes = []
+    for mutant in mutants:
+        outcome = run_mutant(mutant)
+        outcomes.append(outcome)
+        mark = "skip" if outcome.skipped else ("DETECTED" if outcome.detected else "MISSED")
+        emit(
+            f"{mark:8s} {mutant.id:34s} {mutant.case}-{mutant.backend}-{mutant.dtype}: "
+            f"expected {describe_expected(mutant.expected)}, observed {outcome.observed()}"
+        )
+    counted = [o for o in outcomes if not o.skipped]
+    detected = sum(o.detected for o in counted)
+    kinds = len({o.mutant.kind for o in counted})
+    emit(
+        f"detected {detected}/{len(counted)} ({kinds} bug kinds; "
+        f"{len(outcomes) - len(counted)} skipped)"
+    )
+    return outcomes

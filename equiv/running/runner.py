@@ -1,0 +1,315 @@
+"""Running one cell: seed, build, step in lockstep with the reference, compare, benchmark.
+
+The pipeline of a cell, one module a stage: configure the process (``equiv.running.process``), load
+the implementation (``equiv.backends.implementations``), calibrate (``equiv.tolerance.policy``),
+the lockstep
+run and its comparison (here, ``equiv.checking.compare``), the verdict and the proof of a declared
+explanation (``equiv.checking.verdict``), the benchmark (``equiv.running.bench``), then
+localization and the
+reproducibility check (``equiv.checking.diagnosis``) and the trajectory.
+
+``run_cell`` never raises for a problem of the implementation: exceptions, NaN and wrong shapes
+become an ``error`` verdict, so one bad cell cannot take a run down. Process isolation (crashes,
+hangs, per-process settings such as ``KERAS_BACKEND``) is ``equiv.running.workers``'s job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from equiv.backends.implementations import ImplSource, load_implementation
+from equiv.backends.registry import get_backend
+from equiv.checking.compare import (
+    Check,
+    Comparison,
+    NonFinite,
+    ShapeMismatch,
+    declared_not_observed,
+)
+from equiv.checking.diagnosis import localize, reproducible
+from equiv.checking.verdict import decide, declared_explanation
+from equiv.contract.backend import CellSkip
+from equiv.contract.case import get_case, unavailable_cases
+from equiv.contract.divergence import Divergence
+from equiv.contract.records import Cell, CellResult, StepRecord
+from equiv.contract.trainer import check_trainer
+from equiv.reference.trainer import ReferenceTrainer
+from equiv.running.bench import benchmark_steps
+from equiv.running.process import ProcessConfig
+from equiv.tolerance.policy import calibrate, calibrate_on_path
+from equiv.tolerance.store import CalibrationStore
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    seed: int = 0
+    steps: int | None = None  # None: each case's own default (the seed's step count)
+    #: threads per framework (and numpy's BLAS outside the parity phase). 1 by default, as a
+    #: run with one worker per core has: TensorFlow's numbers depend on its thread count (its
+    #: matmul splits the inner dimension over threads) and TF fixes it at its first use in a
+    #: process, so every in-process run must ask for the same count (docs/performance.md)
+    threads: int = 1
+    bench_rounds: int = 30
+    bench_warmup: int = 3
+    timeout_s: float = 900.0
+    keep_trajectories: bool = True
+    #: where calibrations are shared (``equiv.tolerance.store``); None: this process only
+    calibration_dir: str | None = None
+    #: re-run each cell's first steps on a fresh build and record whether the bits repeat
+    #: (``CellResult.reproducible``; None when off); informative, never part of the verdict
+    check_reproducible: bool = True
+
+    #: the pytest matrix's default step count: a case's ``matrix_steps`` caps ``steps``
+    cap_matrix_steps: bool = False
+
+    @classmethod
+    def verdict_only(cls, **overrides: Any) -> RunOptions:
+        """Options for a run read only for its verdict (tests, mutants, sweeps): no timing, no
+        trajectories, no reproducibility re-run, each a cost nothing would read."""
+        quiet = {"bench_rounds": 0, "keep_trajectories": False, "check_reproducible": False}
+        return cls(**{**quiet, **overrides})
+
+    def steps_for(self, case: str) -> int:
+        if case in unavailable_cases():
+            return self.steps or 0
+        spec = get_case(case)
+        if self.steps is None:
+            return spec.default_steps
+        if self.cap_matrix_steps and spec.matrix_steps is not None:
+            return min(self.steps, spec.matrix_steps)
+        return self.steps
+
+
+#: wraps a cell's benchmark; a worker process uses it to have every other worker paused
+Exclusive = Callable[[], AbstractContextManager[None]]
+
+
+class PhaseClock:
+    """Wall time per phase of a cell (``CellResult.phases_s``), for the harness's own
+    benchmark and for progress: imports, calibration, lockstep, benchmark, extras."""
+
+    def __init__(self, totals: dict[str, float], on_phase: Callable[[str], None] | None = None):
+        self.totals = totals
+        self.on_phase = on_phase
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        if self.on_phase:
+            self.on_phase(phase)
+        tick = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.totals[phase] = self.totals.get(phase, 0.0) + time.perf_counter() - tick
+
+
+def run_cell(
+    cell: Cell,
+    options: RunOptions,
+    impl: ImplSource | None = None,
+    bench_fixture=None,
+    benchmark: bool = True,
+    exclusive: Exclusive = contextlib.nullcontext,
+    on_phase: Callable[[str], None] | None = None,
+) -> CellResult:
+    started = time.perf_counter()
+    steps = options.steps_for(cell.case)
+    result = CellResult(cell=cell, status="error", steps=steps)
+    clock = PhaseClock(result.phases_s, on_phase)
+    try:
+        broken = unavailable_cases().get(cell.case)
+        if broken is not None:  # a case package that failed to load: listed with its reason
+            result.status, result.reason = "skip", broken.reason
+            return result
+        backend = get_backend(cell.backend)
+        reason = backend.availability()
+        if reason:
+            result.status, result.reason = "skip", reason
+            return result
+        bench = BenchPlan(benchmark and options.bench_rounds > 0, bench_fixture, exclusive)
+        _run(cell, backend, options, steps, impl, bench, result, clock)
+    except CellSkip as exc:
+        result.status, result.reason = "skip", str(exc)
+    except NonFinite as exc:
+        result.status, result.reason = "error", str(exc)
+        result.first_divergence = Divergence(exc.step, "non-finite", exc.key)
+    except ShapeMismatch as exc:
+        result.status, result.reason = "error", f"wrong array shape: {exc}"
+    except Exception as exc:
+        result.status = "error"
+        result.reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        result.traceback = traceback.format_exc()
+    finally:
+        result.duration_s = time.perf_counter() - started
+        result.peak_rss_mb = peak_rss_mb()
+    return result
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far (None where ``resource`` is missing)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+REPRODUCIBILITY_STEPS = 5
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """Whether and how a cell's steps are timed: ``fixture`` is pytest's own benchmark fixture
+    (inside pytest), ``exclusive`` what makes the timing the only work on the machine."""
+
+    enabled: bool
+    fixture: Any = None
+    exclusive: Exclusive = contextlib.nullcontext
+
+
+def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -> None:
+    spec = get_case(cell.case)
+    with clock("imports"):  # the first cell of a process imports its framework here
+        ProcessConfig.current().prepare(backend, options.threads)
+        module = load_implementation(backend, spec, impl)
+    state = spec.make_state(options.seed, cell.dtype)
+    store = CalibrationStore(options.calibration_dir) if options.calibration_dir else None
+    with clock("calibration"):
+        checks = [_check("reference", spec, state, options.seed, steps, (), store)]
+        explanation = declared_explanation(spec, backend, cell.dtype)
+        if explanation:
+            variant = explanation.variant_key()
+            checks.append(_check("variant", spec, state, options.seed, steps, variant, store))
+
+    traces_before = backend.traces
+    losses = np.full(steps, np.nan)
+    snapshots: dict[str, StepRecord] = {}
+    early: list[StepRecord] = []
+    timing = {"first_call": 0.0}
+    # numpy's BLAS threads and the framework's OpenMP threads spin-wait on each other when they
+    # alternate step by step (measured: 13x slower); the parity phase gives numpy one thread.
+    with clock("lockstep"):
+        # the default build_trainer checks already; an adapter's own may not
+        trainer = check_trainer(backend.build_trainer(spec, state, module), module.__name__)
+        result.not_observed = declared_not_observed(trainer)
+        for check in checks:
+            check.comparison.leave_out(result.not_observed)
+        with threadpool_limits(limits=1, user_api="blas"):
+            _lockstep(trainer, checks, backend, steps, losses, snapshots, early, timing)
+    result.traces = backend.traces - traces_before if backend.compiled else None
+
+    main = checks[0].comparison
+    result.compared_steps = main.compared
+    result.max_error = main.max_error
+    result.max_ratio = main.max_ratio
+    result.first_divergence = main.first_divergence
+    result.branches = main.branch_summary()
+    result.series = main.series()
+    result.layers = main.layer_drilldown()
+    result.state = main.state_summary()
+    result.warnings = list(main.warnings)
+    if result.traces is not None and main.compared > 2 and result.traces >= main.compared:
+        result.warnings.append(
+            f"retraced on every step: {result.traces} traces or compilations in "
+            f"{main.compared} steps"
+        )
+    if result.traces == 0:
+        result.warnings.append("a compiled mode recorded no trace: it may have run eagerly")
+    decide(result, checks, explanation)
+    result.benchmark = {"first_call_s": timing["first_call"]}
+    if bench.enabled:
+
+        def one_step():
+            trainer.run_step()
+            backend.synchronize()
+
+        with bench.exclusive(), clock("benchmark"):
+            timed = benchmark_steps(
+                one_step,
+                rounds=options.bench_rounds,
+                warmup_rounds=options.bench_warmup,
+                fixture=bench.fixture,
+                name=cell.id,
+            )
+        if timed:
+            result.benchmark.update(timed)
+            flops = spec.flops_per_step(state.config) if spec.flops_per_step else None
+            if flops:
+                result.benchmark["flops_per_step"] = flops
+                result.benchmark["gflops"] = flops / timed["median_s"] / 1e9
+    with clock("extras"), threadpool_limits(limits=1, user_api="blas"):
+        if result.status == "fail":
+            result.localization = localize(spec, backend, module, state, main)
+        if options.check_reproducible:
+            result.reproducible = reproducible(spec, backend, module, state, early)
+        if options.keep_trajectories:
+            result.trajectory = _trajectory(state, losses, main, snapshots)
+
+
+def _check(label, spec, state, seed, steps, variant, store=None) -> Check:
+    start = state if not variant else spec.make_state(seed, state.dtype, variant)
+    calibration = calibrate(spec, seed, steps, state.dtype, variant, store)
+    return Check(
+        label,
+        ReferenceTrainer(spec, start.astype("float64")),
+        Comparison(spec, calibration, state.dtype),
+        recalibrate=functools.partial(calibrate_on_path, spec, seed, steps, state.dtype, variant),
+    )
+
+
+def _lockstep(trainer, checks, backend, steps, losses, snapshots, early, timing) -> None:
+    for t in range(steps):
+        tick = time.perf_counter()
+        trainer.run_step()
+        backend.synchronize()
+        if t == 0:
+            timing["first_call"] = time.perf_counter() - tick
+        record = trainer.record()
+        losses[t] = record.loss
+        if t == 0:
+            snapshots["first"] = record
+        snapshots["last"] = record
+        if t < REPRODUCIBILITY_STEPS:
+            early.append(record)
+        for check in checks:
+            if check.active:
+                check.reference.run_step()
+                check.active = check.comparison.add(t, record, check.reference.record())
+        if not any(c.active for c in checks):
+            return
+
+
+#: a trajectory keeps the parameter snapshots (initial, first and last step's parameters and
+#: gradients: five copies) of models up to this many parameters; resnet18's 11.2M would make
+#: 450 MB a float64 cell, 11 GB a run
+TRAJECTORY_MAX_PARAMETERS = 1_000_000
+
+
+def _trajectory(state, losses, comparison, snapshots) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    out.update({f"data/{k}": v for k, v in state.data.items()})
+    out["losses"] = losses
+    if comparison.branches_impl:
+        out["branches"] = np.array([b or "" for b in comparison.branches_impl])
+    if sum(v.size for v in state.params.values()) > TRAJECTORY_MAX_PARAMETERS:
+        out["omitted"] = np.array(
+            f"parameter snapshots: more than {TRAJECTORY_MAX_PARAMETERS:,} parameters"
+        )
+        return out
+    out.update({f"init/{k}": v for k, v in state.params.items()})
+    for which, rec in snapshots.items():
+        out.update({f"{which}/grads/{k}": v for k, v in rec.grads.items()})
+        out.update({f"{which}/params/{k}": v for k, v in rec.params.items()})
+    return out
