@@ -1,7 +1,8 @@
 """``keras.fit``: Keras's own training loop compared batch by batch, and what it cannot show.
 
 The planted bugs are the two ``fit`` defaults that break a port from a torch loop
-(known-differences rows 18-19): ``shuffle=True`` and the default ``batch_size`` of 32.
+(``Model.fit``'s signature in keras/src/trainers/trainer.py): ``shuffle=True`` and the default
+``batch_size`` of 32.
 """
 
 import gc

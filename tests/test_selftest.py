@@ -62,7 +62,7 @@ def test_resnet18s_ported_defaults_are_found_at_their_layer(mutant):
 
 @pytest.mark.slow
 def test_an_nchw_flatten_before_resnet18s_dense_is_no_bug_here():
-    """known-differences' "NCHW flatten fed to an NHWC Dense" cannot be a bug in ResNet-18:
+    """A port's classic "NCHW flatten fed to an NHWC Dense" cannot be a bug in ResNet-18:
     its Dense reads a global average pool (and at 32 x 32 layer4 is 1 x 1 already), so the
     two flatten orders give the same vector. The port written that way (Permute to channels
     first, then Flatten) is reported as passing, which is right; the mutant that does matter

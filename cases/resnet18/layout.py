@@ -6,11 +6,12 @@ a framework tensor converts at its boundary with the framework's own transpose).
 function has its inverse here, and ``tests/test_resnet18_layout.py`` holds each pair to
 being inverse and to computing the same convolution.
 
-Why each one matters (``shared/known-differences.md``): a kernel transposed the wrong way
-(OIHW read as HWIO after only swapping O and I, which is still a valid shape for square
-kernels of equal channel counts) computes another convolution; an NCHW flatten fed to an
-NHWC Dense permutes the Dense's input. ResNet-18's global average pool makes the flatten
-(N, 512) in both layouts, so the Dense converts by ``dense_to_channels_last`` alone.
+Why each one matters (torch's Conv2d weight is (out, in, kH, kW) and its tensors NCHW; a
+Keras Conv2D kernel is (kH, kW, in, out) and its tensors NHWC, the Keras default): a kernel
+transposed the wrong way (OIHW read as HWIO after only swapping O and I, which is still a
+valid shape for square kernels of equal channel counts) computes another convolution; an NCHW
+flatten fed to an NHWC Dense permutes the Dense's input. ResNet-18's global average pool makes
+the flatten (N, 512) in both layouts, so the Dense converts by ``dense_to_channels_last`` alone.
 """
 
 from __future__ import annotations

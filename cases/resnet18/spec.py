@@ -183,15 +183,18 @@ def resnet18_step_flops(cfg):
     return total + 3 * 2 * n * STAGES[-1][1] * cfg["classes"]
 
 
-#: known-differences.md row 3: Keras's BatchNormalization keeps the biased batch variance as
+#: Keras's BatchNormalization keeps the biased batch variance as
 #: its moving variance (torch the unbiased one, n/(n-1)); a port that sets momentum and eps
 #: right still differs there, in the running variance and so in the evaluation-mode logits,
-#: by a factor n/(n-1) of the update (n = N*H*W: 4/3 at layer4's 1x1, 1.0002 at the stem)
+#: by a factor n/(n-1) of the update (n = N*H*W: 4/3 at layer4's 1x1, 1.0002 at the stem).
+#: Sources: torch.nn.BatchNorm2d's documentation (running variance unbiased, pytorch/pytorch#3122);
+#: keras/src/layers/normalization/batch_normalization.py (ops.moments, biased)
 KERAS_BIASED_RUNNING_VAR = Explanation(
     backends="keras.*",
     cases="resnet18",
     reason="Keras's BatchNormalization updates its moving variance with the biased batch "
-    "variance, torch with the unbiased one (n/(n-1)); known-differences.md row 3",
+    "variance, torch with the unbiased one (n/(n-1)) (keras/src/layers/normalization/"
+    "batch_normalization.py; torch.nn.BatchNorm2d docs, pytorch/pytorch#3122)",
     variant={"bn_unbiased_running_var": False},
 )
 

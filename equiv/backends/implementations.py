@@ -65,6 +65,18 @@ def load_implementation(backend, spec, impl: ImplSource | None = None) -> types.
         return source.load()
     except ModuleNotFoundError as exc:
         if exc.name and source.module.startswith(exc.name):
-            missing = f"{backend.id} has no implementation of {spec.name}: {exc.name}"
-            raise CellSkip(missing) from exc
+            raise CellSkip(missing_implementation(backend, spec, source.module)) from exc
         raise
+
+
+def missing_implementation(backend, spec, looked_in: str) -> str:
+    """Why a cell skips for want of code, naming the file the case's author would write
+    (``<package>/<case>/<impl_file>.py``) rather than only the module the backend looked in:
+    a plugin backend may look in a package of its own first."""
+    where = looked_in
+    if backend.impl_file:
+        own = spec.module_name(backend.impl_file)
+        where = f"no {own.replace('.', '/')}.py"
+        if looked_in != own:
+            where += f" (nor {looked_in}, where {backend.id} keeps code of its own)"
+    return f"{backend.id} has no implementation of {spec.name}: {where}"

@@ -303,7 +303,9 @@ KERAS = [
 ]
 
 #: resnet18's port to Keras with a framework's default where torchvision's differs
-#: (known-differences.md rows 1, 2 and the layout rows): each must be found at the right
+#: (BatchNorm eps 1e-3 against 1e-5, momentum 0.99 as Keras counts it against torch's 0.1, and
+#: the kernel and tensor layouts; keras/src/layers/normalization/batch_normalization.py, torch's
+#: BatchNorm2d docs, pytorch/vision#8250): each must be found at the right
 #: layer, named by the first divergence (an activation, or the BatchNorm state). Two steps
 #: each: every one shows at step 0.
 RESNET18 = [

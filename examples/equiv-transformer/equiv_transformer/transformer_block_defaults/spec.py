@@ -8,7 +8,10 @@ Every difference of the other ports is declared below with the reference variant
 reproduces it; a cell is ``explained`` when its variant (all the declarations that apply to it,
 merged) matches and the reference does not, and the package's tests prove that each declared
 key is needed (``tests/test_explanations.py``: without it the variant no longer reproduces the
-port). The defaults, from the installed sources (``known-differences`` rows 5, 6, 11, 12, 15):
+port). The defaults, from the installed sources
+(keras/src/layers/normalization/layer_normalization.py, keras/src/optimizers/adamw.py and
+adam.py, flax/linen/normalization.py, jax.nn.gelu, optax.adamw; keras-team/keras#17391,
+jax-ml/jax#4428):
 
 - Keras 3: ``LayerNormalization(epsilon=1e-3)``; ``AdamW(weight_decay=0.004, epsilon=1e-7)``
   in the epsilon-hat form; its ``"gelu"`` activation is exact, as torch's.
