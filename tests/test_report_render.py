@@ -346,3 +346,79 @@ def test_a_failing_cell_shows_its_layer_drill_down_and_batchnorm_statistics(docu
     assert "the first layer out of tolerance is layer2.0.bn1; the 2 layers before it agree" in page
     assert "2 quantities, largest error 3.0e+09× tolerance" in page
     assert "Layer by layer" not in unescape(re.sub("<[^>]+>", "", render_html(document)))
+
+
+def _explained_cell(**overrides) -> dict:
+    """An explained cell as a run writes it: 4.2e14 tolerances off the plain reference from
+    step 1 (the declared difference), 0.31 of a tolerance off the variant that explains it."""
+    cell = {
+        "case": "keras_sequential_adam",
+        "backend": "keras.jax",
+        "dtype": "float64",
+        "id": "keras_sequential_adam-keras.jax-float64",
+        "status": "explained",
+        "reason": "Keras applies Adam's epsilon in the 'epsilon hat' form. Proof: ...",
+        "steps": 10,
+        "compared_steps": 2,
+        "max_error": {"loss": 1e-9, "params": 1e-3},
+        "max_ratio": {"loss": 3.0, "params": 4.2e14},
+        "first_divergence": {
+            "step": 1,
+            "quantity": "params",
+            "name": "w1",
+            "phase": "update",
+            "error": 1e-3,
+            "tolerance": 2.4e-18,
+        },
+        "explanation": {
+            "reason": "Keras applies Adam's epsilon in the 'epsilon hat' form",
+            "variant": {"adam_epsilon_hat": True},
+            "proved": True,
+            "reference": {"max_ratio": {"loss": 3.0, "params": 4.2e14}, "first_divergence": None},
+            "variant_result": {
+                "max_ratio": {"loss": 0.1, "params": 0.31},
+                "max_error": {"loss": 1e-12, "params": 1e-16},
+                "compared_steps": 10,
+                "first_divergence": None,
+            },
+        },
+    }
+    return {**cell, **overrides}
+
+
+def square(html: str, cell_id: str) -> str:
+    """The text of a cell's square in the overview, tags dropped."""
+    found = re.search(
+        rf'<td class="cell[^"]*"[^>]*data-cell="{re.escape(cell_id)}".*?</td>', html, re.S
+    )
+    assert found, cell_id
+    return " ".join(unescape(re.sub("<[^>]+>", " ", found.group(0))).split())
+
+
+def test_an_explained_cell_shows_its_error_against_the_variant():
+    """Papercut 5: an explained cell's one number is how close it is to the variant that
+    explains it, said so; the plain reference's 4.2e+14 stays in its details."""
+    cell = _explained_cell()
+    html = render_html({"schema": "equiv.parity/1", "cells": [cell]})
+    shown = square(html, cell["id"])
+    assert "0.31× tol vs variant" in shown
+    assert "4.2e+14" not in shown
+    assert "differs from reference at step 1 · params/w1" in shown
+    page = " ".join(unescape(re.sub("<[^>]+>", " ", html)).split())
+    assert "largest error 0.31× tolerance against the variant" in page  # the details' summary
+    assert "against the reference largest error 4.2e+14× tolerance" in page  # the proof's table
+    assert "Largest error against the plain reference" in page
+    # hovering the number says what the other one is
+    assert re.search(r'<span class="ratio" title="[^"]*plain reference: 4\.2e\+14× tolerance', html)
+
+
+def test_only_an_explained_cell_is_shown_against_its_variant():
+    """A failing cell whose declared difference did not prove it, and an explained cell of an
+    older document without the variant's ratios, show the plain reference's number unlabelled."""
+    unproved = _explained_cell(status="fail", id="a")
+    unproved["explanation"] = {**unproved["explanation"], "proved": False}
+    old = _explained_cell(id="b", case="other")
+    old["explanation"] = {"reason": "x", "variant": "odd", "variant_result": {"max_ratio": "?"}}
+    html = render_html({"schema": "equiv.parity/1", "cells": [unproved, old]})
+    for cid in ("a", "b"):
+        assert "4.2e+14× tol" in square(html, cid) and "variant" not in square(html, cid)

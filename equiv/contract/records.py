@@ -75,6 +75,25 @@ class Cell:
 STATUSES = ("pass", "fail", "error", "timeout", "skip", "explained")
 
 
+@dataclass(frozen=True)
+class Caveat:
+    """A limit on what a cell's verdict claims, with a short code that a reader can key on:
+    a ``pass`` of a compiled mode that recorded no trace says nothing about compiled code. Its
+    message is also among the cell's ``warnings``; the report shows a caveat beside the
+    verdict (the overview, the problems list), not only in the cell's details."""
+
+    code: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+#: a compiled mode whose step recorded no trace or compilation: it may have run eagerly
+#: (dynamo falls back to eager for what it cannot compile, e.g. ``nn.LSTM``)
+NO_TRACE = "no_trace"
+
+
 @dataclass
 class CellResult:
     """A cell's verdict and evidence; ``to_json`` is the cell's entry in ``parity.json``."""
@@ -90,6 +109,8 @@ class CellResult:
     branches: dict[str, Any] | None = None
     traces: int | None = None
     warnings: list[str] = field(default_factory=list)
+    #: limits on what the verdict claims (``Caveat``), each message also among ``warnings``
+    caveats: list[Caveat] = field(default_factory=list)
     series: dict[str, Any] = field(default_factory=dict)
     benchmark: dict[str, Any] | None = None
     traceback: str | None = None
@@ -118,6 +139,12 @@ class CellResult:
     extra: dict[str, Any] = field(default_factory=dict)
     #: arrays for DIR/trajectories/*.npz (not part of the JSON)
     trajectory: dict[str, np.ndarray] | None = None
+
+    def add_caveat(self, code: str, message: str) -> None:
+        """Record a caveat, and its message among the warnings for readers that know only
+        those."""
+        self.caveats.append(Caveat(code, message))
+        self.warnings.append(message)
 
     @property
     def coverage(self) -> float | None:
@@ -148,6 +175,7 @@ class CellResult:
             "branches": self.branches,
             "traces": self.traces,
             "warnings": self.warnings,
+            "caveats": [c.to_json() for c in self.caveats],
             "series": self.series,
             "benchmark": self.benchmark,
             "traceback": self.traceback,

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from equiv.contract.divergence import as_float, fmt_ratio, sentence
-from equiv.contract.records import STATUSES
+from equiv.contract.records import NO_TRACE, STATUSES
 from equiv.report import plotdata
-from equiv.report.labels import GROUP_TITLES
+from equiv.report.labels import CAVEAT_LABELS, GROUP_TITLES
 
 #: which status stands first when several results of one cell disagree (a merge's conflict):
 #: the worst, so that a merged summary never hides a failure.
@@ -45,6 +45,7 @@ KNOWN_CELL_FIELDS = {
     "branches",
     "traces",
     "warnings",
+    "caveats",
     "series",
     "benchmark",
     "traceback",
@@ -171,7 +172,17 @@ def cell_view(
     names a conflicting result's section (and keys its plot data, unique in the page)."""
     status = status_of(cell)
     cid = str(cell.get("id") or f"{cell.get('case')}-{cell.get('backend')}-{cell.get('dtype')}")
-    ratio = largest_ratio(cell)
+    explanation = _explanation(cell.get("explanation"))
+    reference_ratio = largest_ratio(cell)
+    # an explained cell is judged against its proven variant: the plain reference's error is
+    # the size of the declared difference, not of the port's (it stays in the details)
+    against_variant = (
+        status == "explained"
+        and explanation is not None
+        and explanation["variant_ratio"] is not None
+    )
+    ratio = explanation["variant_ratio"] if explanation and against_variant else reference_ratio
+    caveats = _caveats(cell.get("caveats")) if "caveats" in cell else _legacy_caveats(cell)
     max_error = cell.get("max_error") if isinstance(cell.get("max_error"), dict) else {}
     max_ratio = cell.get("max_ratio") if isinstance(cell.get("max_ratio"), dict) else {}
     groups = [
@@ -204,12 +215,20 @@ def cell_view(
         "reason": cell.get("reason") or "",
         "ratio": ratio,
         "ratio_text": fmt_ratio(ratio),
+        "ratio_against": "variant" if against_variant else "reference",
+        "reference_ratio_text": fmt_ratio(reference_ratio),
         "groups": groups,
         "not_observed": unseen,
         "divergence": div,
         "divergence_text": sentence(div),
         "where": f"step {div.get('step')} · {quantity_label(div)}" if div else "",
-        "warnings": [str(w) for w in _list(cell.get("warnings")) if w],
+        "caveats": caveats,
+        # a caveat's message is shown with its mark, not a second time among the warnings
+        "warnings": [
+            str(w)
+            for w in _list(cell.get("warnings"))
+            if w and str(w) not in {c["message"] for c in caveats}
+        ],
         "traceback": cell.get("traceback") if isinstance(cell.get("traceback"), str) else None,
         "traces": cell.get("traces"),
         "steps": cell.get("steps"),
@@ -246,18 +265,44 @@ def cell_view(
     view["localization"] = _localization(cell.get("localization"))
     view["layers"] = _layers(cell.get("layers"))
     view["state"] = _state(cell.get("state"))
-    view["explanation"] = _explanation(cell.get("explanation"))
+    view["explanation"] = explanation
     view["reproducible"] = cell.get("reproducible")
-    if view["explanation"] and view["explanation"]["variant_ratio"] is not None:
-        view["where"] = (
-            view["where"] or f"variant {fmt_ratio(view['explanation']['variant_ratio'])}× tol"
-        )
+    if against_variant and div:  # where the cell leaves the plain reference, said as such
+        view["where"] = f"differs from reference at {view['where']}"
     if view["explanation"] and view["explanation"]["precision"]:
         view["where"] = f"{view['where']} · held to {view['explanation']['precision']}".lstrip(" ·")
     conflicts = [c for c in _list(cell.get("conflicts")) if isinstance(c, dict)]
     for i, other in enumerate(conflicts):
         view["conflicts"].append(cell_view(other, links, anchor=f"{anchor}-conflict{i + 1}"))
     return view
+
+
+def _caveats(caveats: Any) -> list[dict[str, str]]:
+    """``caveats``: limits on what the verdict claims (a compiled mode that may have run
+    eagerly), each with its mark's label; entries without a code or a message are dropped."""
+    out = []
+    for c in _list(caveats):
+        if not isinstance(c, dict) or not (c.get("code") or c.get("message")):
+            continue
+        code = str(c.get("code") or "caveat")
+        message = str(c.get("message") or code)
+        out.append({"code": code, "label": CAVEAT_LABELS.get(code, code), "message": message})
+    return out
+
+
+#: the start of the no-trace warning, as documents before ``caveats`` wrote it
+NO_TRACE_WARNING = "a compiled mode recorded no trace"
+
+
+def _legacy_caveats(cell: dict[str, Any]) -> list[dict[str, str]]:
+    """A document written before ``caveats`` existed: a compiled mode's ``traces`` of 0 is the
+    same caveat (its warning, where there is one, is its message)."""
+    traces = cell.get("traces")
+    if type(traces) is not int or traces != 0:
+        return []
+    said = [str(w) for w in _list(cell.get("warnings")) if str(w).startswith(NO_TRACE_WARNING)]
+    message = said[0] if said else f"{NO_TRACE_WARNING}: it may have run eagerly"
+    return _caveats([{"code": NO_TRACE, "message": message}])
 
 
 def _layers(layers: Any) -> dict[str, Any] | None:

@@ -183,7 +183,8 @@ def build_context(
     counts = {s: sum(v["status"] == s for v in views) for s in STATUSES}
     counts["unknown"] = sum(v["status"] == "unknown" for v in views)
     summary = {**counts, "total": len(views), "conflict": sum(bool(v["conflicts"]) for v in views)}
-    problems = [v for v in views if v["status"] not in ("pass",) or v["conflicts"]]
+    # a pass with a caveat (a compiled mode that may have run eagerly) is not a plain pass
+    problems = [v for v in views if v["status"] not in ("pass",) or v["conflicts"] or v["caveats"]]
     problems.sort(key=lambda v: (model.severity(v["status"]), v["case"], v["backend"]))
     by_case: dict[str, list[dict[str, Any]]] = {}
     for case in model.ordered([v["case"] for v in views], ()):
@@ -203,6 +204,7 @@ def build_context(
         "status_help": model.STATUS_HELP,
         "matrices": _matrices(views),
         "problems": problems,
+        "caveated": [v for v in views if v["caveats"]],
         "benchmarks": benchmarks,
         "by_case": by_case,
         "plot_data": plotdata.pack(_plot_data(views, benchmarks)),

@@ -42,7 +42,7 @@ from equiv.checking.verdict import decide, declared_explanation
 from equiv.contract.backend import CellSkip
 from equiv.contract.case import get_case, unavailable_cases
 from equiv.contract.divergence import Divergence
-from equiv.contract.records import Cell, CellResult, StepRecord
+from equiv.contract.records import NO_TRACE, Cell, CellResult, StepRecord
 from equiv.contract.trainer import check_trainer
 from equiv.reference.trainer import ReferenceTrainer
 from equiv.running.bench import benchmark_steps
@@ -225,8 +225,13 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
             f"retraced on every step: {result.traces} traces or compilations in "
             f"{main.compared} steps"
         )
-    if result.traces == 0:
-        result.warnings.append("a compiled mode recorded no trace: it may have run eagerly")
+    if result.traces == 0:  # a verdict on eager code, under a compiled mode's name
+        result.add_caveat(
+            NO_TRACE,
+            f"a compiled mode recorded no trace ({cell.backend}: no trace or compilation in "
+            f"{main.compared} steps): it may have run eagerly, and then its verdict says "
+            "nothing about compiled code",
+        )
     decide(result, checks, explanation)
     result.benchmark = {"first_call_s": timing["first_call"]}
     if bench.enabled:
