@@ -338,3 +338,51 @@ def test_a_case_author_runs_the_kit_from_their_own_tests(tmp_path):
     assert len(honest) == 9 and set(honest.values()) == {"passed"}, outcome
     uncaught = outcome["TestToyMlpUncaught::test_planted_bug_is_caught[torch.eager-0]"]
     assert uncaught == "not passed", outcome
+
+
+NO_PLANTS_TESTS = """
+from equiv.testing import CaseConformance
+
+
+class TestNoPlants(CaseConformance):
+    case_name = "toy_mlp"
+    backends = ("numpy",)
+
+
+class TestEmptyPlants(CaseConformance):
+    case_name = "toy_mlp"
+    backends = ("numpy",)
+    plants = {"numpy": []}
+
+
+class TestPlantedBelowUnplanted(TestNoPlants):
+    plants = {"numpy": [("a", "b")]}
+"""
+
+
+def test_a_kit_without_plants_has_no_planted_bug_test(tmp_path):
+    """Not a test skipped with "got empty parameter set" (a case package's kit with no plants,
+    the example package's defaults case): none at all. A subclass that plants gets it back."""
+    assert ToyKit.test_planted_bug_is_caught is None
+    assert callable(kit_with(plants={"numpy": [("a", "b")]}).test_planted_bug_is_caught)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_kits.py").write_text(textwrap.dedent(NO_PLANTS_TESTS))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TOY_SITE), env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider",
+            "--rootdir", str(tmp_path), str(tmp_path / "tests"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    planted = [line for line in proc.stdout.splitlines() if "test_planted_bug_is_caught" in line]
+    assert planted == [
+        "tests/test_kits.py::TestPlantedBelowUnplanted::test_planted_bug_is_caught[numpy-0]"
+    ], proc.stdout
+    assert "TestNoPlants::test_records_are_canonical[numpy-float64]" in proc.stdout

@@ -312,3 +312,170 @@ def test_an_installed_case_runs_on_jax_from_its_own_jax_impl(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     assert cells_of(tmp_path)[("toy_mlp", "jax.jit", "float64")]["status"] == "pass"
+
+
+# -- a case package's own tests, as docs/adding-a-case.md has its author write them -------------
+
+#: the parity test of docs/adding-a-case.md's step 9, with the module mark that the example
+#: package's copy carried (and case authors copied)
+USER_PARITY = """
+import pytest
+
+pytestmark = pytest.mark.matrix
+
+
+def test_parity(equiv_cell, equiv_run_cell):
+    result = equiv_run_cell(equiv_cell)
+    if result.status == "skip":
+        pytest.skip(result.reason)
+    assert result.status in ("pass", "explained"), f"{equiv_cell.id}: {result.reason}"
+"""
+
+#: a test that takes equiv_cell without marking itself, beside one that is no cell
+USER_UNMARKED = """
+def test_not_a_cell():
+    pass
+
+
+def test_a_cell(equiv_cell):
+    pass
+"""
+
+
+def user_project(root: Path, name: str, ini: str = "", registers: bool = True) -> Path:
+    """A case author's repository: ``pyproject.toml`` naming the distribution (installed, with
+    its ``equiv.cases`` entry point, as the toy's dist-info on PYTHONPATH), and its tests; no
+    conftest.py."""
+    project = root / name
+    (project / "tests").mkdir(parents=True)
+    entry = '\n[project.entry-points."equiv.cases"]\ntoycase = "equiv_toycase:cases"\n'
+    (project / "pyproject.toml").write_text(
+        f'[project]\nname = "{name}"\nversion = "0.1"\n'
+        + (entry if registers else "")
+        + (f"\n[tool.pytest.ini_options]\n{ini}\n" if ini else "")
+    )
+    (project / "tests" / "test_parity.py").write_text(USER_PARITY.lstrip())
+    (project / "tests" / "test_unmarked.py").write_text(USER_UNMARKED.lstrip())
+    return project
+
+
+def user_pytest(project: Path, *args: str, sites: tuple[Path, ...] = (TOY_SITE,)):
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", *args],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        env=environment(*sites),
+        timeout=600,
+    )
+
+
+def collected_cells(proc: subprocess.CompletedProcess, test: str = "test_parity") -> list[str]:
+    """The cell ids of ``test`` that ``pytest --collect-only -q`` listed."""
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    marker = f"::{test}["
+    return [
+        line.split(marker)[1].rstrip("]") for line in proc.stdout.splitlines() if marker in line
+    ]
+
+
+def test_a_case_packages_parity_test_collects_its_own_cells_and_no_warning(broken_site, tmp_path):
+    """No conftest.py, no pytest configuration: the package's cells only (not equiv's
+    built-in cases, not another installed package's), and no warning about the marks."""
+    project = user_project(tmp_path, "equiv-toycase")
+    proc = user_pytest(project, "--collect-only", "-q", sites=(TOY_SITE, broken_site))
+    cells = collected_cells(proc)
+    assert cells and {c.split("-")[0] for c in cells} == {"toy_mlp"}, cells
+    assert len(cells) == len(set(cells)) and cells == collected_cells(proc, "test_a_cell")
+    assert "warning" not in proc.stdout.lower(), proc.stdout[-3000:]
+
+
+def test_the_plugin_marks_every_cell_matrix(tmp_path):
+    project = user_project(tmp_path, "equiv-toycase")
+    unmarked = user_pytest(project, "--collect-only", "-q", "-m", "not matrix", "tests")
+    assert unmarked.returncode == 0, unmarked.stdout[-3000:] + unmarked.stderr[-3000:]
+    tests = [line for line in unmarked.stdout.splitlines() if "::" in line]
+    assert tests == ["tests/test_unmarked.py::test_not_a_cell"], unmarked.stdout[-3000:]
+    marked = collected_cells(user_pytest(project, "--collect-only", "-q", "-m", "matrix"))
+    assert marked and all(c.startswith("toy_mlp-") for c in marked)
+
+
+def test_the_packages_cells_run_without_a_warning(tmp_path):
+    """torch.manual has no implementation of the toy: its cell skips after the backend is
+    found available, before any step is timed. The benchmark fixture is then never requested,
+    so pytest-benchmark does not warn that it was not used; the cells that run are timed by it.
+    torch.jit's cell keeps torch's TorchScript deprecation (the mode under test) to itself."""
+    pytest.importorskip("torch")
+    project = user_project(tmp_path, "equiv-toycase")
+    proc = user_pytest(
+        project, "-v", "-o", "equiv_steps=3", "--equiv-bench-rounds", "2",
+        "--equiv-backend", "numpy", "--equiv-backend", "torch.manual",
+        "--equiv-backend", "torch.jit", "--equiv-dtype", "float64", "tests/test_parity.py",
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "2 passed, 1 skipped" in out, out[-3000:]
+    assert "test_parity[toy_mlp-torch.manual-float64] SKIPPED" in out, out[-3000:]
+    assert "warning" not in out.lower(), out[-3000:]
+    timed = out.split("benchmark: 2 tests")[1]
+    assert "[toy_mlp-numpy-float64]" in timed and "[toy_mlp-torch.jit-float64]" in timed, out
+
+
+def test_a_broken_own_package_shows_its_cells_as_skips_not_everyones(broken_site, tmp_path):
+    project = user_project(tmp_path, "toycase-broken")
+    proc = user_pytest(project, "--collect-only", "-q", sites=(TOY_SITE, broken_site))
+    assert {c.split("-")[0] for c in collected_cells(proc)} == set(BROKEN)
+
+
+def test_a_project_without_cases_or_with_equiv_cases_chooses_others(tmp_path):
+    """A repository that registers no case (a CI of several packages) gets every installed
+    case; the ini option ``equiv_cases`` (names, patterns) chooses for any project; an explicit
+    --equiv-case wins over both."""
+    everything = user_project(tmp_path, "parity-ci", registers=False)
+    cases = {
+        c.split("-")[0] for c in collected_cells(user_pytest(everything, "--collect-only", "-q"))
+    }
+    assert {"toy_mlp", "two_layer_mlp"} <= cases
+    chosen = user_project(tmp_path, "equiv-toycase", ini='equiv_cases = ["two_*", "toy_mlp"]')
+    cases = {c.split("-")[0] for c in collected_cells(user_pytest(chosen, "--collect-only", "-q"))}
+    assert cases == {"toy_mlp", "two_layer_mlp"}
+    asked = user_pytest(chosen, "--collect-only", "-q", "--equiv-case", "two_layer_mlp")
+    assert {c.split("-")[0] for c in collected_cells(asked)} == {"two_layer_mlp"}
+    wrong = user_project(tmp_path / "wrong", "equiv-toycase", ini='equiv_cases = ["nope*"]')
+    proc = user_pytest(wrong, "--collect-only", "-q")
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "equiv_cases 'nope*' names no installed case; cases: " in proc.stdout
+
+
+def test_a_case_package_that_is_not_installed_fails_its_collection_saying_so(tmp_path):
+    """Rather than run every installed case (its own are not found)."""
+    project = user_project(tmp_path, "equiv-lstm")  # declares equiv.cases, never installed
+    proc = user_pytest(project, "--collect-only", "-q")
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "ERROR collecting tests/test_parity.py" in proc.stdout
+    assert "no installed distribution 'equiv-lstm' does: install" in proc.stdout
+    assert "Traceback" not in proc.stdout and "toy_mlp" not in proc.stdout
+
+
+def test_equivs_own_suite_runs_the_example_packages_cells_once():
+    """In equiv's checkout the matrix test (outside any case package) takes every installed
+    case, the example package's included; the example's own parity test steps aside there
+    (its conftest.py), and on its own it collects its two cases' cells only."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("equiv-transformer")
+    except PackageNotFoundError:
+        pytest.skip(
+            "equiv-transformer is not installed (pip install -e examples/equiv-transformer)"
+        )
+    example = "examples/equiv-transformer/tests/test_parity.py"
+    both = user_pytest(ROOT, "--collect-only", "-q", "tests/test_matrix.py", example, sites=())
+    matrix = collected_cells(both)
+    assert {"transformer_block", "transformer_block_defaults", "two_layer_mlp"} <= {
+        c.split("-")[0] for c in matrix
+    }
+    assert example not in both.stdout
+    alone = collected_cells(user_pytest(ROOT, "--collect-only", "-q", example, sites=()))
+    assert {c.split("-")[0] for c in alone} == {"transformer_block", "transformer_block_defaults"}
+    assert sorted(alone) == sorted(c for c in matrix if c.startswith("transformer_block"))

@@ -1,9 +1,16 @@
 """How many steps the pytest plugin's matrix runs: --equiv-steps, else the ini's equiv_steps,
 else each case's own. This repository's pyproject sets 10 for the test suite (issues 10, 12)."""
 
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: pytest depends on tomli there
+    import tomli as tomllib
 
 from equiv.cli.pytest_plugin import _options
 
@@ -65,3 +72,17 @@ def test_a_case_is_slow_on_the_backends_its_patterns_name():
     resnet = get_case("resnet18")
     assert resnet.slow_on("jax.eager") and resnet.slow_on("keras.jax")
     assert not resnet.slow_on("keras.torch") and not get_case("two_layer_mlp").slow_on("jax.jit")
+
+
+def test_the_docs_state_the_suites_step_count():
+    """docs/adding-a-case.md said 30 after pyproject's equiv_steps went to 10: each sentence
+    "the test suite runs every cell for N steps" of the README and the case guide says the
+    pyproject's count."""
+    root = Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    steps = int(pyproject["tool"]["pytest"]["ini_options"]["equiv_steps"])
+    claim = re.compile(r"test suite(?: \([^)]*\))? runs every (?:matrix )?cell for (\d+) steps")
+    for doc in ("README.md", "docs/adding-a-case.md"):
+        text = " ".join((root / doc).read_text().split())
+        said = [int(n) for n in claim.findall(text)]
+        assert said and set(said) == {steps}, f"{doc} says {said} steps; pyproject: {steps}"

@@ -9,16 +9,26 @@ Under pytest-xdist (``pytest -n N``) the cells run side by side, so no step is t
 pytest-benchmark, which disables itself under xdist), calibrations are shared through the
 calibration store (``equiv.tolerance.store``), and each xdist worker leaves its results in a
 spool folder from which the controller writes the one ``--equiv-report`` document.
+
+Which cases a test gets without ``--equiv-case`` (``_default_cases``): the ``equiv_cases`` ini
+value if set; else, for a test file inside a case package's own project (the nearest
+``pyproject.toml`` above it names a distribution that registers ``equiv.cases`` entry points),
+that package's cases; else every installed case (equiv's own suite, a CI repository that
+installs case packages). The cells are marked ``matrix``, and ``slow`` where their case says.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import functools
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,6 +62,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "repeat (the cell's `reproducible`; informative, not part of the verdict)",
         type="bool",
         default=True,
+    )
+    parser.addini(
+        "equiv_cases",
+        "cases (names or fnmatch patterns, '*': every installed case) that a test taking "
+        "equiv_cell gets without --equiv-case; empty: the test's own case package's cases, or "
+        "every installed case outside a case package",
+        type="args",
+        default=[],
     )
     group.addoption("--equiv-bench-rounds", type=int, default=10)
     group.addoption(
@@ -132,7 +150,14 @@ def _options(config: pytest.Config):
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # the marks the plugin puts on cells (and that case packages' tests write, as
+    # ``pytestmark = pytest.mark.matrix``): registered here so that no project needs to
+    # register them itself (pytest warns of an unknown mark)
     config.addinivalue_line("markers", "equiv_cell: a parity-matrix cell")
+    config.addinivalue_line("markers", "matrix: one (case, backend, dtype) parity cell")
+    config.addinivalue_line(
+        "markers", "slow: a parity cell its case leaves to `pytest -m slow` (slow_backends)"
+    )
     config._equiv_results = []  # type: ignore[attr-defined]
     config._equiv_sessions = {}  # type: ignore[attr-defined]
     if _xdist_worker(config):
@@ -179,25 +204,106 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     from equiv.running.matrix import SelectionError, select_cells
 
     cfg = metafunc.config
+    cases = cfg.getoption("--equiv-case") or _default_cases(cfg, metafunc.definition.path)
     try:
         cells = select_cells(
-            cfg.getoption("--equiv-case"),
-            cfg.getoption("--equiv-backend"),
-            cfg.getoption("--equiv-dtype"),
+            cases, cfg.getoption("--equiv-backend"), cfg.getoption("--equiv-dtype")
         )
     except SelectionError as exc:
         raise pytest.UsageError(str(exc)) from None
     metafunc.parametrize("equiv_cell", [_with_marks(c) for c in cells], ids=[c.id for c in cells])
 
 
+def _default_cases(config: pytest.Config, test_file: Path) -> list[str]:
+    """The cases a test gets without ``--equiv-case`` (empty: every installed case): the
+    ``equiv_cases`` ini value, else the cases of the case package whose project holds the test
+    file, so that a case package's own parity test runs its cases and not everyone's. A
+    problem fails the collection of the test file with a one-line reason (CollectError)."""
+    from equiv.contract.case import case_catalog
+
+    names = case_catalog().names()
+    patterns = list(config.getini("equiv_cases"))
+    if patterns:
+        unmatched = [p for p in patterns if not fnmatch.filter(names, p)]
+        if unmatched:
+            raise pytest.Collector.CollectError(
+                f"equiv_cases {', '.join(map(repr, unmatched))} names no installed case; "
+                f"cases: {', '.join(names)}"
+            )
+        return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    project = _project_file(test_file.parent)
+    return list(_project_cases(project)) if project else []
+
+
+@functools.cache
+def _project_file(folder: Path) -> Path | None:
+    """The nearest ``pyproject.toml`` at or above ``folder``: the test file's project."""
+    for candidate in (folder, *folder.parents):
+        if (candidate / "pyproject.toml").is_file():
+            return candidate / "pyproject.toml"
+    return None
+
+
+def _normalized(name: str) -> str:
+    """A distribution name as packaging compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.cache
+def _project_cases(pyproject: Path) -> tuple[str, ...]:
+    """The cases registered (``equiv.cases``) by the installed distribution that ``pyproject``
+    names, usable or not (a broken one's cells skip with the reason); () for a project that
+    registers none. A project that declares the entry point but is not installed (or was
+    installed before it declared it) fails the test file's collection, saying so, rather than
+    run every installed case."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: pytest itself depends on tomli there
+        import tomli as tomllib
+
+    from equiv.contract.case import GROUP, case_catalog
+    from equiv.contract.plugins import ordered_entry_points
+
+    try:
+        project: dict[str, Any] = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ()
+    table = project.get("project", {})
+    name = table.get("name") or project.get("tool", {}).get("poetry", {}).get("name")
+    if not isinstance(name, str):
+        return ()
+    origins = {
+        origin
+        for ep, _, origin in ordered_entry_points(GROUP)
+        if getattr(ep, "dist", None) and _normalized(ep.dist.name) == _normalized(name)
+    }
+    catalog = case_catalog()
+    own = tuple(n for n in catalog.names() if catalog.origins.get(n) in origins)
+    if not own and GROUP in table.get("entry-points", {}):
+        raise pytest.Collector.CollectError(
+            f"{pyproject} registers {GROUP!r} entry points, but no installed distribution "
+            f"{name!r} does: install the project (pip install -e .) so that equiv finds its "
+            "cases, or choose them with --equiv-case"
+        )
+    return own
+
+
+#: what torch (2.13 on) says each time the torch.jit backend scripts a model: TorchScript is
+#: one of the modes under test, so in a cell this is the harness's choice, not the user's
+#: code (equiv's own pyproject filters it for its whole suite)
+TORCHSCRIPT_DEPRECATED = "ignore:`torch.jit.script(_method)?` is deprecated:DeprecationWarning"
+
+
 def _with_marks(cell):
-    """A cell whose case lists its backend in ``slow_backends`` is marked ``slow``."""
+    """Every cell is marked ``matrix`` (and keeps TorchScript's deprecation to itself); one
+    whose case lists its backend in ``slow_backends`` is marked ``slow`` too."""
     from equiv.contract.case import all_cases
 
     spec = all_cases().get(cell.case)
+    marks = [pytest.mark.matrix, pytest.mark.filterwarnings(TORCHSCRIPT_DEPRECATED)]
     if spec and spec.slow_on(cell.backend):
-        return pytest.param(cell, marks=pytest.mark.slow)
-    return cell
+        marks.append(pytest.mark.slow)
+    return pytest.param(cell, marks=marks)
 
 
 @pytest.fixture(scope="session")
@@ -229,10 +335,8 @@ def equiv_run_cell(request: pytest.FixtureRequest, equiv_options):
             result = sessions[backend.id].run((cell, impl))
         else:
             fixture = None
-            # pytest-benchmark's own fixture, so the timings land in its table and JSON; asked
-            # for only when steps are timed (an unused one warns, once per cell under xdist)
             if equiv_options.bench_rounds > 0 and usable:
-                fixture = request.getfixturevalue("benchmark")
+                fixture = _BenchmarkOnUse(request)
             result = run_cell(cell, equiv_options, impl=impl, bench_fixture=fixture)
         result.trajectory = (
             result.trajectory if request.config.getoption("--equiv-report") else None
@@ -241,6 +345,31 @@ def equiv_run_cell(request: pytest.FixtureRequest, equiv_options):
         return result
 
     return run
+
+
+class _BenchmarkOnUse:
+    """pytest-benchmark's ``benchmark`` fixture, requested when the runner first uses it, so
+    that the timings land in its table and JSON. Requested up front, it warns "Benchmark fixture
+    was not used" for each cell that ends before its steps are timed (no implementation of the
+    case, a build that raises). Under ``--benchmark-skip`` it is requested at once, to skip the
+    test before the cell runs, as for any test that takes the fixture."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self._request = request
+        self._fixture: Any = None
+        session = getattr(request.config, "_benchmarksession", None)
+        if session is not None and session.skip:
+            self._resolve()
+
+    def _resolve(self) -> Any:
+        if self._fixture is None:
+            self._fixture = self._request.getfixturevalue("benchmark")
+        return self._fixture
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("_request", "_fixture"):  # not set yet (a copy): no fixture to look up
+            raise AttributeError(name)
+        return getattr(self._resolve(), name)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -508,6 +508,7 @@ class CaseConformance:
       of ``(old, new)`` source changes of that backend's implementation module, or of lists
       of them) makes the cell fail or error in ``run_cell`` where the unplanted cell passes; a
       plant that is not caught fails the test, as does one whose target is not in the source.
+      A class without plants has no such test (not one skipped for an empty parameter set).
 
     No framework is imported here; a backend that needs its own process gets one.
     """
@@ -529,6 +530,21 @@ class CaseConformance:
     seed: int = 0
 
     # -- parametrization -------------------------------------------------------------------
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A kit without plants hides ``test_planted_bug_is_caught``: parametrized over no
+        plant, pytest would report it as a skip ("got empty parameter set"), noise in every
+        case package that plants nothing. A subclass that plants gets it back."""
+        super().__init_subclass__(**kwargs)
+        name = "test_planted_bug_is_caught"
+        if name in cls.__dict__:  # the subclass's own definition
+            return
+        if any(len(items) for items in cls.plants.values()):
+            # the nearest definition up the MRO, skipping the ones hidden here
+            test = next(k.__dict__[name] for k in cls.__mro__ if k.__dict__.get(name))
+            setattr(cls, name, test)
+        else:
+            setattr(cls, name, None)
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "backend_id" in metafunc.fixturenames:

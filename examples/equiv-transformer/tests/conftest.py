@@ -1,31 +1,28 @@
-"""Keep ``test_parity.py`` to this package's own cells.
+"""Only for equiv's own checkout: a case package of yours needs no ``conftest.py``.
 
-Without a selection, equiv's plugin gives ``equiv_cell`` every cell of every installed case
-(equiv's built-in ones too); this package's parity test runs its own. Where the session also
-holds another test that takes ``equiv_cell`` (equiv's own matrix, when this folder is collected
-from equiv's checkout), that test already runs these cells, and this one steps aside rather
-than run each twice.
+equiv's pytest plugin gives ``test_parity.py`` this package's own cases (the distribution that
+``pyproject.toml`` here names registers them). equiv's own test suite collects this folder too
+(its ``testpaths``), and its matrix test, outside any case package, takes every installed case,
+these included: there each of these cells would run twice, so this folder's copy steps aside
+for a cell that a test elsewhere in the session already runs.
 """
 
 from pathlib import Path
 
 import pytest
 
-from equiv_transformer import cases
-
 HERE = Path(__file__).parent
 
 
-def _cell(item: pytest.Item):
+def _cell_id(item: pytest.Item) -> str | None:
     callspec = getattr(item, "callspec", None)
-    return callspec.params.get("equiv_cell") if callspec else None
+    cell = callspec.params.get("equiv_cell") if callspec else None
+    return cell.id if cell is not None else None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    own = {spec.name for spec in cases()}
-    ours = [i for i in items if _cell(i) is not None and i.path.parent == HERE]
-    elsewhere = any(_cell(i) is not None and i.path.parent != HERE for i in items)
-    drop = [i for i in ours if elsewhere or _cell(i).case not in own]
+    elsewhere = {_cell_id(i) for i in items if i.path.parent != HERE} - {None}
+    drop = [i for i in items if i.path.parent == HERE and _cell_id(i) in elsewhere]
     if drop:
         config.hook.pytest_deselected(items=drop)
         dropped = {id(i) for i in drop}
