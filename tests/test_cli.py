@@ -30,7 +30,7 @@ def test_list_shows_cases_and_backends():
 
 
 def test_list_shows_where_each_case_comes_from():
-    """Built-in cases say so; an installed case package's say which (tests/test_case_plugins)."""
+    """Built-in cases say so; an installed case package's say which (tests/test_case_plugins.py)."""
     from pathlib import Path
 
     folders = Path(__file__).resolve().parents[1] / "cases"

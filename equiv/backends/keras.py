@@ -184,7 +184,7 @@ class KerasBackend(Backend):
 class KerasTensorFlow(KerasBackend):
     id = "keras.tensorflow"
     keras_backend = "tensorflow"
-    worker_env = {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    worker_env = {"KERAS_BACKEND": "tensorflow"}  # TF's logging: configure_tensorflow
     worker_hides = TF_OPTIONAL_IMPORTS
 
     def configure_framework(self, threads: int) -> None:

@@ -15,14 +15,19 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from equiv.contract.backend import Backend
 
-_QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2"}  # TF's C++ start-up banner buries the progress lines
+#: TF's C++ INFO and WARNING logs (its start-up lines) bury the progress lines. Logging only:
+#: nothing here may change numerics (``TF_ENABLE_ONEDNN_OPTS=0`` would). Not in ``worker_env``,
+#: which a worker imposes: a value the user set is theirs to keep (``logging_defaults``). The
+#: banners TF logs as its libraries load, whatever these say, are left out of a worker's stderr
+#: by ``equiv.running.workers.BANNERS``.
+_QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 #: distributions that provide the ``tensorflow`` module (the CPU build is ``tensorflow-cpu``)
 TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel")
 
@@ -55,10 +60,14 @@ def add_xla_flag(flag: str) -> None:
         os.environ["XLA_FLAGS"] = " ".join([*current, flag])
 
 
+def logging_defaults(environ: Mapping[str, str]) -> dict[str, str]:
+    """The logging variables to set before TF is imported: those ``environ`` lacks."""
+    return {key: value for key, value in _QUIET.items() if key not in environ}
+
+
 def configure_tensorflow(threads: int) -> None:
     """Deterministic kernels and ``threads`` intra/inter-op threads, as far as TF allows."""
-    for key, value in _QUIET.items():
-        os.environ.setdefault(key, value)
+    os.environ.update(logging_defaults(os.environ))
     if threads == 1:
         add_xla_flag(XLA_SINGLE_THREAD)
     import tensorflow as tf
@@ -93,7 +102,6 @@ class TFBackend(Backend):
     framework = "tensorflow"
     impl_file = "tf_impl"
     requires = ("tensorflow",)
-    worker_env = dict(_QUIET)
     worker_hides = TF_OPTIONAL_IMPORTS
 
     def __init__(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from typing import Protocol
 
 from equiv.backends.registry import all_backends
 from equiv.contract.case import case_catalog, unavailable_cases
@@ -35,134 +35,24 @@ def select_cells(
     return [Cell(c, b, d) for d in dtype_names for c in case_names for b in backend_ids]
 
 
-def fmt_left(seconds: float) -> str:
-    if seconds < 60:
-        return f"~{max(1, round(seconds))}s left"
-    return f"~{seconds / 60:.0f}m left" if seconds >= 600 else f"~{seconds / 60:.1f}m left"
+class RunProgress(Protocol):
+    """What ``run_cells`` tells as it runs (``equiv.cli.progress.Progress`` prints it)."""
 
+    def start(self, cell: Cell) -> None: ...
 
-@dataclass
-class Progress:
-    """How far a run is. On a terminal: one bar, redrawn in place, with the tally so far, the
-    time left and the cells being run with their phase, plus a kept line for each cell that is
-    not a pass (so problems stay on screen). Elsewhere (CI logs, pipes): one plain line per
-    finished cell, nothing redrawn.
+    def phase(self, cell: Cell, phase: str) -> None: ...
 
-    The time left comes from ``estimate`` (seconds per cell: the last run's,
-    ``equiv.results.history``)
-    for the cells in ``planned`` that have not finished, spread over ``jobs`` workers."""
+    def finish(self, result: CellResult) -> None: ...
 
-    total: int
-    emit: Callable[[str], None] = print
-    done: int = 0
-    #: where the bar goes (default: sys.stderr)
-    stream: object = None
-    #: draw a bar; None: when ``stream`` is a terminal (and TERM is not "dumb")
-    bar: bool | None = None
-    counts: dict[str, int] | None = None
-    current: str = ""
-    planned: Sequence[Cell] = ()
-    estimate: Callable[[Cell], float] | None = None
-    jobs: int = 1
-
-    def __post_init__(self) -> None:
-        import os
-        import sys
-        import time
-
-        self.stream = self.stream if self.stream is not None else sys.stderr
-        if self.bar is None:
-            isatty = getattr(self.stream, "isatty", None)
-            self.bar = bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
-        self.counts = {} if self.counts is None else self.counts
-        self._began = time.monotonic()
-        self._running: dict[Cell, tuple[float, str]] = {}
-        self._finished: set[Cell] = set()
-
-    def start(self, cell: Cell) -> None:
-        import time
-
-        self.current = cell.id
-        self._running[cell] = (time.monotonic(), "")
-        if self.bar:
-            self._draw()
-
-    def phase(self, cell: Cell, phase: str) -> None:
-        began, _ = self._running.get(cell, (0.0, ""))
-        self._running[cell] = (began, phase)
-        if self.bar:
-            self._draw()
-
-    def time_left(self) -> float | None:
-        import time
-
-        if self.estimate is None or not self.planned:
-            return None
-        now = time.monotonic()
-        left = 0.0
-        for cell in self.planned:
-            if cell in self._finished:
-                continue
-            est = self.estimate(cell)
-            if cell in self._running:
-                est = max(0.0, est - (now - self._running[cell][0]))
-            left += est
-        return left / max(1, self.jobs)
-
-    def finish(self, result: CellResult) -> None:
-        self.done += 1
-        self._running.pop(result.cell, None)
-        self._finished.add(result.cell)
-        self.counts[result.status] = self.counts.get(result.status, 0) + 1
-        detail = f" - {result.reason}" if result.reason and result.status != "pass" else ""
-        line = (
-            f"[{self.done}/{self.total}] {result.cell.id}: {result.status}"
-            f" ({result.duration_s:.1f}s){detail}"
-        )
-        left = self.time_left()
-        if not self.bar:
-            self.emit(line + (f"; {fmt_left(left)}" if left and self.done < self.total else ""))
-            return
-        self.current = ""
-        if result.status != "pass":
-            self.stream.write("\r\x1b[K" + line + "\n")
-        self._draw()
-        if self.done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-    def _draw(self) -> None:
-        import shutil
-        import time
-
-        columns = shutil.get_terminal_size((100, 24)).columns
-        width = max(10, min(30, columns // 4))
-        filled = round(width * self.done / self.total) if self.total else width
-        tally = " ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
-        elapsed = time.monotonic() - self._began
-        text = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {elapsed:.0f}s"
-        left = self.time_left()
-        if left:
-            text += f" {fmt_left(left)}"
-        if tally:
-            text += f"  {tally}"
-        running = [
-            f"{cell.id}" + (f" ({phase})" if phase else "")
-            for cell, (_, phase) in self._running.items()
-        ]
-        if running:
-            text += "  running " + ", ".join(running)
-        elif self.current:
-            text += f"  running {self.current}"
-        self.stream.write("\r" + text[: columns - 1] + "\x1b[K")
-        self.stream.flush()
+    def worker_output(self, line: str) -> None:
+        """A line a worker process wrote to its stderr (its frameworks' banners left out)."""
 
 
 def run_cells(
     cells: Sequence[Cell],
     options: RunOptions,
     isolate: str = "backend",
-    progress: Progress | None = None,
+    progress: RunProgress | None = None,
     jobs: int = 1,
     estimate: Callable[[Cell], float] | None = None,
     on_result: Callable[[CellResult], None] | None = None,
@@ -209,6 +99,7 @@ def run_cells(
         jobs=jobs,
         on_start=progress.start if progress else None,
         on_phase=progress.phase if progress else None,
+        on_output=progress.worker_output if progress else None,
     )
     collect(pool.run(groups))
     return results

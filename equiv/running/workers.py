@@ -21,6 +21,14 @@ exit code, and a fresh worker takes the rest of the backend's cells.
 
 Workers ignore SIGINT and SIGTERM and die with their parent (``_die_with_parent``): a run that
 is stopped stops its workers, whatever signal stopped it.
+
+A worker's stderr (fd 2, its frameworks' C++ logs included) goes through a pipe to the parent,
+which passes each line on (``on_output``, else its own stderr) but the frameworks' start-up
+banners (``BANNERS``): TensorFlow 2.21 logs them through absl from its libraries' static
+initialisers, as they load, and no ``TF_CPP_MIN_LOG_LEVEL`` silences them (3 neither, set
+before Python starts); turning oneDNN off (``TF_ENABLE_ONEDNN_OPTS=0``) would drop the oneDNN
+line and change numerics. The parent reads the pipe, not the worker: what a worker wrote just
+before it crashed still arrives.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import re
 import signal
 import sys
 import threading
@@ -44,6 +53,82 @@ from equiv.running.runner import RunOptions, run_cell
 Job = tuple[Cell, ImplSource | None]
 #: pausing other workers needs job control signals (not on Windows: there, one job at a time)
 CAN_PAUSE = hasattr(signal, "SIGSTOP")
+#: a worker's fd 2 can be a pipe to the parent (not on Windows: there, it keeps its stderr)
+CAN_RELAY = os.name == "posix"
+
+#: lines of a worker's stderr that say nothing about the run: the frameworks' start-up banners
+#: (each library of TensorFlow that holds a copy of absl prints the first two once per process)
+#: and a message TensorFlow logs as an error for a tf.data attribute its own Keras sets
+BANNERS = re.compile(
+    "|".join(
+        (
+            r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to",
+            r"port\.cc:\d+\] oneDNN custom operations are on\.",
+            r"cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized to use available",
+            r"^To enable the following instructions: .*rebuild TensorFlow with the appropriate",
+            r"node_def_util\.cc:\d+\] NodeDef mentions attribute use_unbounded_threadpool which",
+        )
+    )
+)
+
+
+def is_banner(line: str) -> bool:
+    return BANNERS.search(line) is not None
+
+
+def _to_stderr(line: str) -> None:
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):  # closed or replaced (pytest's capture)
+        with contextlib.suppress(OSError):
+            os.write(2, (line + "\n").encode(errors="replace"))
+
+
+class StderrRelay(threading.Thread):
+    """Reads a worker's stderr pipe until every writer has closed it (the worker and any
+    process it started), passing each line that is not a banner to ``sink``."""
+
+    #: a line longer than this is passed on in pieces (a worker's output without newlines)
+    LIMIT = 1 << 16
+
+    def __init__(self, fd: int, sink: Callable[[str], None] | None = None) -> None:
+        super().__init__(name="equiv-worker-stderr", daemon=True)
+        self.fd = fd
+        self.sink = sink or _to_stderr
+
+    def _emit(self, raw: bytes) -> None:
+        line = raw.decode(errors="replace").rstrip("\r")
+        if is_banner(line):
+            return
+        try:
+            self.sink(line)
+        except Exception:  # a failing sink must not stop the pipe being drained
+            _to_stderr(line)
+
+    def run(self) -> None:
+        pending = b""
+        try:
+            while True:
+                try:
+                    chunk = os.read(self.fd, self.LIMIT)
+                except InterruptedError:
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    self._emit(line)
+                if len(pending) >= self.LIMIT:
+                    self._emit(pending)
+                    pending = b""
+            if pending:
+                self._emit(pending)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -73,7 +158,12 @@ def _worker_main(
     env: dict[str, str],
     hides: tuple[str, ...] = (),
     parent_pid: int | None = None,
+    stderr: Connection | None = None,
 ) -> None:
+    if stderr is not None:  # fd 2, C++ logging included, to the parent's StderrRelay
+        sys.stderr.flush()
+        os.dup2(stderr.fileno(), 2)
+        stderr.close()
     # The parent decides when a worker ends (a SIGTERM or Ctrl-C to the process group stops
     # the run through the parent, which kills its workers); a signal here would only turn a
     # finished cell into an error.
@@ -133,6 +223,7 @@ class _Worker:
     proc: mp.process.BaseProcess
     conn: Connection
     spawned: float
+    relay: StderrRelay | None = None
     startup_s: float | None = None
     current: Cell | None = None
     #: when the current job's clock started (moved forward by the time spent paused)
@@ -150,16 +241,35 @@ class _Worker:
             self.paused_since = None
 
 
-def _spawn(options: RunOptions, group: Group) -> _Worker:
+def _spawn(
+    options: RunOptions, group: Group, on_output: Callable[[str], None] | None = None
+) -> _Worker:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=True)
+    reader, writer = ctx.Pipe(duplex=False) if CAN_RELAY else (None, None)
     proc = ctx.Process(
-        target=_worker_main, args=(child, options, group.env, group.hides, os.getpid())
+        target=_worker_main, args=(child, options, group.env, group.hides, os.getpid(), writer)
     )
-    proc.start()
-    child.close()
+    try:
+        proc.start()
+    finally:
+        child.close()
+        if writer is not None:
+            writer.close()
+    relay = None
+    if reader is not None:
+        relay = StderrRelay(os.dup(reader.fileno()), on_output)
+        reader.close()
+        relay.start()
     now = time.monotonic()
-    return _Worker(group, proc, parent, spawned=now, started=now)
+    return _Worker(group, proc, parent, spawned=now, started=now, relay=relay)
+
+
+def _flush_output(worker: _Worker, timeout: float = 1.0) -> None:
+    """Wait (briefly: a process the worker started may hold its stderr) for the last of a
+    finished worker's output, so that it comes before what the parent says next."""
+    if worker.relay is not None:
+        worker.relay.join(timeout)
 
 
 def _send_next(worker: _Worker) -> None:
@@ -182,6 +292,7 @@ def _end(worker: _Worker, kill: bool = False) -> None:
     if worker.proc.is_alive():
         worker.proc.kill()
         worker.proc.join(5)
+    _flush_output(worker)
 
 
 class WorkerPool:
@@ -193,11 +304,14 @@ class WorkerPool:
         jobs: int = 1,
         on_start: Callable[[Cell], None] | None = None,
         on_phase: Callable[[Cell, str], None] | None = None,
+        on_output: Callable[[str], None] | None = None,
     ):
         self.options = options
         self.jobs = max(1, jobs if CAN_PAUSE else 1)
         self.on_start = on_start
         self.on_phase = on_phase
+        #: each line the workers write to stderr, banners left out (default: to stderr)
+        self.on_output = on_output
 
     def run(self, groups: Iterable[Group]) -> Iterator[CellResult]:
         """Yield each cell's result as it arrives (groups in the order given, as slots free)."""
@@ -248,7 +362,7 @@ class WorkerPool:
         try:
             while queue or active:
                 while queue and len(active) < self.jobs:
-                    active.append(_spawn(self.options, queue.popleft()))
+                    active.append(_spawn(self.options, queue.popleft(), self.on_output))
                 now = time.monotonic()
                 running = [w for w in active if w.paused_since is None]
                 deadline = min(
@@ -262,6 +376,7 @@ class WorkerPool:
                         message = conn.recv()
                     except (EOFError, ConnectionError, OSError):
                         worker.proc.join(5)
+                        _flush_output(worker)  # what it said as it died, before its cell
                         code = worker.proc.exitcode
                         yield _failed(
                             self.options,

@@ -79,6 +79,12 @@ def register(sub) -> None:
         help="finish a run that was cut off: run only the cells DIR/journal.jsonl lacks, with "
         "the settings it records, and write DIR's complete document",
     )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print each cell's full reason (default: its first clause; the report has all)",
+    )
     p.set_defaults(func=run)
     DEFAULTS.update({name: p.get_default(name) for name in RESUMED_SETTINGS})
 
@@ -200,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     settings = {name: getattr(args, name) for name in RESUMED_SETTINGS}
     settings["threads"] = args.threads or max(1, (os.cpu_count() or 1) // _jobs(settings))
     journal = Journal.start(out, settings, [c.id for c in cells])
-    return execute(out, cells, settings, journal, earlier=[])
+    return execute(out, cells, settings, journal, earlier=[], verbose=args.verbose)
 
 
 def _jobs(settings: dict) -> int:
@@ -247,15 +253,25 @@ def resume(args: argparse.Namespace) -> int:
         return 2
     cells = [known[cell_id] for cell_id in contents.missing]
     print(f"equiv run: resuming {out}: {len(contents.done)} cells done, {len(cells)} to run")
-    return execute(out, cells, settings, Journal.reopen(out), earlier=list(contents.done.values()))
+    return execute(
+        out,
+        cells,
+        settings,
+        Journal.reopen(out),
+        earlier=list(contents.done.values()),
+        verbose=args.verbose,
+    )
 
 
-def execute(out: Path, cells: list, settings: dict, journal, earlier: list[dict]) -> int:
+def execute(
+    out: Path, cells: list, settings: dict, journal, earlier: list[dict], verbose: bool = False
+) -> int:
     """Run ``cells``, journaling each as it finishes; write the document, complete or, when
     a signal cuts the run off, partial and marked incomplete (then exit 128 + the signal)."""
+    from equiv.cli.progress import Progress
     from equiv.results.document import write_trajectory
     from equiv.results.history import Durations
-    from equiv.running.matrix import Progress, run_cells
+    from equiv.running.matrix import run_cells
     from equiv.running.output import write_outputs
     from equiv.running.runner import RunOptions
 
@@ -281,20 +297,23 @@ def execute(out: Path, cells: list, settings: dict, journal, earlier: list[dict]
         history = Durations(
             None if settings["no_cache"] else cache_dir, options.seed, options.steps
         )
-        progress = Progress(total=len(cells), planned=cells, estimate=history.estimate, jobs=jobs)
-        try:
-            with interruptible():
-                run_cells(
-                    cells,
-                    options,
-                    isolate=settings["isolate"],
-                    progress=progress,
-                    jobs=jobs,
-                    estimate=history.estimate,
-                    on_result=keep,
-                )
-        except Interrupted as exc:
-            stopped_by = exc.signum
+        progress = Progress(
+            cells, last=history.last, typical=history.typical(), jobs=jobs, verbose=verbose
+        )
+        with progress:  # on a terminal, its status line until the run ends, however it ends
+            try:
+                with interruptible():
+                    run_cells(
+                        cells,
+                        options,
+                        isolate=settings["isolate"],
+                        progress=progress,
+                        jobs=jobs,
+                        estimate=history.estimate,
+                        on_result=keep,
+                    )
+            except Interrupted as exc:
+                stopped_by = exc.signum
         with signals_ignored():
             history.record(finished)
             done = {e["id"] for e in earlier} | {r.cell.id for r in finished}
