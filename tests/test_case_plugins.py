@@ -76,6 +76,10 @@ def environment(*sites: Path) -> dict[str, str]:
         os.pathsep
     )
     env.pop("EQUIV_CONFORMANCE_FULL", None)
+    # a nested pytest is a session of its own, not an xdist worker: pytest-benchmark reads
+    # PYTEST_XDIST_WORKER from the environment and would disable itself
+    for key in [k for k in env if k.startswith("PYTEST_XDIST_") or k == "PYTEST_CURRENT_TEST"]:
+        env.pop(key)
     return env
 
 
