@@ -4,17 +4,25 @@ bug (``localize``), and whether the implementation repeats itself bit for bit
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from equiv.checking.compare import Check, Comparison
 from equiv.contract.records import CaseState, Localization, StepRecord
+from equiv.contract.trainer import StateNotLoadable
 from equiv.reference.trainer import ReferenceTrainer
 from equiv.tolerance.policy import calibrate_state
 
 
-def localize(spec, backend, module, state, main: Comparison) -> Localization:
+def localize(spec, backend, module, state, main: Comparison, trainer=None) -> Localization:
     """Name the phase that disagrees first and tell a one-step bug from accumulated drift by
-    re-running the failing step from the reference's own state (teacher forcing)."""
+    re-running the failing step from the reference's own state (teacher forcing).
+
+    ``trainer``, the cell's running port: where it can load the reference's whole training
+    state (``load_state``: optimizer and model state included) the step is re-run in it, as
+    it stands; otherwise a fresh port is built from the reference's parameters, which only
+    SGD without momentum, without non-trainable state, can start from."""
     div = main.first_divergence
     step, phase = div.step, div.phase or div.quantity
     where = {"step": step, "phase": phase, "quantity": div.quantity, "name": div.name}
@@ -22,6 +30,14 @@ def localize(spec, backend, module, state, main: Comparison) -> Localization:
         return Localization(
             **where, diagnosis=f"wrong at the very first step, in the {phase} phase"
         )
+    if "batch_size" not in spec.config and callable(getattr(trainer, "load_state", None)):
+        try:
+            return _forced_in_place(spec, trainer, state, main, where)
+        except StateNotLoadable as exc:
+            return Localization(
+                **where,
+                diagnosis=f"first wrong at step {step} ({phase}); not teacher-forced: {exc}",
+            )
     if spec.config.get("optimizer", "sgd") != "sgd" or spec.config.get("momentum"):
         return Localization(
             **where,
@@ -62,7 +78,34 @@ def localize(spec, backend, module, state, main: Comparison) -> Localization:
     trainer.run_step()
     check.reference.run_step()
     check.comparison.add(0, trainer.record(), check.reference.record())
-    again = check.comparison.first_divergence
+    return _verdict(where, check.comparison.first_divergence)
+
+
+def _forced_in_place(spec, trainer, state, main: Comparison, where: dict) -> Localization:
+    """Teacher forcing in the running port: it loads the float64 reference's training state
+    before the failing step (cast to the cell's dtype) and runs one step, compared with the
+    reference's step from that state at a one-step tolerance derived from it."""
+    step = where["step"]
+    reference = ReferenceTrainer(spec, state.astype("float64"))
+    for _ in range(step):
+        reference.run_step()
+    resume = reference.training_state().astype(state.dtype)
+    forced = replace(state, params=resume.params, resume=resume)
+    check = Check(
+        "teacher-forced",
+        ReferenceTrainer(spec, forced.astype("float64")),
+        Comparison(spec, calibrate_state(spec, forced, 1), state.dtype),
+    )
+    check.comparison.leave_out(main.not_observed)
+    trainer.load_state(resume)
+    trainer.run_step()
+    check.reference.run_step()
+    check.comparison.add(0, trainer.record(), check.reference.record())
+    return _verdict(where, check.comparison.first_divergence)
+
+
+def _verdict(where: dict, again) -> Localization:
+    step = where["step"]
     if again:
         diagnosis = (
             f"a one-step bug: started from the reference's own state at step {step}, the "

@@ -17,13 +17,48 @@ DTYPES = ("float64", "float32")
 
 
 @dataclass(frozen=True)
+class TrainingState:
+    """Everything training carries from one step to the next, in the canonical layout: where a
+    port must stand to run step ``step`` as the reference does.
+
+    ``optimizer`` uses one vocabulary in every framework (``equiv.reference.optim``):
+    ``momentum/<param>`` (SGD's buffer, torch's form: buffer <- momentum * buffer + g),
+    ``m/<param>`` and ``v/<param>`` (Adam's moments) and ``t`` (Adam's step count, a 0-d array);
+    a key that is absent is state not yet made (before the first step). ``state`` is the model's
+    non-trainable state (BatchNorm's running statistics) by canonical name; ``prev_loss`` the
+    last step's loss, for data-dependent control flow."""
+
+    step: int
+    params: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray]
+    state: dict[str, np.ndarray]
+    prev_loss: float | None = None
+
+    def astype(self, dtype: str) -> TrainingState:
+        def cast(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {
+                k: v.astype(dtype) if np.issubdtype(v.dtype, np.floating) else v.copy()
+                for k, v in arrays.items()
+            }
+
+        return TrainingState(
+            self.step, cast(self.params), cast(self.optimizer), cast(self.state), self.prev_loss
+        )
+
+
+@dataclass(frozen=True)
 class CaseState:
-    """One cell's starting point: data and initial parameters, canonical names and layout."""
+    """One cell's starting point: data and initial parameters, canonical names and layout.
+
+    ``resume``: a later point of training to start from instead (the teacher-forced check of a
+    failing step starts from the reference's own state there); its parameters replace
+    ``params``."""
 
     data: dict[str, np.ndarray]
     params: dict[str, np.ndarray]
     config: dict[str, Any]
     dtype: str
+    resume: TrainingState | None = None
 
     def astype(self, dtype: str) -> CaseState:
         cast = {k: v.astype(dtype) for k, v in self.data.items()}
@@ -32,6 +67,7 @@ class CaseState:
             params={k: v.astype(dtype) for k, v in self.params.items()},
             config=self.config,
             dtype=dtype,
+            resume=self.resume.astype(dtype) if self.resume is not None else None,
         )
 
 

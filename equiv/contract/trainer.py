@@ -61,6 +61,18 @@ CASE_API: tuple[str, ...] = ("to_native", "to_numpy", "transform")
 
 TRAINER_METHODS: tuple[str, ...] = ("run_step", "record")
 
+#: what a trainer may offer besides: ``load_state(resume: TrainingState)`` puts the
+#: reference's state at a later step (parameters, optimizer state, the model's non-trainable
+#: state) into the running port, without rebuilding it, so that its next ``run_step`` starts
+#: where the reference stands (teacher forcing keeps what the port does not report: its
+#: gradient buffers, compiled functions, step counters). A trainer that cannot load part of
+#: the state raises ``StateNotLoadable`` saying which. The support bases implement it.
+OPTIONAL_TRAINER_METHODS: tuple[str, ...] = ("load_state",)
+
+
+class StateNotLoadable(Exception):
+    """``load_state`` cannot put this state into the port (the reason says which part)."""
+
 
 class NotATrainer(TypeError):
     """``build`` returned something the harness cannot step."""

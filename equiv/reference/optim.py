@@ -22,6 +22,15 @@ class SGD:
         self.momentum = cfg.get("momentum", 0.0)
         self.buffer: Arrays = {}
 
+    def state_dict(self) -> Arrays:
+        """The carried state in the canonical vocabulary (``TrainingState.optimizer``)."""
+        return {f"momentum/{k}": b.copy() for k, b in self.buffer.items()}
+
+    def load_state_dict(self, state: Arrays) -> None:
+        self.buffer = {
+            k.split("/", 1)[1]: v.copy() for k, v in state.items() if k.startswith("momentum/")
+        }
+
     def step(self, params: Arrays, grads: Arrays) -> Arrays:
         if not self.momentum:
             return {k: p - self.lr * grads[k] for k, p in params.items()}
@@ -58,6 +67,19 @@ class Adam:
         self.t = 0
         self.m: Arrays = {}
         self.v: Arrays = {}
+
+    def state_dict(self) -> Arrays:
+        """The carried state in the canonical vocabulary (``TrainingState.optimizer``)."""
+        return {
+            "t": np.asarray(self.t),
+            **{f"m/{k}": m.copy() for k, m in self.m.items()},
+            **{f"v/{k}": v.copy() for k, v in self.v.items()},
+        }
+
+    def load_state_dict(self, state: Arrays) -> None:
+        self.t = int(state.get("t", 0))
+        self.m = {k[2:]: v.copy() for k, v in state.items() if k.startswith("m/")}
+        self.v = {k[2:]: v.copy() for k, v in state.items() if k.startswith("v/")}
 
     def step(self, params: Arrays, grads: Arrays) -> Arrays:
         self.t += 1

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from equiv.contract.case import CaseSpec
-from equiv.contract.records import CaseState, StepRecord
+from equiv.contract.records import CaseState, StepRecord, TrainingState
 from equiv.reference.batching import step_data
 from equiv.reference.numerics import EXACT, ForcedBranch, Numerics
 from equiv.reference.optim import make_optimizer
@@ -64,6 +64,28 @@ class ReferenceTrainer:
         #: branching cases keep each step's starting point, for ``redo``
         self.keep_before = spec.branching
         self.before: tuple = ()  # set by run_step
+        if state.resume is not None:
+            self.load_training_state(state.resume)
+        #: ``force_branches`` counts from the step this trainer started at
+        self.first = self.t
+
+    def training_state(self) -> TrainingState:
+        """Where training stands: what a port loads to run the next step as this one would."""
+        return TrainingState(
+            step=self.t,
+            params={k: v.copy() for k, v in self.params.items()},
+            optimizer=self.optimizer.state_dict(),
+            state={k: v.copy() for k, v in (self.state or {}).items()},
+            prev_loss=None if self.prev_loss is None else float(self.prev_loss),
+        )
+
+    def load_training_state(self, resume: TrainingState) -> None:
+        self.t = resume.step
+        self.params = {k: v.copy() for k, v in resume.params.items()}
+        self.optimizer.load_state_dict(resume.optimizer)
+        if self.state is not None:
+            self.state = {k: v.copy() for k, v in resume.state.items()}
+        self.prev_loss = resume.prev_loss
 
     def run_step(self, force_branch: str | None = None) -> None:
         """One step; ``force_branch`` overrides the branch decision (``redo``)."""
@@ -75,7 +97,9 @@ class ReferenceTrainer:
                 copy.deepcopy(self.optimizer),
                 self.state,
             )
-        forced = force_branch or (self.force_branches[self.t] if self.force_branches else None)
+        forced = force_branch or (
+            self.force_branches[self.t - self.first] if self.force_branches else None
+        )
         data = step_data(self.data, self.cfg, self.t)  # the step's minibatch, if any
         numerics = ForcedBranch(forced, self.numerics) if forced else self.numerics
         observed: dict = {}

@@ -256,7 +256,7 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
                 result.benchmark["gflops"] = flops / timed["median_s"] / 1e9
     with clock("extras"), threadpool_limits(limits=1, user_api="blas"):
         if result.status == "fail":
-            result.localization = localize(spec, backend, module, state, main)
+            result.localization = localize(spec, backend, module, state, main, trainer)
         if options.check_reproducible:
             result.reproducible = reproducible(spec, backend, module, state, early)
         if options.keep_trajectories:

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from equiv.contract.records import CaseState, StepRecord
+from equiv.contract.records import CaseState, StepRecord, TrainingState
+from equiv.contract.trainer import StateNotLoadable
 from equiv.support.records import step_record
 
 if TYPE_CHECKING:
@@ -77,6 +78,31 @@ def load_linear(backend: TorchBackend, named: Named, params: Mapping[str, np.nda
             param.copy_(load(params[name]))
 
 
+def load_optimizer(
+    backend: TorchBackend, named: Named, optimizer: Any, canonical: Mapping[str, np.ndarray]
+) -> None:
+    """The canonical optimizer state (``TrainingState.optimizer``) as a ``torch.optim``
+    optimizer's per-parameter state: SGD's ``momentum/<p>`` as ``momentum_buffer``, Adam's
+    ``m/<p>``, ``v/<p>`` and ``t`` as ``exp_avg``, ``exp_avg_sq`` and ``step`` (a 0-d tensor of
+    torch's scalar dtype, as ``torch.optim.Adam`` makes it). A parameter without canonical state
+    gets none: its next step starts it afresh, as torch's first step does."""
+    import torch
+
+    step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    for name, (param, is_kernel) in named.items():
+        native = backend.linear_weight if is_kernel else backend.to_native
+        state: dict[str, Any] = {}
+        if f"momentum/{name}" in canonical:
+            state["momentum_buffer"] = native(canonical[f"momentum/{name}"]).clone()
+        if f"m/{name}" in canonical:
+            state["step"] = torch.tensor(float(canonical["t"]), dtype=step_dtype)
+            state["exp_avg"] = native(canonical[f"m/{name}"]).clone()
+            state["exp_avg_sq"] = native(canonical[f"v/{name}"]).clone()
+        optimizer.state.pop(param, None)
+        if state:
+            optimizer.state[param] = state
+
+
 class ModuleTrainer:
     """The data as ``self.x`` and ``self.y`` and the model's parameters by canonical name
     (``named``, built with ``linear``). The case's ``run_step`` leaves the step's loss in
@@ -88,6 +114,22 @@ class ModuleTrainer:
         self.x = backend.to_native(state.data["x"])
         self.y = backend.to_native(state.data["y"])
         self.named = named
+
+    def load_state(self, resume: TrainingState) -> None:
+        """The reference's training state into the running model (``named``) and its
+        ``torch.optim`` optimizer (``self.optimizer``), in place: no rebuild, so a compiled
+        model stays compiled and the gradient buffers stay the port's own."""
+        if resume.state:
+            raise StateNotLoadable(
+                f"{type(self).__name__} maps parameters only, not the model's non-trainable "
+                f"state ({', '.join(sorted(resume.state))})"
+            )
+        load_linear(self.backend, self.named, resume.params)
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is None and resume.optimizer:
+            raise StateNotLoadable(f"{type(self).__name__} has no torch.optim optimizer to load")
+        if optimizer is not None:
+            load_optimizer(self.backend, self.named, optimizer, resume.optimizer)
 
     def canonical(self, value: Any, is_kernel: bool) -> np.ndarray:
         backend = self.backend

@@ -1,0 +1,186 @@
+"""Training state as canonical data: the reference saves and resumes it bit for bit, a torch
+port loads it in place, and a failing Adam cell is teacher-forced from it.
+
+Before, the optimizer's state was no part of the canonical state: a failing Adam or momentum
+cell was never teacher-forced ("not teacher-forced: the optimizer's state is not part of the
+canonical state"), so a bug that starts late could not be told from drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from equiv.backends.implementations import ImplSource, Patch, load_implementation
+from equiv.backends.registry import get_backend
+from equiv.contract.case import get_case
+from equiv.contract.records import Cell, TrainingState
+from equiv.contract.trainer import StateNotLoadable
+from equiv.reference import optim
+from equiv.reference.trainer import ReferenceTrainer
+from equiv.running.runner import RunOptions, run_cell
+
+#: cases whose reference carries optimizer state (Adam; SGD with momentum), model state
+#: (BatchNorm), a loss for its branch, or a data position
+RESUMABLE = ["keras_sequential_adam", "parallel_blocks", "dynamic_branching", "minibatch_partial"]
+
+
+def reference_run(spec, state, steps: int) -> ReferenceTrainer:
+    trainer = ReferenceTrainer(spec, state)
+    for _ in range(steps):
+        trainer.run_step()
+    return trainer
+
+
+def assert_same_records(a, b) -> None:
+    assert a.loss == b.loss
+    for group in ("grads", "params", "state"):
+        for name, value in getattr(a, group).items():
+            np.testing.assert_array_equal(value, getattr(b, group)[name], err_msg=name)
+
+
+@pytest.mark.parametrize("case", RESUMABLE)
+def test_the_reference_resumes_from_its_training_state_bit_for_bit(case):
+    spec = get_case(case)
+    state = spec.make_state(0, "float64")
+    straight = reference_run(spec, state, 9)
+    first = reference_run(spec, state, 5)
+    resumed = ReferenceTrainer(spec, replace(state, resume=first.training_state()))
+    assert resumed.t == 5
+    for _ in range(4):
+        resumed.run_step()
+    assert_same_records(resumed.record(), straight.record())
+
+
+def test_resnet18s_momentum_and_batchnorm_state_resume_bit_for_bit():
+    spec = get_case("resnet18")
+    state = spec.make_state(0, "float64")
+    straight = reference_run(spec, state, 3)
+    first = reference_run(spec, state, 2)
+    saved = first.training_state()
+    assert {k.split("/")[0] for k in saved.optimizer} == {"momentum"}
+    assert saved.state
+    resumed = ReferenceTrainer(spec, replace(state, resume=saved))
+    resumed.run_step()
+    assert_same_records(resumed.record(), straight.record())
+
+
+def test_a_training_state_without_adams_step_count_does_not_resume(monkeypatch):
+    """Planted: Adam's state without its step count (the bias corrections restart)."""
+    saving = optim.Adam.state_dict
+
+    def without_t(self):
+        return {k: v for k, v in saving(self).items() if k != "t"}
+
+    monkeypatch.setattr(optim.Adam, "state_dict", without_t)
+    with pytest.raises(AssertionError):
+        test_the_reference_resumes_from_its_training_state_bit_for_bit("keras_sequential_adam")
+
+
+# -- a torch port loads the state in place ------------------------------------------------------
+
+
+def torch_trainer(case: str, state):
+    backend = get_backend("torch.eager")
+    if reason := backend.availability():
+        pytest.skip(reason)
+    backend.configure(1)
+    spec = get_case(case)
+    return backend.build_trainer(spec, state, load_implementation(backend, spec))
+
+
+@pytest.mark.parametrize("case", ["parallel_blocks", "keras_sequential_adam"])
+def test_a_torch_port_loaded_mid_training_takes_the_references_next_step(case):
+    """Adam's moments and step count go into torch.optim's state: the port's next step is the
+    reference's (float64: to rounding, far below the cell's tolerance)."""
+    spec = get_case(case)
+    state = spec.make_state(0, "float64")
+    trainer = torch_trainer(case, state)
+    reference = reference_run(spec, state, 6)
+    trainer.load_state(reference.training_state())
+    trainer.run_step()
+    reference.run_step()
+    ours, theirs = trainer.record(), reference.record()
+    assert abs(ours.loss - theirs.loss) <= 1e-12 * abs(theirs.loss)
+    for name, value in theirs.params.items():
+        np.testing.assert_allclose(ours.params[name], value, rtol=0, atol=1e-12, err_msg=name)
+
+
+def test_without_adams_step_count_the_loaded_port_is_off(monkeypatch):
+    """Planted: the step count left out of torch.optim's state (torch then starts t at 1)."""
+    import equiv.support.torch as support
+
+    real = support.load_optimizer
+
+    def forgets_t(backend, named, optimizer, canonical):
+        real(backend, named, optimizer, canonical)
+        for param_state in optimizer.state.values():
+            param_state["step"].zero_()
+
+    monkeypatch.setattr(support, "load_optimizer", forgets_t)
+    with pytest.raises(AssertionError):
+        test_a_torch_port_loaded_mid_training_takes_the_references_next_step("parallel_blocks")
+
+
+def test_a_port_that_cannot_load_model_state_says_which():
+    state = get_case("parallel_blocks").make_state(0, "float64")
+    trainer = torch_trainer("parallel_blocks", state)
+    resume = TrainingState(0, state.params, {}, {"bn1/running_mean": np.zeros(3)})
+    with pytest.raises(StateNotLoadable, match="bn1/running_mean"):
+        trainer.load_state(resume)
+
+
+# -- localization: a failing Adam cell is teacher-forced ------------------------------------------
+
+RUN_STEP = "    run_step = SequentialTrainer.run_step\n"
+
+
+def parallel_blocks_with(body: str) -> ImplSource:
+    """parallel_blocks' torch port with ``body`` run before each step (``self.calls`` counts
+    the steps from 1)."""
+    backend = get_backend("torch.eager")
+    module = backend.implementation_module(get_case("parallel_blocks"))
+    planted = (
+        "    def run_step(self):\n"
+        "        self.calls = getattr(self, 'calls', 0) + 1\n"
+        f"{body}"
+        "        SequentialTrainer.run_step(self)\n"
+    )
+    return ImplSource(module, (Patch(RUN_STEP, planted),))
+
+
+def failing_cell(impl: ImplSource):
+    if reason := get_backend("torch.eager").availability():
+        pytest.skip(reason)
+    options = RunOptions.verdict_only(steps=8)
+    result = run_cell(Cell("parallel_blocks", "torch.eager", "float64"), options, impl=impl)
+    assert result.status == "fail", result.reason
+    return result
+
+
+def test_an_adam_cell_whose_learning_rate_doubles_late_is_a_one_step_bug():
+    """From the reference's state at step 5 (Adam's moments and step count loaded into the
+    running port, which keeps its doubled learning rate) the step is wrong at once."""
+    doubled = (
+        "        if self.calls == 6:\n"
+        "            for group in self.optimizer.param_groups:\n"
+        "                group['lr'] *= 2\n"
+    )
+    result = failing_cell(parallel_blocks_with(doubled))
+    where = result.localization
+    assert (where.step, where.quantity) == (5, "params")
+    assert where.forced, where.diagnosis
+    assert where.diagnosis.startswith("a one-step bug"), where.diagnosis
+    assert where.forced_divergence is not None
+
+
+def test_an_adam_cell_whose_moments_are_reset_once_is_not_a_one_step_bug():
+    """The moments cleared at one step only: from the reference's state there, the running
+    port (past that step) computes the step right, so the harm is in the state it carried."""
+    reset = "        if self.calls == 6:\n            self.optimizer.state.clear()\n"
+    result = failing_cell(parallel_blocks_with(reset))
+    where = result.localization
+    assert where.step == 5 and where.forced, where.diagnosis
+    assert where.diagnosis.startswith("not a one-step bug"), where.diagnosis
