@@ -9,6 +9,7 @@ canonical state"), so a bug that starts late could not be told from drift.
 from __future__ import annotations
 
 from dataclasses import replace
+from importlib.util import find_spec
 
 import numpy as np
 import pytest
@@ -184,3 +185,24 @@ def test_an_adam_cell_whose_moments_are_reset_once_is_not_a_one_step_bug():
     where = result.localization
     assert where.step == 5 and where.forced, where.diagnosis
     assert where.diagnosis.startswith("not a one-step bug"), where.diagnosis
+
+
+def test_resnet18s_torch_port_loaded_mid_training_takes_the_references_next_step():
+    """Momentum buffers and BatchNorm's running statistics go in by torchvision's names (the
+    canonical ones): the loaded port's next step is the float64 reference's, to rounding."""
+    if find_spec("torchvision") is None:  # imported through equiv.support.torchvision only
+        pytest.skip("torchvision is not installed")
+    spec = get_case("resnet18")
+    state = spec.make_state(0, "float64")
+    trainer = torch_trainer("resnet18", state)
+    reference = reference_run(spec, state, 2)
+    trainer.load_state(reference.training_state())
+    trainer.run_step()
+    reference.run_step()
+    ours, theirs = trainer.record(), reference.record()
+    assert abs(ours.loss - theirs.loss) <= 1e-10 * abs(theirs.loss)
+    for group in ("params", "state"):
+        for name, value in getattr(theirs, group).items():
+            scale = max(float(np.max(np.abs(value))), 1e-30)
+            error = float(np.max(np.abs(getattr(ours, group)[name] - value)))
+            assert error <= 1e-9 * scale, (group, name, error)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from cases.resnet18.spec import ACTIVATION_NAMES, PARAM_NAMES, STATE_NAMES, initial_state
 from equiv.backends.base import CellSkip
 from equiv.support.records import step_record
+from equiv.support.torch import load_module_state
 from equiv.support.torchvision import resnet18
 
 JIT_NOT_OBSERVED = {
@@ -98,6 +99,11 @@ class Trainer:
         self.optimizer = torch.optim.SGD(net.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
         self.params = dict(net.named_parameters())
         self.buffers = dict(net.named_buffers())
+
+    def load_state(self, resume) -> None:
+        """The reference's state at a later step (parameters, running statistics, momentum
+        buffers) into the running model: torchvision's names are the canonical ones."""
+        load_module_state(self.backend, self.params, self.buffers, self.optimizer, resume)
 
     def run_step(self) -> None:
         self.optimizer.zero_grad()

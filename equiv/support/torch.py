@@ -103,6 +103,30 @@ def load_optimizer(
             optimizer.state[param] = state
 
 
+def load_module_state(
+    backend: TorchBackend,
+    params: Mapping[str, Any],
+    buffers: Mapping[str, Any],
+    optimizer: Any,
+    resume: TrainingState,
+) -> None:
+    """``load_state`` for a model whose torch names and layouts are the canonical ones (a
+    torchvision model's ``named_parameters`` and ``named_buffers``): the parameters, the
+    non-trainable state (BatchNorm's running statistics) and the optimizer's state, in place."""
+    import torch
+
+    unknown = sorted(set(resume.params) - set(params)) + sorted(set(resume.state) - set(buffers))
+    if unknown:
+        raise StateNotLoadable(f"no tensor of the model is named {', '.join(unknown[:5])}")
+    with torch.no_grad():
+        for name, value in resume.params.items():
+            params[name].copy_(backend.to_native(value))
+        for name, value in resume.state.items():
+            buffers[name].copy_(backend.to_native(value))
+    named = {name: (params[name], False) for name in resume.params}
+    load_optimizer(backend, named, optimizer, resume.optimizer)
+
+
 class ModuleTrainer:
     """The data as ``self.x`` and ``self.y`` and the model's parameters by canonical name
     (``named``, built with ``linear``). The case's ``run_step`` leaves the step's loss in
