@@ -162,6 +162,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config._equiv_sessions = {}  # type: ignore[attr-defined]
     if _xdist_worker(config):
         return  # the controller below set up what the workers share
+    _check_selection(config)
     if config.getoption("--equiv-no-cache"):
         private = tempfile.mkdtemp(prefix="equiv-calibrations-")
         config._equiv_private_cache = private  # type: ignore[attr-defined]
@@ -170,6 +171,21 @@ def pytest_configure(config: pytest.Config) -> None:
     _keep_jax_compilations(config)
     if _parallel(config) and config.getoption("--equiv-report"):
         config._equiv_spool = tempfile.mkdtemp(prefix="equiv-pytest-results-")  # type: ignore[attr-defined]
+
+
+def _check_selection(config: pytest.Config) -> None:
+    """An unknown ``--equiv-case``, ``--equiv-backend`` or ``--equiv-dtype`` is a usage error
+    before collection, which pytest prints as one line ("ERROR: unknown case ..."); raised
+    while a test module is collected, it came with the plugin's traceback."""
+    chosen = [config.getoption(o) for o in ("--equiv-case", "--equiv-backend", "--equiv-dtype")]
+    if not any(chosen):
+        return
+    from equiv.running.matrix import SelectionError, select_cells
+
+    try:
+        select_cells(*chosen)
+    except SelectionError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 @pytest.hookimpl(optionalhook=True)
