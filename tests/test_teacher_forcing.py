@@ -206,3 +206,87 @@ def test_resnet18s_torch_port_loaded_mid_training_takes_the_references_next_step
             scale = max(float(np.max(np.abs(value))), 1e-30)
             error = float(np.max(np.abs(getattr(ours, group)[name] - value)))
             assert error <= 1e-9 * scale, (group, name, error)
+
+
+# -- a Keras port loads the state in place ---------------------------------------------------------
+
+
+def keras_cell(case: str):
+    """A keras.tensorflow float64 port and the reference that its declared explanation says it
+    computes (Keras's Adam is the epsilon-hat form: the proven variant, not the plain one)."""
+    from equiv.checking.verdict import declared_explanation
+
+    backend = get_backend("keras.tensorflow")
+    if reason := backend.availability():
+        pytest.skip(reason)
+    backend.configure(1)
+    spec = get_case(case)
+    explanation = declared_explanation(spec, backend, "float64")
+    variant = explanation.variant_key() if explanation else ()
+    state = spec.make_state(0, "float64", variant)
+    port = backend.build_trainer(
+        spec, spec.make_state(0, "float64"), load_implementation(backend, spec)
+    )
+    return spec, state, port
+
+
+@pytest.mark.parametrize("case", ["parallel_blocks", "keras_sequential_adam", "keras_sequential"])
+def test_a_keras_port_loaded_mid_training_takes_the_references_next_step(case):
+    """Adam's moments and step count go into Keras's slots and ``iterations``: the loaded
+    port's next step is its reference's, to rounding."""
+    spec, state, port = keras_cell(case)
+    reference = reference_run(spec, state, 6)
+    port.load_state(reference.training_state())
+    port.run_step()
+    reference.run_step()
+    ours, theirs = port.record(), reference.record()
+    assert abs(ours.loss - theirs.loss) <= 1e-10 * abs(theirs.loss)
+    for name, value in theirs.params.items():
+        np.testing.assert_allclose(ours.params[name], value, rtol=1e-10, atol=0, err_msg=name)
+
+
+def test_a_keras_port_without_the_loaded_step_count_is_off(monkeypatch):
+    """Planted: ``iterations`` left at the port's own count (its bias corrections are a step's
+    worth off)."""
+    import equiv.support.keras as support
+
+    real = support.load_optimizer
+
+    def keeps_iterations(optimizer, named, canonical, step):
+        kept = int(optimizer.iterations.numpy())
+        real(optimizer, named, canonical, step)
+        optimizer.iterations.assign(kept)
+
+    monkeypatch.setattr(support, "load_optimizer", keeps_iterations)
+    with pytest.raises(AssertionError):
+        test_a_keras_port_loaded_mid_training_takes_the_references_next_step("parallel_blocks")
+
+
+def test_keras_sgd_velocity_is_the_torch_form_buffer_times_minus_lr():
+    """Keras keeps m <- momentum * m - lr * g where torch keeps b <- momentum * b + g: loaded
+    as -lr * b, the next Keras step is the reference's."""
+    backend = get_backend("keras.tensorflow")
+    if reason := backend.availability():
+        pytest.skip(reason)
+    backend.configure(1)
+    import keras
+
+    from equiv.support.keras import load_optimizer
+
+    rng = np.random.default_rng(0)
+    grads = [rng.normal(size=(3, 2)) for _ in range(4)]
+    # a momentum and rate exact in float32: Keras on TensorFlow casts the Python float through
+    # float32 first (as it does Adam's betas), a difference of its own that this test is not of
+    reference = optim.SGD({"lr": 0.0625, "momentum": 0.875})
+    params = {"w": rng.normal(size=(3, 2))}
+    for g in grads[:3]:
+        params = reference.step(params, {"w": g})
+    variable = keras.Variable(params["w"], dtype="float64")
+    with backend.floatx("float64"):  # else the learning rate is a float32 variable
+        optimizer = keras.optimizers.SGD(learning_rate=0.0625, momentum=0.875)
+        optimizer.build([variable])
+    assert float(optimizer.learning_rate.numpy()) == 0.0625
+    load_optimizer(optimizer, {"w": variable}, reference.state_dict(), 3)
+    optimizer.apply_gradients([(keras.ops.convert_to_tensor(grads[3]), variable)])
+    expected = reference.step(params, {"w": grads[3]})["w"]
+    np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-12, atol=0)

@@ -27,7 +27,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from equiv.contract.records import CaseState, StepRecord
+from equiv.contract.records import CaseState, StepRecord, TrainingState
+from equiv.contract.trainer import StateNotLoadable
 from equiv.support.records import step_record
 
 if TYPE_CHECKING:
@@ -59,6 +60,41 @@ def load_dense(layer: keras.layers.Layer, kernel: np.ndarray, bias: np.ndarray |
             "canonical kernels are (in, out), as a Dense kernel is, and load untransposed"
         )
     layer.set_weights(given)
+
+
+def _assign(variable: keras.Variable, value: np.ndarray) -> None:
+    variable.assign(np.asarray(value, dtype=keras.backend.standardize_dtype(variable.dtype)))
+
+
+def load_optimizer(
+    optimizer: keras.optimizers.Optimizer,
+    named: Mapping[str, keras.Variable],
+    canonical: Mapping[str, np.ndarray],
+    step: int,
+) -> None:
+    """The canonical optimizer state (``TrainingState.optimizer``) into a Keras 3 optimizer's
+    slot variables, on every Keras backend: Adam's ``m/<p>``, ``v/<p>`` and ``t`` as its
+    momentums, velocities and ``iterations`` (the same recurrences: Keras's epsilon-hat form
+    changes only the update); SGD's ``momentum/<p>`` (torch's buffer b, b <- momentum * b + g)
+    as Keras's velocity m <- momentum * m - lr * g, which is -lr * b for a constant learning
+    rate. A slot without canonical state is zeroed: the state before a first step."""
+    momentums = getattr(optimizer, "_momentums", None) or getattr(optimizer, "momentums", None)
+    velocities = getattr(optimizer, "_velocities", None)
+    adam = any(k.startswith(("m/", "v/")) for k in canonical) or velocities is not None
+    if canonical and momentums is None:
+        raise StateNotLoadable(f"{type(optimizer).__name__} keeps no momentum slots to load")
+    for name, variable in named.items():
+        index = optimizer._get_variable_index(variable)
+        zeros = np.zeros(tuple(variable.shape))
+        if adam:
+            _assign(momentums[index], canonical.get(f"m/{name}", zeros))
+            _assign(velocities[index], canonical.get(f"v/{name}", zeros))
+        elif momentums:
+            buffer = canonical.get(f"momentum/{name}")
+            # the learning rate variable's value (a schedule's moves: no constant -lr * b)
+            lr = float(optimizer.learning_rate.numpy())
+            _assign(momentums[index], zeros if buffer is None else -lr * buffer)
+    optimizer.iterations.assign(int(canonical["t"]) if "t" in canonical else step)
 
 
 class Trainer:
@@ -93,6 +129,18 @@ class Trainer:
         with backend.floatx(state.dtype):  # the learning rate is a variable of floatx()
             self.optimizer = optimizer()
         self.optimizer.build(self.variables)
+
+    def load_state(self, resume: TrainingState) -> None:
+        """The reference's training state into the running model's variables (``named``:
+        canonical layouts are Keras's) and its optimizer's slots, in place."""
+        if resume.state:
+            raise StateNotLoadable(
+                f"{type(self).__name__} maps variables only, not the model's non-trainable "
+                f"state ({', '.join(sorted(resume.state))})"
+            )
+        for name, variable in self.named.items():
+            _assign(variable, resume.params[name])
+        load_optimizer(self.optimizer, self.named, resume.optimizer, resume.step)
 
     def compute_loss(self) -> Any:
         return self.loss_fn(self.y, self.model(self.x))
