@@ -3,13 +3,16 @@
 import pytest
 
 from equiv.backends.implementations import Patch
-from equiv.quality.mutants import CATALOGUE, RESNET18, Mutant
+from equiv.quality.mutants import CATALOGUE, RESNET18, RESNET18_LATE, Mutant
 from equiv.quality.selftest import run_mutant, run_selftest
 
 #: resnet18's mutants take a minute or two each (a Keras ResNet on TensorFlow in float64, its
 #: calibration): one runs here, all four under pytest -m slow (and in ``equiv selftest``)
 RESNET18_IN_CI = "keras-resnet-bn-default-eps"
-FAST = [m for m in CATALOGUE if m not in RESNET18 or m.id == RESNET18_IN_CI]
+#: (and resnet18's late bugs run in tests/test_resync.py)
+FAST = [
+    m for m in CATALOGUE if (m not in RESNET18 or m.id == RESNET18_IN_CI) and m not in RESNET18_LATE
+]
 
 
 def test_every_planted_bug_is_detected_with_the_right_first_divergence():

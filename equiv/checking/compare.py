@@ -119,6 +119,8 @@ class Comparison:
     compared: int = 0
     #: quantity groups left out, with why (``leave_out``)
     not_observed: dict[str, str] = field(default_factory=dict)
+    #: steps compared after the implementation loaded the reference's state (``add_resynced``)
+    resynced: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.keys = quantity_keys(self.spec)
@@ -156,6 +158,20 @@ class Comparison:
                 return False
             if isinstance(decision, StepRecord):
                 ref = decision  # the reference's step again, on the implementation's branch
+        self._compare(step, impl, ref, self.calibration.tolerance)
+        return True
+
+    def add_resynced(
+        self, step: int, impl: StepRecord, ref: StepRecord, one_step: Calibration
+    ) -> None:
+        """Compare a step that the implementation took from the reference's own state at
+        ``step`` (resynchronised): held to ``one_step``, the tolerance the same policy derives
+        for one step from that state, not to the free-running one (which no correct chaotic
+        float32 run keeps to past the horizon)."""
+        self.resynced.append(step)
+        self._compare(step, impl, ref, lambda key, _: one_step.tolerance(key, 0))
+
+    def _compare(self, step: int, impl: StepRecord, ref: StepRecord, tolerance) -> None:
         values, ref_values = record_values(impl), record_values(ref)
         missing = [k for k in self.keys if k not in values]
         if missing:
@@ -172,7 +188,7 @@ class Comparison:
             if key != "loss" and np.asarray(got).dtype != np.dtype(self.dtype):
                 detail = f"{np.asarray(got).dtype} in a {self.dtype} cell"
                 self._diverge(replace(divergence(step, key, detail=detail), quantity="dtype"))
-            tol = self.calibration.tolerance(key, step)
+            tol = tolerance(key, step)
             self._error[key].append(err)
             self._tol[key].append(tol)
             group = group_of(key)
@@ -182,7 +198,6 @@ class Comparison:
             if err > tol:
                 self._diverge(divergence(step, key, err, tol))
         self.compared = step + 1
-        return True
 
     def _compare_branch(self, step: int, got: str | None, want: str | None) -> bool | StepRecord:
         """True: same branch; False: the comparison ends here; a record: the reference's step

@@ -139,6 +139,8 @@ class CellResult:
     reason: str = ""
     steps: int = 0
     compared_steps: int = 0
+    #: the first step compared from the reference's own state (resynchronised), or None
+    resynchronised_from: int | None = None
     max_error: dict[str, float] = field(default_factory=dict)
     max_ratio: dict[str, float] = field(default_factory=dict)
     first_divergence: Divergence | None = None
@@ -204,6 +206,7 @@ class CellResult:
             "reason": self.reason,
             "steps": self.steps,
             "compared_steps": self.compared_steps,
+            "resynchronised_from": self.resynchronised_from,
             "coverage": self.coverage,
             "max_error": self.max_error,
             "max_ratio": self.max_ratio,

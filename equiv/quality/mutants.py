@@ -28,6 +28,8 @@ class Mutant:
     note: str = ""
     #: the module to patch when the case re-uses another case's implementation file
     module: str | None = None
+    #: compare past the float32 horizon from the reference's own state (``RunOptions.resync``)
+    resync: bool = False
 
     def matches(self, divergence: Divergence | None) -> bool:
         if divergence is None:
@@ -359,6 +361,58 @@ RESNET18 = [
     ),
 ]
 
+_RESNET18_TORCH_STEP = (
+    "        self.optimizer.zero_grad()\n        logits = self.forward_recorded()\n"
+)
+
+
+def _late(id: str, kind: str, body: str, step: int) -> Mutant:
+    """A bug in resnet18's torch port that starts at ``step``, after the float32 horizon
+    (step 2): free-running it passes unseen; resynchronised it fails at its step.
+    ``self.calls`` counts the port's steps from 1."""
+    counted = "        self.calls = getattr(self, 'calls', 0) + 1\n" + body + _RESNET18_TORCH_STEP
+    return Mutant(
+        id,
+        kind,
+        "resnet18",
+        "torch.eager",
+        "float32",
+        (Patch(_RESNET18_TORCH_STEP, counted),),
+        {"step": step},
+        steps=6,
+        resync=True,
+    )
+
+
+#: bugs that start after resnet18's float32 horizon, found by resynchronised stepping
+RESNET18_LATE = [
+    _late(
+        "torch-resnet-lr-doubled-late",
+        "learning rate doubled from step 3",
+        "        if self.calls == 4:\n"
+        "            for group in self.optimizer.param_groups:\n"
+        "                group['lr'] *= 2\n",
+        3,
+    ),
+    _late(
+        "torch-resnet-momentum-zeroed-late",
+        "momentum buffers zeroed at step 4",
+        "        if self.calls == 5:\n"
+        "            for state in self.optimizer.state.values():\n"
+        "                state['momentum_buffer'].zero_()\n",
+        4,
+    ),
+    _late(
+        "torch-resnet-batchnorm-frozen-late",
+        "BatchNorm's running statistics frozen from step 3",
+        "        if self.calls == 4:\n"
+        "            for module in self.net.modules():\n"
+        "                if isinstance(module, torch.nn.BatchNorm2d):\n"
+        "                    module.momentum = 0.0\n",
+        3,
+    ),
+]
+
 CATALOGUE: list[Mutant] = [
     *TORCH,
     *TENSORFLOW,
@@ -366,4 +420,5 @@ CATALOGUE: list[Mutant] = [
     *MINIBATCH,
     *KERAS,
     *RESNET18,
+    *RESNET18_LATE,
 ]

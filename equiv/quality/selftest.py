@@ -57,7 +57,7 @@ def run_mutant(mutant: Mutant, seed: int = 0) -> Outcome:
     module = mutant.module or backend.implementation_module(spec)
     impl = ImplSource(module, mutant.patches)
     # a mutant is detected or not by its verdict: no reproducibility re-run (a second build)
-    options = RunOptions.verdict_only(seed=seed, steps=mutant.steps)
+    options = RunOptions.verdict_only(seed=seed, steps=mutant.steps, resync=mutant.resync)
     cell = Cell(mutant.case, mutant.backend, mutant.dtype)
     if backend.needs_own_process:
         (result,) = run_group([(cell, impl)], options, env=dict(backend.worker_env))

@@ -22,7 +22,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -43,11 +43,12 @@ from equiv.contract.backend import CellSkip
 from equiv.contract.case import get_case, unavailable_cases
 from equiv.contract.divergence import Divergence
 from equiv.contract.records import NO_TRACE, Cell, CellResult, StepRecord
-from equiv.contract.trainer import check_trainer
+from equiv.contract.trainer import StateNotLoadable, check_trainer
 from equiv.reference.trainer import ReferenceTrainer
 from equiv.running.bench import benchmark_steps
 from equiv.running.process import ProcessConfig
-from equiv.tolerance.policy import calibrate, calibrate_on_path
+from equiv.tolerance.calibration import Calibration
+from equiv.tolerance.policy import calibrate, calibrate_on_path, calibrate_state
 from equiv.tolerance.store import CalibrationStore
 
 
@@ -69,6 +70,9 @@ class RunOptions:
     #: re-run each cell's first steps on a fresh build and record whether the bits repeat
     #: (``CellResult.reproducible``; None when off); informative, never part of the verdict
     check_reproducible: bool = True
+    #: past the float32 horizon, go on comparing each step from the reference's own state
+    #: (``Resync``) where the port can load it; off by default until seed sweeps hold it
+    resync: bool = False
 
     #: the pytest matrix's default step count: a case's ``matrix_steps`` caps ``steps``
     cap_matrix_steps: bool = False
@@ -207,7 +211,10 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
         for check in checks:
             check.comparison.leave_out(result.not_observed)
         with threadpool_limits(limits=1, user_api="blas"):
-            _lockstep(trainer, checks, backend, steps, losses, snapshots, early, timing)
+            resync = Resync.plan(spec, state, options, checks, trainer)
+            _lockstep(trainer, checks, backend, steps, losses, snapshots, early, timing, resync)
+            if resync is not None:
+                result.resynchronised_from = resync.used_from
     result.traces = backend.traces - traces_before if backend.compiled else None
 
     main = checks[0].comparison
@@ -220,6 +227,14 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
     result.layers = main.layer_drilldown()
     result.state = main.state_summary()
     result.warnings = list(main.warnings)
+    if resync is not None and resync.warning:
+        result.warnings.append(resync.warning)
+    if result.resynchronised_from is not None:
+        result.warnings.append(
+            f"steps from {result.resynchronised_from} on resynchronised: each started from the "
+            "float64 reference's state at that step (loaded into the running port) and was held "
+            "to the one-step tolerance from there (docs/tolerances.md)"
+        )
     if result.traces is not None and main.compared > 2 and result.traces >= main.compared:
         result.warnings.append(
             f"retraced on every step: {result.traces} traces or compilations in "
@@ -274,8 +289,53 @@ def _check(label, spec, state, seed, steps, variant, store=None) -> Check:
     )
 
 
-def _lockstep(trainer, checks, backend, steps, losses, snapshots, early, timing) -> None:
+@dataclass
+class Resync:
+    """Resynchronised stepping: from step ``start`` (the float32 horizon, where free-running
+    comparison ends: a correct chaotic float32 run has left the float64 trajectory) each step
+    starts from the float64 reference's own training state, loaded into the running port
+    (``load_state``: it keeps its compiled step, its gradient buffers, its own counters), and is
+    held to the tolerance the same policy derives for one step from that state. One check
+    only: a cell with a declared explanation would need the port stepped from two states."""
+
+    spec: Any
+    state: Any
+    start: int
+    used_from: int | None = None
+    warning: str | None = None
+
+    @classmethod
+    def plan(cls, spec, state, options, checks, trainer) -> Resync | None:
+        horizon = checks[0].comparison.calibration.horizon
+        if not options.resync or horizon is None or len(checks) != 1:
+            return None
+        if not callable(getattr(trainer, "load_state", None)):
+            return None
+        return cls(spec, state, horizon)
+
+    def load(self, trainer, check, t: int) -> Calibration | None:
+        """Put the reference's state before step ``t`` into ``trainer``; the one-step
+        calibration from it, or None (the port cannot load it: free-running stops as before)."""
+        resume = check.reference.training_state().astype(self.state.dtype)
+        try:
+            trainer.load_state(resume)
+        except StateNotLoadable as exc:
+            self.warning = f"not resynchronised from step {t}: {exc}"
+            self.start = sys.maxsize
+            return None
+        if self.used_from is None:
+            self.used_from = t
+        forced = replace(self.state, params=resume.params, resume=resume)
+        return calibrate_state(self.spec, forced, 1)
+
+
+def _lockstep(
+    trainer, checks, backend, steps, losses, snapshots, early, timing, resync=None
+) -> None:
     for t in range(steps):
+        one_step = None
+        if resync is not None and t >= resync.start:
+            one_step = resync.load(trainer, checks[0], t)
         tick = time.perf_counter()
         trainer.run_step()
         backend.synchronize()
@@ -291,7 +351,10 @@ def _lockstep(trainer, checks, backend, steps, losses, snapshots, early, timing)
         for check in checks:
             if check.active:
                 check.reference.run_step()
-                check.active = check.comparison.add(t, record, check.reference.record())
+                if one_step is not None:
+                    check.comparison.add_resynced(t, record, check.reference.record(), one_step)
+                else:
+                    check.active = check.comparison.add(t, record, check.reference.record())
         if not any(c.active for c in checks):
             return
 

@@ -80,6 +80,12 @@ def register(sub) -> None:
         "the settings it records, and write DIR's complete document",
     )
     p.add_argument(
+        "--resync",
+        action="store_true",
+        help="past the float32 horizon, compare each step from the reference's own state "
+        "(ports that can load it; docs/tolerances.md)",
+    )
+    p.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -95,7 +101,7 @@ DEFAULTS: dict[str, object] = {}
 #: what --resume takes from the journal; given again beside it, they are a usage error
 RESUMED_SETTINGS = (
     "case", "backend", "dtype", "steps", "seed", "out", "jobs", "threads", "cache_dir",
-    "no_cache", "bench_rounds", "timeout", "isolate",
+    "no_cache", "bench_rounds", "timeout", "isolate", "resync",
 )  # fmt: skip
 
 
@@ -293,6 +299,7 @@ def execute(
             bench_rounds=max(0, settings["bench_rounds"]),
             timeout_s=settings["timeout"],
             calibration_dir=str(cache_dir),
+            resync=bool(settings.get("resync")),  # a journal from before the flag: off
         )
         history = Durations(
             None if settings["no_cache"] else cache_dir, options.seed, options.steps

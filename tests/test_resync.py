@@ -1,0 +1,87 @@
+"""Resynchronised stepping: past the float32 horizon, each step of resnet18 starts from the
+float64 reference's own state, loaded into the running port, and is held to the one-step
+tolerance from there; so a bug that starts after step 2 fails instead of passing unseen.
+
+Free-running, resnet18's float32 cells compare steps 0 and 1 only: from step 2 the
+calibration's float32 shadow, itself a correct float32 run, has left the float64 trajectory.
+"""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+
+import pytest
+
+from equiv.backends.implementations import ImplSource
+from equiv.backends.registry import get_backend
+from equiv.contract.case import get_case
+from equiv.contract.records import Cell
+from equiv.quality.mutants import RESNET18_LATE
+from equiv.quality.selftest import run_mutant
+from equiv.running.runner import RunOptions, run_cell
+
+STEPS = 6
+LATE = {m.id: m for m in RESNET18_LATE}
+
+
+def needs_torchvision() -> None:
+    if reason := get_backend("torch.eager").availability():
+        pytest.skip(reason)
+    if find_spec("torchvision") is None:
+        pytest.skip("torchvision is not installed")
+
+
+def run(resync: bool, impl: ImplSource | None = None):
+    needs_torchvision()
+    options = RunOptions.verdict_only(steps=STEPS, resync=resync)
+    return run_cell(Cell("resnet18", "torch.eager", "float32"), options, impl=impl)
+
+
+def planted(mutant) -> ImplSource:
+    module = get_backend(mutant.backend).implementation_module(get_case(mutant.case))
+    return ImplSource(module, mutant.patches)
+
+
+def test_resnet18_float32_compares_every_step_and_passes():
+    result = run(resync=True)
+    assert result.status == "pass", result.reason
+    assert (result.compared_steps, result.resynchronised_from) == (STEPS, 2)
+    assert result.coverage == 1.0
+
+
+def test_free_running_a_late_bug_passes_unseen():
+    """Why resync: the same planted bug, free-running, passes (2 of 6 steps compared)."""
+    result = run(resync=False, impl=planted(LATE["torch-resnet-lr-doubled-late"]))
+    assert result.status == "pass" and result.compared_steps == 2
+
+
+@pytest.mark.parametrize("bug", sorted(LATE))
+def test_a_bug_that_starts_late_is_detected_at_its_step(bug):
+    """``equiv selftest``'s late mutants: each fails, at the step it starts."""
+    mutant = LATE[bug]
+    assert (mutant.steps, mutant.resync) == (STEPS, True)
+    needs_torchvision()
+    outcome = run_mutant(mutant)
+    assert outcome.result.status == "fail", outcome.result.reason
+    assert outcome.detected, outcome.observed()
+
+
+def test_equiv_run_resync_is_a_setting_of_the_run(tmp_path):
+    """``--resync`` reaches the cells and is recorded with the run (``--resume`` keeps it)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    args = ["--case", "two_layer_mlp", "--backend", "numpy", "--steps", "2", "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "equiv", "run", *args, "--bench-rounds", "0", "--resync"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((out / "parity.json").read_text())
+    assert doc["run"]["resync"] is True
+    # no horizon in two_layer_mlp: every step ran free
+    assert {c["resynchronised_from"] for c in doc["cells"]} == {None}
