@@ -44,6 +44,19 @@ def test_missing_zero_grad_diverges_in_gradients_at_step_1(backend, dtype):
     assert (div.step, div.quantity, div.phase) == (1, "grads", "backward")
 
 
+def test_missing_zero_grad_is_teacher_forced_on_a_fresh_port_and_is_not_a_one_step_bug():
+    """two_layer_mlp's hand-made torch trainer cannot load a training state: localization
+    builds a fresh port from the reference's parameters at step 1, whose first step (nothing
+    accumulated yet) is right, so the harm is in what the run carried."""
+    if reason := get_backend("torch.eager").availability():
+        pytest.skip(reason)
+    impl = mutant("two_layer_mlp", "torch.eager", NO_ZERO_GRAD)
+    result = run_cell(Cell("two_layer_mlp", "torch.eager", "float64"), OPTIONS, impl=impl)
+    where = result.localization
+    assert where.step == 1 and where.forced, where.diagnosis
+    assert where.diagnosis.startswith("not a one-step bug"), where.diagnosis
+
+
 @pytest.mark.parametrize("backend", ["torch.eager", "torch.jit", "torch.compile"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_wrong_custom_sigmoid_backward_diverges_in_gradients_at_step_0(backend, dtype):

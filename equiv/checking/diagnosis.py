@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 
 from equiv.checking.compare import Check, Comparison
-from equiv.contract.records import CaseState, Localization, StepRecord
+from equiv.contract.records import Localization, StepRecord
 from equiv.contract.trainer import StateNotLoadable
 from equiv.reference.trainer import ReferenceTrainer
 from equiv.tolerance.policy import calibrate_state
@@ -21,8 +21,9 @@ def localize(spec, backend, module, state, main: Comparison, trainer=None) -> Lo
 
     ``trainer``, the cell's running port: where it can load the reference's whole training
     state (``load_state``: optimizer and model state included) the step is re-run in it, as
-    it stands; otherwise a fresh port is built from the reference's parameters, which only
-    SGD without momentum, without non-trainable state, can start from."""
+    it stands; otherwise a fresh port is built from the reference's parameters, which only a
+    run that carries nothing else (SGD without momentum, no non-trainable state) can start
+    from."""
     div = main.first_divergence
     step, phase = div.step, div.phase or div.quantity
     where = {"step": step, "phase": phase, "quantity": div.quantity, "name": div.name}
@@ -30,78 +31,57 @@ def localize(spec, backend, module, state, main: Comparison, trainer=None) -> Lo
         return Localization(
             **where, diagnosis=f"wrong at the very first step, in the {phase} phase"
         )
-    if "batch_size" not in spec.config and callable(getattr(trainer, "load_state", None)):
+    in_place = callable(getattr(trainer, "load_state", None))
+    why_not = _not_forced(spec, in_place)
+    if why_not:
+        return Localization(
+            **where,
+            diagnosis=f"first wrong at step {step} ({phase}); not teacher-forced: {why_not}",
+        )
+    reference = ReferenceTrainer(spec, state.astype("float64"))
+    for _ in range(step):
+        reference.run_step()
+    resume = reference.training_state().astype(state.dtype)
+    forced = state.resumed(resume)
+    if in_place:
         try:
-            return _forced_in_place(spec, trainer, state, main, where)
+            trainer.load_state(resume)
         except StateNotLoadable as exc:
             return Localization(
                 **where,
                 diagnosis=f"first wrong at step {step} ({phase}); not teacher-forced: {exc}",
             )
+    else:  # a fresh port starts from the parameters and, branching, the previous loss
+        config = dict(state.config)
+        if spec.branching:
+            config["initial_prev_loss"] = resume.prev_loss
+        trainer = backend.build_trainer(spec, replace(forced, config=config), module)
+    check = Check(
+        "teacher-forced",
+        ReferenceTrainer(spec, forced.astype("float64")),
+        Comparison(spec, calibrate_state(spec, forced, 1), state.dtype),
+    )
+    check.comparison.leave_out(main.not_observed)
+    trainer.run_step()
+    check.reference.run_step()
+    check.comparison.add(0, trainer.record(), check.reference.record())
+    return _verdict(where, check.comparison.first_divergence)
+
+
+def _not_forced(spec, in_place: bool) -> str | None:
+    """Why the failing step cannot be re-run from the reference's state, or None."""
+    if "batch_size" in spec.config:  # after the run, the port's pipeline is past the step
+        return "where a data pipeline stands is not part of the canonical state"
+    if in_place:
+        return None
     if spec.config.get("optimizer", "sgd") != "sgd" or spec.config.get("momentum"):
-        return Localization(
-            **where,
-            diagnosis=f"first wrong at step {step} ({phase}); not teacher-forced: the "
-            "optimizer's state is not part of the canonical state",
+        return (
+            "the port cannot load the optimizer's state (no load_state), and a fresh one "
+            "starts it empty"
         )
     if spec.state_names:
-        return Localization(
-            **where,
-            diagnosis=f"first wrong at step {step} ({phase}); not teacher-forced: the "
-            "model's non-trainable state is not part of the canonical starting state",
-        )
-    if "batch_size" in spec.config:
-        return Localization(
-            **where,
-            diagnosis=f"first wrong at step {step} ({phase}); not teacher-forced: where a "
-            "data pipeline stands is not part of the canonical state",
-        )
-    reference = ReferenceTrainer(spec, state.astype("float64"))
-    for _ in range(step):
-        reference.run_step()
-    config = dict(state.config)
-    if spec.branching:
-        config["initial_prev_loss"] = float(reference.prev_loss)
-    forced = CaseState(
-        data=state.data,
-        params={k: v.astype(state.dtype) for k, v in reference.params.items()},
-        config=config,
-        dtype=state.dtype,
-    )
-    check = Check(
-        "teacher-forced",
-        ReferenceTrainer(spec, forced.astype("float64")),
-        Comparison(spec, calibrate_state(spec, forced, 1), state.dtype),
-    )
-    check.comparison.leave_out(main.not_observed)
-    trainer = backend.build_trainer(spec, forced, module)
-    trainer.run_step()
-    check.reference.run_step()
-    check.comparison.add(0, trainer.record(), check.reference.record())
-    return _verdict(where, check.comparison.first_divergence)
-
-
-def _forced_in_place(spec, trainer, state, main: Comparison, where: dict) -> Localization:
-    """Teacher forcing in the running port: it loads the float64 reference's training state
-    before the failing step (cast to the cell's dtype) and runs one step, compared with the
-    reference's step from that state at a one-step tolerance derived from it."""
-    step = where["step"]
-    reference = ReferenceTrainer(spec, state.astype("float64"))
-    for _ in range(step):
-        reference.run_step()
-    resume = reference.training_state().astype(state.dtype)
-    forced = replace(state, params=resume.params, resume=resume)
-    check = Check(
-        "teacher-forced",
-        ReferenceTrainer(spec, forced.astype("float64")),
-        Comparison(spec, calibrate_state(spec, forced, 1), state.dtype),
-    )
-    check.comparison.leave_out(main.not_observed)
-    trainer.load_state(resume)
-    trainer.run_step()
-    check.reference.run_step()
-    check.comparison.add(0, trainer.record(), check.reference.record())
-    return _verdict(where, check.comparison.first_divergence)
+        return "the port cannot load the model's non-trainable state (no load_state)"
+    return None
 
 
 def _verdict(where: dict, again) -> Localization:

@@ -60,6 +60,11 @@ class CaseState:
     dtype: str
     resume: TrainingState | None = None
 
+    def resumed(self, training: TrainingState) -> CaseState:
+        """This cell's state, started at ``training`` instead (its parameters replace
+        ``params``, so that a port built from the state and one that loads ``resume`` agree)."""
+        return CaseState(self.data, training.params, self.config, self.dtype, training)
+
     def astype(self, dtype: str) -> CaseState:
         cast = {k: v.astype(dtype) for k, v in self.data.items()}
         return CaseState(

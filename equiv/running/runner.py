@@ -22,7 +22,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -213,12 +213,11 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
         with threadpool_limits(limits=1, user_api="blas"):
             resync = Resync.plan(spec, state, options, checks, trainer)
             _lockstep(trainer, checks, backend, steps, losses, snapshots, early, timing, resync)
-            if resync is not None:
-                result.resynchronised_from = resync.used_from
     result.traces = backend.traces - traces_before if backend.compiled else None
 
     main = checks[0].comparison
     result.compared_steps = main.compared
+    result.resynchronised_from = main.resynced[0] if main.resynced else None
     result.max_error = main.max_error
     result.max_ratio = main.max_ratio
     result.first_divergence = main.first_divergence
@@ -300,8 +299,8 @@ class Resync:
 
     spec: Any
     state: Any
-    start: int
-    used_from: int | None = None
+    #: the first step to resynchronise; None once the port refused a state (``warning``)
+    start: int | None
     warning: str | None = None
 
     @classmethod
@@ -321,12 +320,12 @@ class Resync:
             trainer.load_state(resume)
         except StateNotLoadable as exc:
             self.warning = f"not resynchronised from step {t}: {exc}"
-            self.start = sys.maxsize
+            self.start = None
             return None
-        if self.used_from is None:
-            self.used_from = t
-        forced = replace(self.state, params=resume.params, resume=resume)
-        return calibrate_state(self.spec, forced, 1)
+        return calibrate_state(self.spec, self.state.resumed(resume), 1)
+
+    def due(self, t: int) -> bool:
+        return self.start is not None and t >= self.start
 
 
 def _lockstep(
@@ -334,7 +333,7 @@ def _lockstep(
 ) -> None:
     for t in range(steps):
         one_step = None
-        if resync is not None and t >= resync.start:
+        if resync is not None and resync.due(t):
             one_step = resync.load(trainer, checks[0], t)
         tick = time.perf_counter()
         trainer.run_step()
