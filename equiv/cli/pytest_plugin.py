@@ -24,7 +24,6 @@ import fnmatch
 import functools
 import os
 import pickle
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -217,16 +216,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "equiv_cell" not in metafunc.fixturenames:
         return
-    from equiv.running.matrix import SelectionError, select_cells
+    from equiv.running.matrix import select_cells
 
     cfg = metafunc.config
     cases = cfg.getoption("--equiv-case") or _default_cases(cfg, metafunc.definition.path)
-    try:
-        cells = select_cells(
-            cases, cfg.getoption("--equiv-backend"), cfg.getoption("--equiv-dtype")
-        )
-    except SelectionError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    # the options were checked in pytest_configure (_check_selection), the defaults are valid
+    cells = select_cells(cases, cfg.getoption("--equiv-backend"), cfg.getoption("--equiv-dtype"))
     metafunc.parametrize("equiv_cell", [_with_marks(c) for c in cells], ids=[c.id for c in cells])
 
 
@@ -260,11 +255,6 @@ def _project_file(folder: Path) -> Path | None:
     return None
 
 
-def _normalized(name: str) -> str:
-    """A distribution name as packaging compares them (PEP 503)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 @functools.cache
 def _project_cases(pyproject: Path) -> tuple[str, ...]:
     """The cases registered (``equiv.cases``) by the installed distribution that ``pyproject``
@@ -276,6 +266,8 @@ def _project_cases(pyproject: Path) -> tuple[str, ...]:
         import tomllib
     except ImportError:  # Python 3.10: pytest itself depends on tomli there
         import tomli as tomllib
+
+    from packaging.utils import canonicalize_name
 
     from equiv.contract.case import GROUP, case_catalog
     from equiv.contract.plugins import ordered_entry_points
@@ -291,7 +283,7 @@ def _project_cases(pyproject: Path) -> tuple[str, ...]:
     origins = {
         origin
         for ep, _, origin in ordered_entry_points(GROUP)
-        if getattr(ep, "dist", None) and _normalized(ep.dist.name) == _normalized(name)
+        if getattr(ep, "dist", None) and canonicalize_name(ep.dist.name) == canonicalize_name(name)
     }
     catalog = case_catalog()
     own = tuple(n for n in catalog.names() if catalog.origins.get(n) in origins)
