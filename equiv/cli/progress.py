@@ -138,7 +138,6 @@ class Progress:
         self.verbose = verbose
         self.out = out if out is not None else sys.stdout
         self.live = is_terminal(self.out) if live is None else live
-        self.done = 0
         self.counts: dict[str, int] = {}
         self.began = time.monotonic()
         self.running: dict[Cell, tuple[float, str]] = {}
@@ -147,6 +146,10 @@ class Progress:
         self.finished: list[tuple[Cell, float]] = []
         self._console: Any = None
         self._live: Any = None
+
+    @property
+    def done(self) -> int:
+        return len(self.ended)
 
     # the display
 
@@ -216,7 +219,6 @@ class Progress:
         self.running[cell] = (began, phase)
 
     def finish(self, result: CellResult) -> None:
-        self.done += 1
         began = self.running.pop(result.cell, None)
         self.ended.add(result.cell)
         if began is not None or result.status != "skip":  # not a backend found missing at once

@@ -181,8 +181,9 @@ def cell_view(
         and explanation is not None
         and explanation["variant_ratio"] is not None
     )
-    ratio = explanation["variant_ratio"] if explanation and against_variant else reference_ratio
+    ratio = explanation["variant_ratio"] if against_variant else reference_ratio
     caveats = _caveats(cell.get("caveats")) if "caveats" in cell else _legacy_caveats(cell)
+    caveat_messages = {c["message"] for c in caveats}
     max_error = cell.get("max_error") if isinstance(cell.get("max_error"), dict) else {}
     max_ratio = cell.get("max_ratio") if isinstance(cell.get("max_ratio"), dict) else {}
     groups = [
@@ -225,9 +226,7 @@ def cell_view(
         "caveats": caveats,
         # a caveat's message is shown with its mark, not a second time among the warnings
         "warnings": [
-            str(w)
-            for w in _list(cell.get("warnings"))
-            if w and str(w) not in {c["message"] for c in caveats}
+            str(w) for w in _list(cell.get("warnings")) if w and str(w) not in caveat_messages
         ],
         "traceback": cell.get("traceback") if isinstance(cell.get("traceback"), str) else None,
         "traces": cell.get("traces"),

@@ -83,6 +83,8 @@ def load_optimizer(
     adam = any(k.startswith(("m/", "v/")) for k in canonical) or velocities is not None
     if canonical and momentums is None:
         raise StateNotLoadable(f"{type(optimizer).__name__} keeps no momentum slots to load")
+    # the learning rate variable's value (a schedule's moves: then no constant -lr * b)
+    lr = float(optimizer.learning_rate.numpy()) if momentums and not adam else 0.0
     for name, variable in named.items():
         index = optimizer._get_variable_index(variable)
         zeros = np.zeros(tuple(variable.shape))
@@ -91,8 +93,6 @@ def load_optimizer(
             _assign(velocities[index], canonical.get(f"v/{name}", zeros))
         elif momentums:
             buffer = canonical.get(f"momentum/{name}")
-            # the learning rate variable's value (a schedule's moves: no constant -lr * b)
-            lr = float(optimizer.learning_rate.numpy())
             _assign(momentums[index], zeros if buffer is None else -lr * buffer)
     optimizer.iterations.assign(int(canonical["t"]) if "t" in canonical else step)
 
