@@ -14,21 +14,18 @@ last runs the kit from a case package's own test file in a pytest subprocess.
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 import textwrap
 import types
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest
+from nested_pytest import TOY_SITE, child_environment
 
 from equiv.quality.conformance import CaseConformance
 from equiv.quality.mutants import CATALOGUE
-
-TOY_SITE = Path(__file__).parent / "fixtures" / "case_plugin"
 
 #: the selftest's plants in two_layer_mlp's own files, per backend: (old, new) pairs
 CATALOGUE_PLANTS: dict[str, list] = {}
@@ -315,8 +312,6 @@ def test_a_case_author_runs_the_kit_from_their_own_tests(tmp_path):
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_toy_kit.py").write_text(textwrap.dedent(AUTHOR_TESTS))
     junit = tmp_path / "junit.xml"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TOY_SITE), env.get("PYTHONPATH")]))
     proc = subprocess.run(
         [
             sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
@@ -325,7 +320,7 @@ def test_a_case_author_runs_the_kit_from_their_own_tests(tmp_path):
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env=env,
+        env=child_environment(TOY_SITE),
         timeout=900,
     )  # fmt: skip
     assert junit.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -367,8 +362,6 @@ def test_a_kit_without_plants_has_no_planted_bug_test(tmp_path):
     assert callable(kit_with(plants={"numpy": [("a", "b")]}).test_planted_bug_is_caught)
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_kits.py").write_text(textwrap.dedent(NO_PLANTS_TESTS))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TOY_SITE), env.get("PYTHONPATH")]))
     proc = subprocess.run(
         [
             sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider",
@@ -377,7 +370,7 @@ def test_a_kit_without_plants_has_no_planted_bug_test(tmp_path):
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env=env,
+        env=child_environment(TOY_SITE),
         timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

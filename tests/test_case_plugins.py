@@ -12,18 +12,17 @@ then run in subprocesses, as a user would run them; discovery itself is also tes
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from nested_pytest import TOY_SITE, child_environment
 
 from equiv.contract.case import BUILT_IN, CaseSpec, discover
 
 ROOT = Path(__file__).resolve().parents[1]
-TOY_SITE = Path(__file__).parent / "fixtures" / "case_plugin"
 TOY_ORIGIN = "plugin 'toycase' (equiv-toycase 0.1)"
 
 BROKEN_ENTRY_POINTS = """\
@@ -71,15 +70,8 @@ def broken_site(tmp_path_factory) -> Path:
 
 
 def environment(*sites: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([*map(str, sites), env.get("PYTHONPATH", "")]).rstrip(
-        os.pathsep
-    )
+    env = child_environment(*sites)
     env.pop("EQUIV_CONFORMANCE_FULL", None)
-    # a nested pytest is a session of its own, not an xdist worker: pytest-benchmark reads
-    # PYTEST_XDIST_WORKER from the environment and would disable itself
-    for key in [k for k in env if k.startswith("PYTEST_XDIST_") or k == "PYTEST_CURRENT_TEST"]:
-        env.pop(key)
     return env
 
 

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from nested_pytest import child_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def collect(*args: str) -> subprocess.CompletedProcess:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("PYTEST_XDIST_") and k != "PYTEST_CURRENT_TEST"
-    }
     return subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args]
         + ["tests/test_matrix.py"],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env=env,
+        env=child_environment(),
         timeout=300,
     )
 
