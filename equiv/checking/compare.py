@@ -171,6 +171,12 @@ class Comparison:
         self.resynced.append(step)
         self._compare(step, impl, ref, lambda key, _: one_step.tolerance(key, 0))
 
+    def stop(self, step: int, why: str) -> None:
+        """End the comparison before ``step``, for ``why`` (in words, also a warning)."""
+        self.stopped_at = step
+        self.stopped_by = why
+        self.warnings.append(f"steps from {step} on are not compared: {why}")
+
     def _compare(self, step: int, impl: StepRecord, ref: StepRecord, tolerance) -> None:
         values, ref_values = record_values(impl), record_values(ref)
         missing = [k for k in self.keys if k not in values]
@@ -337,6 +343,9 @@ class Check:
     #: the calibration of this check along a given branch path (``tolerance.calibrate_on_path``
     #: with the check's case, seed, steps, dtype and variant); None: never follow
     recalibrate: Callable[[list[str | None]], Calibration] | None = None
+    #: the reference variant's config overrides (a declared explanation's; () for the plain
+    #: reference), ``compute_dtype`` included: what a resynchronised step's tolerance is for
+    variant: tuple = ()
 
     def __post_init__(self) -> None:
         self.comparison.follow = self.follow

@@ -36,7 +36,11 @@ def decide(result: CellResult, checks: list[Check], explanation: Explanation | N
     variant = checks[1].comparison
     # The same rule as for ``pass``: no divergence; a comparison that stopped where the branch
     # decision was numerically ambiguous at the variant's precision is not one, and is warned.
-    proved = variant.first_divergence is None
+    # And the variant must reach the step where the reference diverged: one that stopped
+    # before it (resynchronised stepping followed the plain reference past the variant's
+    # horizon, say) has not been compared with what it is to explain.
+    diverged_at = main.first_divergence.step
+    proved = variant.first_divergence is None and variant.compared > diverged_at
     result.warnings += [f"reference variant: {w}" for w in variant.warnings]
     result.explanation = ExplanationProof(
         reason=explanation.reason,
@@ -49,6 +53,7 @@ def decide(result: CellResult, checks: list[Check], explanation: Explanation | N
         variant_compared=variant.compared,
         variant_divergence=variant.first_divergence,
         variant_stopped_at=variant.stopped_at,
+        variant_resynchronised_from=variant.resynced[0] if variant.resynced else None,
     )
     if proved:
         result.status = "explained"
@@ -59,11 +64,19 @@ def decide(result: CellResult, checks: list[Check], explanation: Explanation | N
             if variant.stopped_at is not None
             else ""
         )
+        if variant.resynced:
+            stopped += f", resynchronised to the variant's state from step {variant.resynced[0]}"
         result.reason = (
             f"{explanation.reason}. Proof: the reference variant {explanation.variant} matches "
             f"{held_to}(max {max(variant.max_ratio.values(), default=0):.2g} of tolerance over "
             f"{variant.compared} steps{stopped}) where the reference does not "
             f"({describe(main.first_divergence)})"
+        )
+    elif variant.first_divergence is None:
+        result.reason += (
+            f"; the declared explanation ({explanation.reason}) is not proven: its reference "
+            f"variant was compared up to step {variant.compared - 1} only, "
+            f"before the divergence at step {diverged_at}"
         )
     else:
         result.reason += (

@@ -50,6 +50,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="steps per cell (default: the equiv_steps ini value, else each case's own)",
     )
+    group.addoption(
+        "--equiv-no-resync",
+        action="store_true",
+        help="stop comparing at the float32 horizon instead of resynchronising each later step "
+        "to the reference's state (docs/tolerances.md)",
+    )
     parser.addini(
         "equiv_steps",
         "steps per cell when --equiv-steps is not given; empty: each case's own (the seed's)",
@@ -145,6 +151,7 @@ def _options(config: pytest.Config):
         calibration_dir=str(_cache_directory(config)),
         check_reproducible=config.getini("equiv_reproducibility"),
         cap_matrix_steps=capped,
+        resync=not config.getoption("--equiv-no-resync"),
     )
 
 

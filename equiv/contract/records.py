@@ -278,6 +278,8 @@ class ExplanationProof:
     variant_compared: int
     variant_divergence: Divergence | None
     variant_stopped_at: int | None
+    #: the variant's first resynchronised step (the port loaded the variant's state from it)
+    variant_resynchronised_from: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -294,5 +296,6 @@ class ExplanationProof:
                 "compared_steps": self.variant_compared,
                 "first_divergence": as_json(self.variant_divergence),
                 "stopped_at": self.variant_stopped_at,
+                "resynchronised_from": self.variant_resynchronised_from,
             },
         }

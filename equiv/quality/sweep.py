@@ -42,6 +42,7 @@ def run_sweep(
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
     calibration_dir: str | None = None,
     isolate: str = "backend",
+    resync: bool = True,
 ) -> dict[str, Any]:
     """``checkpoint`` gets the report so far after every seed: a long sweep that is stopped
     keeps what it measured. ``calibration_dir``: a calibration store shared with the cells'
@@ -50,7 +51,8 @@ def run_sweep(
     cells in fresh worker processes, one per backend: a crash stays in its worker, and the
     frameworks' caches (traced functions, compiled executables) go with it after every seed;
     run in one process, a resnet18 sweep grew to 6 GB by its seventh seed and was killed for
-    memory. ``"none"``: every cell in this process (no imports per seed; small cases)."""
+    memory. ``"none"``: every cell in this process (no imports per seed; small cases).
+    ``resync``: ``RunOptions.resync``, as in ``equiv run`` (on by default there too)."""
     cells = select_cells(cases, backends, dtypes)
     rows: list[dict[str, Any]] = []
     done: list[int] = []
@@ -58,7 +60,11 @@ def run_sweep(
         # no reproducibility re-run: a fresh build and its first steps again (another trace
         # or XLA compile), 15-25% of a resnet18 cell, never part of a verdict
         options = RunOptions.verdict_only(
-            seed=seed, steps=steps, threads=threads, calibration_dir=calibration_dir
+            seed=seed,
+            steps=steps,
+            threads=threads,
+            calibration_dir=calibration_dir,
+            resync=resync,
         )
         results = run_cells(cells, options, isolate=isolate)
         bad = [r for r in results if r.status not in ACCEPTED]
@@ -78,6 +84,7 @@ def run_sweep(
                 "ambiguous_stop": (r.branches or {}).get("stopped_at"),
                 "followed": len((r.branches or {}).get("followed", [])),
                 "coverage": r.coverage,
+                "resynchronised_from": r.resynchronised_from,
                 "duration_s": round(r.duration_s, 1),
             }
             for r in results

@@ -87,6 +87,14 @@ class ReferenceTrainer:
             self.state = {k: v.copy() for k, v in resume.state.items()}
         self.prev_loss = resume.prev_loss
 
+    def load_state(self, resume: TrainingState) -> None:
+        """As a port (the ``numpy`` backend), the reference's state at a later step, in place
+        (``equiv.contract.trainer``): all of it but the step counter, which is this trainer's
+        own data position (its minibatch), as a framework port's iterator is."""
+        own_step = self.t
+        self.load_training_state(resume)
+        self.t = own_step
+
     def run_step(self, force_branch: str | None = None) -> None:
         """One step; ``force_branch`` overrides the branch decision (``redo``)."""
         if self.keep_before:  # what ``redo`` restores (the optimizer's state too: Adam's)

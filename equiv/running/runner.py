@@ -48,7 +48,11 @@ from equiv.reference.trainer import ReferenceTrainer
 from equiv.running.bench import benchmark_steps
 from equiv.running.process import ProcessConfig
 from equiv.tolerance.calibration import Calibration
-from equiv.tolerance.policy import calibrate, calibrate_on_path, calibrate_state
+from equiv.tolerance.policy import (
+    calibrate,
+    calibrate_on_path,
+    calibrate_resynced,
+)
 from equiv.tolerance.store import CalibrationStore
 
 
@@ -70,9 +74,12 @@ class RunOptions:
     #: re-run each cell's first steps on a fresh build and record whether the bits repeat
     #: (``CellResult.reproducible``; None when off); informative, never part of the verdict
     check_reproducible: bool = True
-    #: past the float32 horizon, go on comparing each step from the reference's own state
-    #: (``Resync``) where the port can load it; off by default until seed sweeps hold it
-    resync: bool = False
+    #: past the float32 horizon (or a variant's), go on comparing each step from the
+    #: reference's own state (``Resync``) where the port can load it
+    resync: bool = True
+    #: with ``resync``: resynchronise from this step on, horizon or not (a check of a port's
+    #: ``load_state`` on cells that never reach a horizon); None: from the horizon
+    resync_from: int | None = None
 
     #: the pytest matrix's default step count: a case's ``matrix_steps`` caps ``steps``
     cap_matrix_steps: bool = False
@@ -101,21 +108,31 @@ Exclusive = Callable[[], AbstractContextManager[None]]
 
 class PhaseClock:
     """Wall time per phase of a cell (``CellResult.phases_s``), for the harness's own
-    benchmark and for progress: imports, calibration, lockstep, benchmark, extras."""
+    benchmark and for progress: imports, calibration, lockstep, benchmark, extras.
+
+    A phase timed inside another (resynchronised stepping's one-step calibrations, inside the
+    lockstep) is counted in its own phase only: the outer one is paused meanwhile, so the
+    phases still add up to the cell's time. Only outermost phases are announced."""
 
     def __init__(self, totals: dict[str, float], on_phase: Callable[[str], None] | None = None):
         self.totals = totals
         self.on_phase = on_phase
+        self._inner: list[float] = []  # per open phase: the time of the phases inside it
 
     @contextlib.contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
-        if self.on_phase:
+        if self.on_phase and not self._inner:
             self.on_phase(phase)
         tick = time.perf_counter()
+        self._inner.append(0.0)
         try:
             yield
         finally:
-            self.totals[phase] = self.totals.get(phase, 0.0) + time.perf_counter() - tick
+            elapsed = time.perf_counter() - tick
+            inner = self._inner.pop()
+            self.totals[phase] = self.totals.get(phase, 0.0) + elapsed - inner
+            if self._inner:
+                self._inner[-1] += elapsed
 
 
 def run_cell(
@@ -211,13 +228,16 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
         for check in checks:
             check.comparison.leave_out(result.not_observed)
         with threadpool_limits(limits=1, user_api="blas"):
-            resync = Resync.plan(spec, state, options, checks, trainer)
-            _lockstep(trainer, checks, backend, steps, losses, snapshots, early, timing, resync)
+            resync = Resync.plan(spec, state, options, checks, trainer, store)
+            _lockstep(
+                trainer, checks, backend, steps, losses, snapshots, early, timing, resync, clock
+            )
     result.traces = backend.traces - traces_before if backend.compiled else None
 
     main = checks[0].comparison
     result.compared_steps = main.compared
-    result.resynchronised_from = main.resynced[0] if main.resynced else None
+    followed = resync.followed.comparison if resync and resync.followed else main
+    result.resynchronised_from = followed.resynced[0] if followed.resynced else None
     result.max_error = main.max_error
     result.max_ratio = main.max_ratio
     result.first_divergence = main.first_divergence
@@ -231,8 +251,9 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
     if result.resynchronised_from is not None:
         result.warnings.append(
             f"steps from {result.resynchronised_from} on resynchronised: each started from the "
-            "float64 reference's state at that step (loaded into the running port) and was held "
-            "to the one-step tolerance from there (docs/tolerances.md)"
+            f"float64 {'reference' if followed is main else 'reference variant'}'s state at "
+            "that step (loaded into the running port) and was held to the one-step tolerance "
+            "from there (docs/tolerances.md)"
         )
     if result.traces is not None and main.compared > 2 and result.traces >= main.compared:
         result.warnings.append(
@@ -285,6 +306,7 @@ def _check(label, spec, state, seed, steps, variant, store=None) -> Check:
         ReferenceTrainer(spec, start.astype("float64")),
         Comparison(spec, calibration, state.dtype),
         recalibrate=functools.partial(calibrate_on_path, spec, seed, steps, state.dtype, variant),
+        variant=variant,
     )
 
 
@@ -293,48 +315,100 @@ class Resync:
     """Resynchronised stepping: from step ``start`` (the float32 horizon, where free-running
     comparison ends: a correct chaotic float32 run has left the float64 trajectory) each step
     starts from the float64 reference's own training state, loaded into the running port
-    (``load_state``: it keeps its compiled step, its gradient buffers, its own counters), and is
-    held to the tolerance the same policy derives for one step from that state. One check
-    only: a cell with a declared explanation would need the port stepped from two states."""
+    (``load_state``: it keeps its compiled step, its gradient buffers, its data position, its
+    own counters), and is held to the tolerance the same policy derives for one step from that
+    state.
+
+    The port steps once per step, so it follows one reference: the plain one while the cell's
+    verdict is open (no divergence yet), else the declared explanation's variant, whose proof
+    then goes on from the variant's own state. The check not followed ends there: its
+    comparison would hold the port to a state it was not given."""
 
     spec: Any
     state: Any
-    #: the first step to resynchronise; None once the port refused a state (``warning``)
+    seed: int
+    #: the first step to resynchronise (``RunOptions.resync_from``, else the followed check's
+    #: horizon); None: not (yet) known
     start: int | None
+    store: CalibrationStore | None = None
+    #: the check the port follows, chosen at the first resynchronised step
+    followed: Check | None = None
+    #: why resynchronisation ended or never began (the port cannot load a state)
     warning: str | None = None
+    stopped: bool = False
 
     @classmethod
-    def plan(cls, spec, state, options, checks, trainer) -> Resync | None:
-        horizon = checks[0].comparison.calibration.horizon
-        if not options.resync or horizon is None or len(checks) != 1:
+    def plan(cls, spec, state, options, checks, trainer, store=None) -> Resync | None:
+        horizons = [c.comparison.calibration.horizon for c in checks]
+        if not options.resync or (options.resync_from is None and set(horizons) == {None}):
             return None
+        resync = cls(spec, state, options.seed, options.resync_from, store)
         if not callable(getattr(trainer, "load_state", None)):
-            return None
-        return cls(spec, state, horizon)
+            resync.warning = (
+                "not resynchronised: the port has no load_state, so it cannot start a step "
+                "from the reference's state (docs/adding-a-case.md)"
+            )
+            resync.stopped = True
+        return resync
 
-    def load(self, trainer, check, t: int) -> Calibration | None:
-        """Put the reference's state before step ``t`` into ``trainer``; the one-step
-        calibration from it, or None (the port cannot load it: free-running stops as before)."""
+    def choose(self, checks: list[Check], t: int) -> Check | None:
+        """The check to follow from step ``t``, if resynchronisation begins there."""
+        main = checks[0]
+        target = main
+        if main.comparison.first_divergence is not None:
+            # the verdict is fail or explained: only the variant's proof is still open
+            target = next((c for c in checks[1:] if c.comparison.first_divergence is None), None)
+        if target is None or not target.active:
+            return None
+        begin = self.start if self.start is not None else target.comparison.calibration.horizon
+        return target if begin is not None and t >= begin else None
+
+    def step(self, trainer, checks: list[Check], t: int, clock) -> Calibration | None:
+        """Before step ``t``: the followed reference's state into ``trainer`` and the one-step
+        calibration from it; None where step ``t`` runs free."""
+        if self.stopped:
+            return None
+        if self.followed is None:
+            self.followed = self.choose(checks, t)
+            if self.followed is None:
+                return None
+            for other in checks:
+                if other is not self.followed and other.active:
+                    other.active = False
+                    other.comparison.stop(t, self.not_followed(other))
+        check = self.followed
+        if not check.active:
+            return None
         resume = check.reference.training_state().astype(self.state.dtype)
         try:
             trainer.load_state(resume)
         except StateNotLoadable as exc:
             self.warning = f"not resynchronised from step {t}: {exc}"
-            self.start = None
+            self.stopped = True
             return None
-        return calibrate_state(self.spec, self.state.resumed(resume), 1)
+        with clock("calibration"):
+            # a reference that followed another branch than its own is in no shared state
+            shared = not check.comparison.followed
+            return calibrate_resynced(
+                self.spec, self.seed, self.state.dtype, check.variant, resume, self.store, shared
+            )
 
-    def due(self, t: int) -> bool:
-        return self.start is not None and t >= self.start
+    def not_followed(self, check: Check) -> str:
+        if check.label == "reference":
+            return (
+                "the port is resynchronised to the declared explanation's reference variant "
+                "from here (the reference's own comparison had decided: it diverged)"
+            )
+        return "the port is resynchronised to the plain reference from here, not to this variant"
 
 
 def _lockstep(
-    trainer, checks, backend, steps, losses, snapshots, early, timing, resync=None
+    trainer, checks, backend, steps, losses, snapshots, early, timing, resync=None, clock=None
 ) -> None:
     for t in range(steps):
         one_step = None
-        if resync is not None and resync.due(t):
-            one_step = resync.load(trainer, checks[0], t)
+        if resync is not None:
+            one_step = resync.step(trainer, checks, t, clock or PhaseClock({}))
         tick = time.perf_counter()
         trainer.run_step()
         backend.synchronize()
@@ -350,7 +424,7 @@ def _lockstep(
         for check in checks:
             if check.active:
                 check.reference.run_step()
-                if one_step is not None:
+                if one_step is not None and check is resync.followed:
                     check.comparison.add_resynced(t, record, check.reference.record(), one_step)
                 else:
                     check.active = check.comparison.add(t, record, check.reference.record())

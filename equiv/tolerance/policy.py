@@ -189,6 +189,48 @@ def calibrate_on_path(
     return calibrate_state(spec, start, steps, precision, path)
 
 
+#: one-step calibrations from the reference's state at a step, by (case, seed, dtype, variant,
+#: step): every backend of a cell's row resynchronises to the same float64 states
+_RESYNCED: dict[tuple, Calibration] = {}
+
+
+def calibrate_resynced(
+    spec: CaseSpec,
+    seed: int,
+    dtype: str,
+    variant: tuple,
+    resume,
+    store: CalibrationStore | None = None,
+    shared: bool = True,
+) -> Calibration:
+    """The one-step tolerance of a resynchronised step: the same policy, calibrated from the
+    (variant's) float64 reference's own training state ``resume`` (of the cell's dtype), at the
+    variant's precision (its ``compute_dtype``, else the cell's).
+
+    The reference's state at a step depends on the case, seed, dtype and variant only, never on
+    the backend, so the calibration is computed once per process and shared through ``store``
+    with the run's other workers, as whole-run calibrations are; not ``shared`` where the
+    reference followed another branch than its own (its state is then this cell's only)."""
+    overrides = dict(variant)
+    precision = overrides.pop("compute_dtype", dtype)
+    start = spec.make_state(seed, dtype, tuple(sorted(overrides.items())))
+    start = start.resumed(resume)
+    if not shared:
+        return calibrate_state(spec, start, 1, precision)
+    key = (spec.name, seed, dtype, variant, resume.step)
+    if key not in _RESYNCED:
+
+        def compute() -> Calibration:
+            return calibrate_state(spec, start, 1, precision)
+
+        if store is None:
+            _RESYNCED[key] = compute()
+        else:
+            marked = (*variant, ("resynchronised_from_step", resume.step))
+            _RESYNCED[key] = store.get(cache_key(spec, seed, 1, dtype, marked), compute)
+    return _RESYNCED[key]
+
+
 def calibrate_state(
     spec: CaseSpec,
     start,

@@ -81,9 +81,11 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--resync",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="past the float32 horizon, compare each step from the reference's own state "
-        "(ports that can load it; docs/tolerances.md)",
+        "(ports that can load it; docs/tolerances.md); --no-resync stops comparing there "
+        "(default: on)",
     )
     p.add_argument(
         "-v",

@@ -59,6 +59,13 @@ def register(sub) -> None:
         help="run nothing: merge these sweep.json files (other backends or seeds; a later "
         "file's cell replaces an earlier one's, and is listed) into --out",
     )
+    p.add_argument(
+        "--resync",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="past the float32 horizon, compare each step from the reference's own state, as "
+        "equiv run does (default: on)",
+    )
     p.set_defaults(func=run)
 
 
@@ -105,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
                 checkpoint=write,
                 calibration_dir=str(cache_dir),
                 isolate=args.isolate,
+                resync=args.resync,
             )
     write(report)
     atomic_write_bytes(out / "sweep-margins.svg", margin_plot(report["rows"]).encode())
