@@ -161,10 +161,10 @@ def parallel_blocks_with(body: str) -> ImplSource:
     return ImplSource(module, (Patch(RUN_STEP, planted),))
 
 
-def failing_cell(impl: ImplSource):
+def failing_cell(impl: ImplSource, steps: int = 8):
     if reason := get_backend("torch.eager").availability():
         pytest.skip(reason)
-    options = RunOptions.verdict_only(steps=8)
+    options = RunOptions.verdict_only(steps=steps)
     result = run_cell(Cell("parallel_blocks", "torch.eager", "float64"), options, impl=impl)
     assert result.status == "fail", result.reason
     return result
@@ -184,6 +184,21 @@ def test_an_adam_cell_whose_learning_rate_doubles_late_is_a_one_step_bug():
     assert where.forced, where.diagnosis
     assert where.diagnosis.startswith("a one-step bug"), where.diagnosis
     assert where.forced_divergence is not None
+
+
+def test_a_one_step_bug_from_step_100_of_an_adam_cell_is_teacher_forced_there():
+    """Deep into training (Adam's moments and step count at 100): a learning-rate schedule
+    that steps at the wrong time (doubled from step 100) is found wrong in one step from the
+    reference's own state, in the running port (which keeps its schedule)."""
+    late_schedule = (
+        "        for group in self.optimizer.param_groups:\n"
+        "            group['lr'] = 2e-4 if self.calls >= 101 else 1e-4\n"
+    )
+    result = failing_cell(parallel_blocks_with(late_schedule), steps=102)
+    where = result.localization
+    assert (where.step, where.quantity) == (100, "params"), result.reason
+    assert where.forced, where.diagnosis
+    assert where.diagnosis.startswith("a one-step bug"), where.diagnosis
 
 
 def test_an_adam_cell_whose_moments_are_reset_once_is_not_a_one_step_bug():

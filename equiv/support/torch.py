@@ -17,7 +17,7 @@ is meant for torch case code only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,6 +55,29 @@ class TensorTrainer:
             for name, value in state.params.items()
         }
         self.lr = state.config["lr"]
+
+    def load_state(self, resume: TrainingState) -> None:
+        """The reference's parameters into the tensors, in place, and the previous loss where
+        the port keeps one (a branch decided on it): its type stays the port's own (a float,
+        or a tensor of the port's dtype). These ports update by hand with plain SGD, so any
+        optimizer or model state is refused."""
+        if resume.optimizer or resume.state:
+            carried = sorted(resume.optimizer)[:3] + sorted(resume.state)[:3]
+            raise StateNotLoadable(
+                f"{type(self).__name__} updates by hand and keeps no optimizer or model state "
+                f"({', '.join(carried)})"
+            )
+        import torch
+
+        with torch.no_grad():
+            for name, tensor in self.w.items():
+                tensor.copy_(self.backend.to_native(resume.params[name]))
+        held = getattr(self, "prev_loss", None)
+        if held is not None and resume.prev_loss is not None:
+            if isinstance(held, torch.Tensor):
+                self.prev_loss = torch.tensor(resume.prev_loss, dtype=held.dtype)
+            else:
+                self.prev_loss = resume.prev_loss
 
     def record(self) -> StepRecord:
         loss, grads = self.last
@@ -101,6 +124,35 @@ def load_optimizer(
         optimizer.state.pop(param, None)
         if state:
             optimizer.state[param] = state
+
+
+def load_adam_state(
+    optimizer: Any,
+    to_torch: Callable[[Mapping[str, np.ndarray]], list[tuple[Any, Any]]],
+    names: Iterable[str],
+    canonical: Mapping[str, np.ndarray],
+) -> None:
+    """Adam's (or AdamW's) canonical moments and step count into ``torch.optim`` state for a
+    port whose parameters are not one canonical array each (a fused ``in_proj_weight`` holds
+    three): ``to_torch`` is the port's own conversion of canonical arrays by name into
+    (parameter, tensor) pairs, applied to each moment as to the parameters themselves."""
+    import torch
+
+    optimizer.state.clear()
+    names = list(names)
+    if f"m/{names[0]}" not in canonical:
+        return  # before the first step: torch makes the state at its first step
+    step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    step = float(canonical["t"])
+    first = to_torch({n: canonical[f"m/{n}"] for n in names})
+    second = to_torch({n: canonical[f"v/{n}"] for n in names})
+    for (param, m), (same, v) in zip(first, second, strict=True):
+        assert param is same
+        optimizer.state[param] = {
+            "step": torch.tensor(step, dtype=step_dtype),
+            "exp_avg": m.clone(),
+            "exp_avg_sq": v.clone(),
+        }
 
 
 def load_module_state(

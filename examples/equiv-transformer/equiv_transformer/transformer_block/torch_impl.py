@@ -18,9 +18,12 @@ TorchScript cannot compile a bias-free ``nn.MultiheadAttention``: ``scriptable``
 for ``torch.jit`` alone.
 """
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from equiv.records import StepRecord
+from equiv.support.torch import load_adam_state
 from torch import nn
 
 from equiv_transformer import layout
@@ -87,19 +90,34 @@ class Trainer:
         )
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], **opt)
 
-    def load(self, model, p):
+    def torch_values(self, model, p) -> list[tuple]:
+        """(torch parameter, value) for canonical arrays ``p``: wq, wk and wv fused into
+        ``in_proj_weight``, (in, out) kernels as (out, in) weights."""
         b = self.backend
+        return [
+            (model.ln1.weight, b.to_native(p["ln1_gamma"])),
+            (model.ln1.bias, b.to_native(p["ln1_beta"])),
+            (model.attn.in_proj_weight, b.to_native(layout.torch_in_proj(p))),
+            (model.attn.out_proj.weight, b.linear_weight(p["wo"])),
+            (model.ln2.weight, b.to_native(p["ln2_gamma"])),
+            (model.ln2.bias, b.to_native(p["ln2_beta"])),
+            (model.mlp[0].weight, b.linear_weight(p["w1"])),
+            (model.mlp[0].bias, b.to_native(p["b1"])),
+            (model.mlp[2].weight, b.linear_weight(p["w2"])),
+            (model.mlp[2].bias, b.to_native(p["b2"])),
+        ]
+
+    def load(self, model, p):
         with torch.no_grad():
-            model.ln1.weight.copy_(b.to_native(p["ln1_gamma"]))
-            model.ln1.bias.copy_(b.to_native(p["ln1_beta"]))
-            model.attn.in_proj_weight.copy_(b.to_native(layout.torch_in_proj(p)))
-            model.attn.out_proj.weight.copy_(b.linear_weight(p["wo"]))
-            model.ln2.weight.copy_(b.to_native(p["ln2_gamma"]))
-            model.ln2.bias.copy_(b.to_native(p["ln2_beta"]))
-            model.mlp[0].weight.copy_(b.linear_weight(p["w1"]))
-            model.mlp[0].bias.copy_(b.to_native(p["b1"]))
-            model.mlp[2].weight.copy_(b.linear_weight(p["w2"]))
-            model.mlp[2].bias.copy_(b.to_native(p["b2"]))
+            for param, value in self.torch_values(model, p):
+                param.copy_(value)
+
+    def load_state(self, resume):
+        """The reference's parameters and AdamW moments into the running block, in place;
+        the moments of the fused ``in_proj_weight`` fuse as its parameters do."""
+        self.load(self.block, resume.params)
+        to_torch = functools.partial(self.torch_values, self.block)
+        load_adam_state(self.optimizer, to_torch, layout.PARAM_NAMES, resume.optimizer)
 
     def run_step(self):
         self.optimizer.zero_grad()
