@@ -8,6 +8,7 @@ canonical state"), so a bug that starts late could not be told from drift.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from importlib.util import find_spec
 
@@ -132,6 +133,34 @@ def test_without_adams_step_count_the_loaded_port_is_off(monkeypatch):
     monkeypatch.setattr(support, "load_optimizer", forgets_t)
     with pytest.raises(AssertionError):
         test_a_torch_port_loaded_mid_training_takes_the_references_next_step("parallel_blocks")
+
+
+@pytest.mark.parametrize(
+    "case", ["two_layer_mlp", "dynamic_branching", "static_graph_step", "transformer_block"]
+)
+def test_torch_ports_of_every_shape_load_the_state_in_place(case):
+    """Tensors updated by hand (the previous loss too, where a branch is decided on it: a
+    float, or a tensor in static_graph_step), and the transformer's AdamW moments, fused into
+    ``in_proj_weight`` as its parameters are."""
+    spec = get_case(case)
+    state = spec.make_state(0, "float64")
+    next_step_after_loading(torch_trainer(case, state), ReferenceTrainer(spec, state), 5, 1e-10)
+
+
+def test_the_transformers_fused_moments_must_be_loaded(monkeypatch):
+    """Planted: the AdamW state left empty (torch restarts Adam: step 1, zero moments)."""
+    import equiv.support.torch as support
+
+    def forgets(optimizer, to_torch, names, canonical):
+        optimizer.state.clear()
+
+    module = torch_trainer(
+        "transformer_block", get_case("transformer_block").make_state(0, "float64")
+    )
+    monkeypatch.setattr(sys.modules[type(module).__module__], "load_adam_state", forgets)
+    assert support.load_adam_state is not forgets
+    with pytest.raises(AssertionError):
+        test_torch_ports_of_every_shape_load_the_state_in_place("transformer_block")
 
 
 def test_a_port_that_cannot_load_model_state_says_which():
