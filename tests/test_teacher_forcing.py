@@ -331,3 +331,38 @@ def test_keras_sgd_velocity_is_the_torch_form_buffer_times_minus_lr():
     optimizer.apply_gradients([(keras.ops.convert_to_tensor(grads[3]), variable)])
     expected = reference.step(params, {"w": grads[3]})["w"]
     np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-12, atol=0)
+
+
+def test_a_cell_with_a_data_pipeline_is_teacher_forced_at_its_own_position():
+    """minibatch: the running port's loader is past the failing step when the run ends, and
+    its position is its own, so a fresh port's own steps take its loader there before it loads
+    the reference's state: a learning rate doubled from step 5 is a one-step bug at step 5."""
+    backend = get_backend("torch.eager")
+    module = backend.implementation_module(get_case("minibatch"))
+    doubled = (
+        "    def run_step(self):\n"
+        "        self.calls = getattr(self, 'calls', 0) + 1\n"
+        "        if self.calls == 6:\n"
+        "            for group in self.optimizer.param_groups:\n"
+        "                group['lr'] *= 2\n"
+        "        x_batch, y_batch = next(self.batches)\n"
+    )
+    impl = ImplSource(
+        module,
+        (
+            Patch(
+                "    def run_step(self):\n        x_batch, y_batch = next(self.batches)\n", doubled
+            ),
+        ),
+    )
+    if reason := backend.availability():
+        pytest.skip(reason)
+    options = RunOptions.verdict_only(steps=8)
+    result = run_cell(Cell("minibatch", "torch.eager", "float64"), options, impl=impl)
+    assert result.status == "fail", result.reason
+    where = result.localization
+    assert (where.step, where.forced) == (5, True), where.diagnosis
+    assert where.diagnosis.startswith("a one-step bug"), where.diagnosis
+    # from the right batch, the loss and the gradients agree and only the update is off (the
+    # running port's loader, at step 8, would give another batch: the loss would be off)
+    assert where.forced_divergence.quantity == "params", where.forced_divergence

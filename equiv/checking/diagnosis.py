@@ -23,7 +23,9 @@ def localize(spec, backend, module, state, main: Comparison, trainer=None) -> Lo
     state (``load_state``: optimizer and model state included) the step is re-run in it, as
     it stands; otherwise a fresh port is built from the reference's parameters, which only a
     run that carries nothing else (SGD without momentum, no non-trainable state) can start
-    from."""
+    from. A port with a data pipeline has run past the step by now, and its position is its
+    own (not canonical): a fresh port is built and its own steps take its pipeline to the
+    failing step; then it loads the state there."""
     div = main.first_divergence
     step, phase = div.step, div.phase or div.quantity
     where = {"step": step, "phase": phase, "quantity": div.quantity, "name": div.name}
@@ -44,6 +46,10 @@ def localize(spec, backend, module, state, main: Comparison, trainer=None) -> Lo
     resume = reference.training_state().astype(state.dtype)
     forced = state.resumed(resume)
     if in_place:
+        if "batch_size" in spec.config:  # the running port's pipeline is past the step
+            trainer = backend.build_trainer(spec, state, module)
+            for _ in range(step):
+                trainer.run_step()
         try:
             trainer.load_state(resume)
         except StateNotLoadable as exc:
@@ -70,8 +76,6 @@ def localize(spec, backend, module, state, main: Comparison, trainer=None) -> Lo
 
 def _not_forced(spec, in_place: bool) -> str | None:
     """Why the failing step cannot be re-run from the reference's state, or None."""
-    if "batch_size" in spec.config:  # after the run, the port's pipeline is past the step
-        return "where a data pipeline stands is not part of the canonical state"
     if in_place:
         return None
     if spec.config.get("optimizer", "sgd") != "sgd" or spec.config.get("momentum"):
@@ -81,6 +85,8 @@ def _not_forced(spec, in_place: bool) -> str | None:
         )
     if spec.state_names:
         return "the port cannot load the model's non-trainable state (no load_state)"
+    if "batch_size" in spec.config:  # a fresh port from the parameters starts at batch 0
+        return "the port cannot load a state (no load_state) at its pipeline's position"
     return None
 
 

@@ -39,8 +39,8 @@ class TestTransformerBlock(CaseConformance):
             ),
             # the (out, in) transpose of a square Linear forgotten: no shape error, wrong maths
             (
-                'model.attn.out_proj.weight.copy_(b.linear_weight(p["wo"]))',
-                'model.attn.out_proj.weight.copy_(b.to_native(p["wo"]))',
+                '(model.attn.out_proj.weight, b.linear_weight(p["wo"]))',
+                '(model.attn.out_proj.weight, b.to_native(p["wo"]))',
             ),
         ],
         "keras.tensorflow": [

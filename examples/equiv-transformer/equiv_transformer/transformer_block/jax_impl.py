@@ -17,12 +17,16 @@ would get them, with Flax's and optax's defaults for what the torch model left i
 In the matched case the port passes torch's settings instead (``gelu(approximate=False)``,
 eps 1e-5, weight_decay 0.01, fill -inf). optax is not a dependency: the update is written out
 (state (m, v); the step count and the bias corrections 1 - beta^t live on the host and enter
-the jitted step as arguments, so it is traced once).
+the jitted step as arguments, so it is traced once). The optimizer is equiv-jax's ``Adam``
+with this update: its state, its step count and ``load`` (the canonical m, v and t, for
+``load_state``) are Adam's, as the reference's AdamW's are.
 """
 
 import jax
 import jax.numpy as jnp
 from equiv.support.records import step_record
+from equiv_jax import trainer as base
+from equiv_jax.optim import Adam
 
 from equiv_transformer.layout import PARAM_NAMES
 
@@ -75,21 +79,13 @@ def make_loss(cfg, s, dtype):
     return loss_fn
 
 
-class AdamW:
-    """optax.adamw's arithmetic; ``hyper()`` gives the step's bias corrections."""
+class AdamW(Adam):
+    """optax.adamw's arithmetic; Adam's state (m, v) and host-side step count, whose
+    ``hyper()`` gives the step's bias corrections."""
 
     def __init__(self, cfg, s):
-        self.lr, self.wd, self.eps = cfg["lr"], s["weight_decay"], s["epsilon"]
-        self.b1, self.b2 = cfg["beta_1"], cfg["beta_2"]
-        self.t = 0
-
-    def init(self, params):
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return (zeros, zeros)
-
-    def hyper(self):
-        self.t += 1
-        return (1 - self.b1**self.t, 1 - self.b2**self.t)
+        super().__init__({**cfg, "epsilon": s["epsilon"]})
+        self.wd = s["weight_decay"]
 
     def update(self, params, grads, state, hyper):
         m, v = state
@@ -114,7 +110,7 @@ def make_train_step(loss_fn, optimizer):
     return train_step
 
 
-class Trainer:
+class Trainer(base.Trainer):
     def __init__(self, state, backend):
         self.backend = backend
         cfg = state.config

@@ -6,11 +6,15 @@ gradient is zeros (reported as such) and it is not updated. In ``jax.jit`` mode 
 is the step for a given pair (w1, w2): both branches have the same shapes, so it is traced once,
 and the branch stays in Python, which is what "dynamic" means. static_graph_step puts the branch
 inside the compiled step instead.
+
+``load_state`` loads the previous loss with the parameters: the next branch is decided from it.
 """
 
 import jax
 import jax.numpy as jnp
 from equiv.records import StepRecord
+
+from equiv_jax import trainer as base
 
 NAMES = ("w1", "w2a", "w2b")
 
@@ -28,27 +32,31 @@ def make_train_step(lr: float):
     return train_step
 
 
-class Trainer:
+class Trainer(base.Trainer):
     def __init__(self, state, backend):
         self.backend = backend
         cfg = state.config
         self.x = backend.to_native(state.data["x"])
         self.y = backend.to_native(state.data["y"])
-        self.w = {n: backend.to_native(state.params[n]) for n in NAMES}
-        self.zeros = jnp.zeros_like(self.w["w2a"])  # the unused branch's gradient
+        self.params = {n: backend.to_native(state.params[n]) for n in NAMES}
+        self.zeros = jnp.zeros_like(self.params["w2a"])  # the unused branch's gradient
         self.threshold = cfg["threshold"]
-        self.prev_loss = cfg["initial_prev_loss"]
+        self.initial_prev_loss = self.prev_loss = cfg["initial_prev_loss"]
         self.step = backend.transform(make_train_step(cfg["lr"]))
+
+    def loaded_prev_loss(self, prev_loss):
+        return {"prev_loss": self.initial_prev_loss if prev_loss is None else float(prev_loss)}
 
     def run_step(self):
         branch = "w2a" if self.prev_loss < self.threshold else "w2b"
-        loss, g1, g2, w1, w2 = self.step(self.w["w1"], self.w[branch], self.x, self.y)
+        w = self.params
+        loss, g1, g2, w1, w2 = self.step(w["w1"], w[branch], self.x, self.y)
         self.prev_loss = float(loss)  # to the host: the next branch is a Python decision
-        self.w["w1"], self.w[branch] = w1, w2
+        w["w1"], w[branch] = w1, w2
         grads = {"w1": g1, "w2a": self.zeros, "w2b": self.zeros}
         grads[branch] = g2
         self.last = (loss, grads, branch)
-        self.backend.track((loss, self.w))
+        self.backend.track((loss, w))
 
     def record(self):
         to_np = self.backend.to_numpy
@@ -56,7 +64,7 @@ class Trainer:
         return StepRecord(
             loss=to_np(loss)[()],
             grads={n: to_np(g) for n, g in grads.items()},
-            params={n: to_np(p) for n, p in self.w.items()},
+            params={n: to_np(p) for n, p in self.params.items()},
             branch=branch,
         )
 

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from equiv.records import StepRecord
 
+from equiv_jax import trainer as base
 from equiv_jax.optim import make_optimizer
 
 PARAMS = ("w1", "b1", "w2", "b2")
@@ -34,7 +35,7 @@ def make_train_step(optimizer):
     return train_step
 
 
-class Trainer:
+class Trainer(base.Trainer):
     def __init__(self, state, backend):
         self.backend = backend
         self.x = backend.to_native(state.data["x"])

@@ -5,7 +5,8 @@ No layer library: ``lax.conv_general_dilated`` with explicit symmetric padding (
 an even size: another convolution of the same output shape), BatchNorm in training mode
 written out, a max-pool by ``lax.reduce_window`` over a -inf pad, a global mean, a Dense layer,
 softmax cross-entropy with ``jax.nn.log_softmax``, ``jax.value_and_grad`` with ``has_aux``, and
-SGD with momentum in torch's form.
+SGD with momentum in torch's form (``equiv_jax.optim.SGD``: its state, the momentum buffers,
+is ``self.buffers``).
 
 **Layout: NCHW activations and OIHW kernels** (``dimension_numbers=("NCHW", "OIHW", "NCHW")``):
 the canonical layout itself, so parameters, gradients and activations cross the boundary as
@@ -19,6 +20,10 @@ the config's momentum (new = (1 - m) * old + m * batch) with the *unbiased* batc
 output, with every ``ACTIVATION_NAMES`` activation. The evaluation logits (after the update,
 normalised with the new running statistics) are computed in the same step function, so a
 jitted step is one trace.
+
+``load_state`` (``equiv_jax.trainer``) replaces the parameters, the momentum buffers and the
+running statistics (``self.stats``) with the reference's, arrays of the same types: the
+jitted step is not traced again.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ from cases.resnet18.spec import (
 )
 from equiv.support.records import step_record
 from jax import lax
+
+from equiv_jax import trainer as base
+from equiv_jax.optim import SGD
 
 Arrays = dict[str, jax.Array]
 DIMENSION_NUMBERS = ("NCHW", "OIHW", "NCHW")
@@ -138,9 +146,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return -jnp.mean(jnp.take_along_axis(log_p, labels[:, None], axis=-1))
 
 
-def make_train_step(cfg: dict[str, Any]):
-    lr, momentum = cfg["lr"], cfg["momentum"]
-
+def make_train_step(cfg: dict[str, Any], optimizer: SGD):
     def loss_fn(params, stats, x, y):
         forward = Forward(params, stats, cfg, train=True)
         loss = cross_entropy(forward(x), y)
@@ -152,15 +158,17 @@ def make_train_step(cfg: dict[str, Any]):
         )
         # torch.optim.SGD: buf = momentum * buf + g (the first step's buffer is g: buffers
         # start at zero, and 0.9 * 0 + g is g exactly); p -= lr * buf
-        buffers = jax.tree.map(lambda b, g: momentum * b + g, buffers, grads)
-        params = jax.tree.map(lambda p, b: p - lr * b, params, buffers)
+        params, buffers = optimizer.update(params, grads, buffers, ())
         logits = Forward(params, stats, cfg, train=False)(x)
         return loss, grads, params, buffers, stats, activations, logits
 
     return train_step
 
 
-class Trainer:
+class Trainer(base.Trainer):
+    optimizer_state = "buffers"
+    model_state = "stats"
+
     def __init__(self, state, backend):
         if state.config.get("optimizer", "sgd") != "sgd":
             raise ValueError(
@@ -170,10 +178,11 @@ class Trainer:
         self.x = backend.to_native(state.data["x"])
         self.y = backend.to_native(np.asarray(state.data["y"]).astype(np.int32))
         self.params = {n: backend.to_native(v) for n, v in state.params.items()}
-        self.buffers = jax.tree.map(jnp.zeros_like, self.params)
+        self.optimizer = SGD(state.config)
+        self.buffers = self.optimizer.init(self.params)
         running = initial_state(state.config)
         self.stats = {n: backend.to_native(v.astype(state.dtype)) for n, v in running.items()}
-        self.step = backend.transform(make_train_step(state.config))
+        self.step = backend.transform(make_train_step(state.config, self.optimizer))
 
     def run_step(self) -> None:
         out = self.step(self.params, self.buffers, self.stats, self.x, self.y)

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from equiv.records import StepRecord
 
+from equiv_jax import trainer as base
+
 
 @jax.custom_vjp
 def sigmoid(h):
@@ -41,7 +43,7 @@ def make_train_step(lr: float):
     return train_step
 
 
-class Trainer:
+class Trainer(base.Trainer):
     def __init__(self, state, backend):
         self.backend = backend
         self.x = backend.to_native(state.data["x"])

@@ -5,6 +5,7 @@ so ``jax.value_and_grad`` gives the branch not taken a zero gradient and its upd
 no-op. The previous loss stays a device array between steps (never read back to the host), so
 in ``jax.jit`` mode the step is traced once and replayed: one compiled graph, as a TF1 Session
 or a ``tf.function``. The eager mode runs the same function op by op, as the control.
+``load_state`` puts the previous loss back on the device with the parameters.
 
 The loss is a module-level function under ``jax.checkpoint``, with everything it reads as an
 argument (the branch decision too, as a traced boolean). Eagerly, JAX compiles each primitive
@@ -22,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from equiv.records import StepRecord
+
+from equiv_jax import trainer as base
 
 NAMES = ("w1", "w2a", "w2b")
 
@@ -51,15 +54,22 @@ def make_train_step(lr: float, threshold: float):
     return train_step
 
 
-class Trainer:
+class Trainer(base.Trainer):
     def __init__(self, state, backend):
         self.backend = backend
         cfg = state.config
         self.x = backend.to_native(state.data["x"])
         self.y = backend.to_native(state.data["y"])
         self.params = {n: backend.to_native(state.params[n]) for n in NAMES}
-        self.prev_loss = backend.to_native(np.asarray(cfg["initial_prev_loss"], state.dtype))
+        self.initial_prev_loss = cfg["initial_prev_loss"]
+        self.prev_loss = backend.to_native(np.asarray(self.initial_prev_loss, state.dtype))
         self.step = backend.transform(make_train_step(cfg["lr"], cfg["threshold"]))
+
+    def loaded_prev_loss(self, prev_loss):
+        """The previous loss as the device array the next step decides on (None: the
+        config's, before the first step), of the dtype the step returns."""
+        value = self.initial_prev_loss if prev_loss is None else prev_loss
+        return {"prev_loss": self.backend.to_native(np.asarray(value, self.prev_loss.dtype))}
 
     def run_step(self):
         loss, grads, self.params, use_a = self.step(self.params, self.prev_loss, self.x, self.y)

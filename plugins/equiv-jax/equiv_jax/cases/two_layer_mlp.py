@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from equiv.records import StepRecord
 
+from equiv_jax import trainer as base
+
 
 def loss_fn(params, x, y):
     y_pred = jax.nn.relu(x @ params["w1"]) @ params["w2"]
@@ -24,7 +26,7 @@ def make_train_step(lr: float):
     return train_step
 
 
-class Trainer:
+class Trainer(base.Trainer):
     def __init__(self, state, backend):
         self.backend = backend
         self.x = backend.to_native(state.data["x"])
