@@ -21,6 +21,10 @@ class Branching:
     """What both trainers add: the previous loss picks the branch; the record has zeros for
     the w2 the step did not use."""
 
+    def load_prev_loss(self, value):
+        """The loaded state's previous loss decides the next branch (``load_state``)."""
+        self.prev_loss = float(value)
+
     def choose_branch(self):
         self.branch = "w2a" if self.prev_loss < self.threshold else "w2b"
         return self.branch

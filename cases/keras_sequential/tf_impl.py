@@ -13,7 +13,7 @@ import functools
 import tensorflow as tf
 
 from cases.two_layer_mlp.tf_impl import SGD
-from equiv.support.tf import GraphTrainer, Trainer
+from equiv.support.tf import GraphTrainer, Trainer, refuse_unknown, zeros_like
 
 
 def forward_loss(x, y, w1, b1, w2, b2):
@@ -45,6 +45,16 @@ class Adam:
             v_hat = v_t / (1 - self.b2**t)
             out.append(p.assign_sub(self.lr * m_hat / (tf.sqrt(v_hat) + self.eps)))
         return out
+
+    def slot_values(self, canonical, names):
+        """The canonical ``m/<p>``, ``v/<p>`` and ``t`` are these moments and step count (the
+        same recurrences); absent, they are a first step's zeros."""
+        refuse_unknown(self, canonical, ("m", "v", "t"))
+        values = [(self.t, canonical.get("t", 0))]
+        for name, m, v in zip(names, self.m, self.v, strict=True):
+            values.append((m, canonical.get(f"m/{name}", zeros_like(m))))
+            values.append((v, canonical.get(f"v/{name}", zeros_like(v))))
+        return values
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

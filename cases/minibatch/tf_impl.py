@@ -17,6 +17,9 @@ pipelines: ``tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()`` give
 tensors the loss is built on (batch dimension unknown, so the partial batch needs nothing
 more); ``tf.gradients``, the update ops, and one ``Session.run`` per step, which pulls the next
 batch.
+
+``load_state`` (the support bases') loads the parameters and the optimizer's slots only: the
+iterator stays where the port's own steps left it, so a pipeline that is off still shows.
 """
 
 import tensorflow as tf

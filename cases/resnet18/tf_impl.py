@@ -35,7 +35,14 @@ import tensorflow as tf
 from cases.resnet18 import layout
 from cases.resnet18.spec import ACTIVATION_NAMES, PARAM_NAMES, blocks, initial_state
 from equiv.support.records import step_record
-from equiv.support.tf import GraphTrainer, Trainer, train_op, variables
+from equiv.support.tf import (
+    GraphTrainer,
+    Trainer,
+    refuse_unknown,
+    train_op,
+    variables,
+    zeros_like,
+)
 
 
 def conv(x, kernel, stride: int, padding: int):
@@ -144,6 +151,15 @@ class SGDMomentum:
             out.append(w.assign_sub(self.lr * b))
         return out
 
+    def slot_values(self, canonical, names):
+        """The canonical ``momentum/<p>`` is this buffer (torch's form, both); absent, the zero
+        buffer a first step starts from."""
+        refuse_unknown(self, canonical, ("momentum",))
+        return [
+            (buf, canonical.get(f"momentum/{name}", zeros_like(buf)))
+            for name, buf in zip(names, self.buffers, strict=True)
+        ]
+
 
 def channels_last(state):
     """The cell's state with x NHWC and every parameter channels-last (kernels HWIO, fc.weight
@@ -181,7 +197,19 @@ def record(to_numpy, loss, grads, params, acts, stats, logits):
     )
 
 
-class ResNetTrainer(Trainer):
+class ChannelsLast:
+    """What both trainers' ``load_state`` (the support base's) needs to know of this port: the
+    variables hold the parameters and their momentum buffers channels-last, and the running
+    statistics are ``self.stats``."""
+
+    def port_layout(self, name, value):
+        return layout.param_to_channels_last(name, value)
+
+    def model_state(self):
+        return self.stats
+
+
+class ResNetTrainer(ChannelsLast, Trainer):
     """TF 2.0: the step (loss, gradients, activations; updates as effects) and the evaluation
     forward, each transformed by the backend's mode."""
 
@@ -219,7 +247,7 @@ class ResNetTrainer(Trainer):
         return record(to_numpy, loss, grads, self.weights, acts, self.stats, logits)
 
 
-class ResNetGraphTrainer(GraphTrainer):
+class ResNetGraphTrainer(ChannelsLast, GraphTrainer):
     """TF 1.0: the training fetches (loss, gradients, activations, and every update grouped
     after them) and the evaluation logits, a second fetch of the same graph."""
 

@@ -54,13 +54,19 @@ class Trainer(support.Trainer):
     def branch(self):
         return "w2a" if bool(self.use_a) else "w2b"
 
+    def load_prev_loss(self, value):
+        """Into the variable the step's ``tf.cond`` reads (``load_state``)."""
+        self.assign([(self.prev_loss, value)])
+
 
 class GraphTrainer(support.GraphTrainer):
     """TF 1.0: the step, tf.cond included, is one graph; every step is one Session.run."""
 
     def train_ops(self, x, y, optimizer):
         cfg, dtype = self.config, x.dtype
-        prev_loss = tf.Variable(cfg["initial_prev_loss"], dtype=dtype, name="prev_loss")
+        prev_loss = self.prev_loss = tf.Variable(
+            cfg["initial_prev_loss"], dtype=dtype, name="prev_loss"
+        )
         use_a = prev_loss < tf.constant(cfg["threshold"], dtype=dtype)
         weights = list(self.weights.values())
         loss = self.forward_loss(x, y, *weights, use_a)
@@ -74,6 +80,7 @@ class GraphTrainer(support.GraphTrainer):
         self.last = (loss, grads, update)
 
     branch = Trainer.branch
+    load_prev_loss = Trainer.load_prev_loss
 
 
 def build(state, backend):

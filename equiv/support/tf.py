@@ -14,6 +14,11 @@ TF trainer does besides is here:
 Both take an optimizer as a factory ``optimizer(weights, cfg, dtype)`` whose ``updates(weights,
 grads)`` returns the update ops (``Optimizer``): the same object serves an eager step, a traced
 one and a TF1 graph. This module imports tensorflow: only TF case code imports it.
+
+Both load the reference's training state in place (``load_state``, ``Loading``): the
+parameters, the optimizer's slots (``slot_values``), the model's non-trainable state and the
+previous loss go into the variables the port already has, so a traced step keeps its trace and
+a TF1 graph stays the one that was finalized.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import tensorflow as tf
 
-from equiv.contract.records import CaseState, StepRecord
+from equiv.contract.records import CaseState, StepRecord, TrainingState
+from equiv.contract.trainer import StateNotLoadable
 from equiv.support.records import step_record
 
 if TYPE_CHECKING:
@@ -32,8 +38,36 @@ if TYPE_CHECKING:
 
 
 class Optimizer(Protocol):
+    """An optimizer with slots (momentum buffers, Adam's moments) may also define
+    ``slot_values(canonical, names) -> [(variable, value), ...]``: the value each of its
+    variables takes at the canonical state ``TrainingState.optimizer``, whose per-parameter
+    arrays come in the port's layout, for the weights named ``names`` (in the order
+    ``updates`` gets them). It returns values rather than assigning them because an eager
+    ``assign`` and a TF1 ``Session`` write them differently (``Loading.assign``)."""
+
     def updates(self, weights: Sequence[tf.Variable], grads: Sequence[Any]) -> list:
         """The ops (or, eagerly, the effects) that update ``weights`` from ``grads``."""
+
+
+#: what ``slot_values`` returns: each optimizer variable and the value it takes
+SlotValues = list[tuple[tf.Variable, Any]]
+
+
+def refuse_unknown(optimizer: Any, canonical: Mapping[str, Any], known: Sequence[str]) -> None:
+    """``StateNotLoadable`` for canonical optimizer state that ``optimizer`` has no slot for
+    (``known``: the slot kinds, ``momentum`` for ``momentum/<p>``, and the scalars, ``t``):
+    silently dropped, an Adam state loaded into an SGD port would look loaded."""
+    unknown = sorted(k for k in canonical if k.split("/", 1)[0] not in known)
+    if unknown:
+        raise StateNotLoadable(
+            f"{type(optimizer).__name__} keeps no slot for the optimizer state "
+            f"{', '.join(unknown[:5])}"
+        )
+
+
+def zeros_like(variable: tf.Variable) -> np.ndarray:
+    """A slot's value before the first step (a canonical key that is absent)."""
+    return np.zeros(tuple(variable.shape), dtype=variable.dtype.as_numpy_dtype)
 
 
 #: ``optimizer(weights, cfg, dtype)``: built once per trainer with its variables, inside the
@@ -46,15 +80,103 @@ def variables(params: Mapping[str, np.ndarray]) -> dict[str, tf.Variable]:
     return {name: tf.Variable(value, name=name) for name, value in params.items()}
 
 
-class Trainer:
+def _slot_variables(optimizer: Any) -> list[str]:
+    """The attributes of ``optimizer`` that hold variables (its slots): an optimizer with
+    slots and no ``slot_values`` cannot be loaded, even to the empty state of a first step."""
+    held = []
+    for attr, value in vars(optimizer).items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, tf.Variable) for v in values):
+            held.append(attr)
+    return held
+
+
+class Loading:
+    """``load_state`` for both trainers: the reference's ``TrainingState`` into the port's
+    variables (``self.weights``; ``model_state()``; ``self.optimizer``'s ``slot_values``)
+    and, for a step that reads it, the previous loss (``load_prev_loss``), in place.
+
+    Subclass hooks: ``port_layout(name, value)`` puts a canonical parameter (and its optimizer
+    slots) into the layout the variables hold (channels-last, for resnet18); ``model_state()``
+    is the non-trainable state's variables by canonical name; ``load_prev_loss(value)`` for a
+    port whose branch reads the previous loss. A data pipeline's position is never loaded: it
+    is the port's own, so that a pipeline that is off stays seen."""
+
+    weights: dict[str, Any]
+    optimizer: Any
+
+    def port_layout(self, name: str, value: np.ndarray) -> np.ndarray:
+        """A canonical parameter (or a slot of it) in the variables' layout: the same here."""
+        return value
+
+    def model_state(self) -> Mapping[str, Any]:
+        """The model's non-trainable state as variables by canonical name: none here."""
+        return {}
+
+    def load_prev_loss(self, value: float) -> None:
+        """The previous loss, for a step whose branch reads it: this one reads none."""
+
+    def assign(self, values: SlotValues) -> None:
+        """Write each value into its variable (cast to its dtype)."""
+        raise NotImplementedError
+
+    def load_state(self, resume: TrainingState) -> None:
+        """The reference's training state into the running port: no rebuild, so a compiled
+        step keeps its trace, a TF1 graph stays finalized, and what the state does not hold
+        (a data pipeline's position) stays the port's own."""
+        values: SlotValues = []
+        for group, given, held in (
+            ("parameter", resume.params, self.weights),
+            ("non-trainable state", resume.state, self.model_state()),
+        ):
+            unknown = sorted(set(given) - set(held))
+            if unknown:
+                raise StateNotLoadable(
+                    f"{type(self).__name__} holds no {group} named {', '.join(unknown[:5])}"
+                )
+        for name, value in resume.params.items():
+            values.append((self.weights[name], self.port_layout(name, value)))
+        held = self.model_state()
+        values += [(held[name], value) for name, value in resume.state.items()]
+        values += self.optimizer_values(resume.optimizer)
+        self.assign(values)
+        if resume.prev_loss is not None:
+            self.load_prev_loss(resume.prev_loss)
+
+    def optimizer_values(self, canonical: Mapping[str, np.ndarray]) -> SlotValues:
+        """The optimizer's ``slot_values`` for the canonical state, its per-parameter arrays
+        put in the port's layout first; an optimizer without slots has nothing to load."""
+        slot_values = getattr(self.optimizer, "slot_values", None)
+        if slot_values is None:
+            slots = _slot_variables(self.optimizer)
+            if canonical or slots:
+                held = f"keeps slots ({', '.join(slots)})" if slots else "keeps no slots"
+                raise StateNotLoadable(
+                    f"{type(self.optimizer).__name__} {held} and defines no slot_values to "
+                    f"load the optimizer state ({', '.join(sorted(canonical)[:5]) or 'empty'})"
+                )
+            return []
+        native = {
+            key: self.port_layout(key.split("/", 1)[1], value) if "/" in key else value
+            for key, value in canonical.items()
+        }
+        return slot_values(native, list(self.weights))
+
+
+def _as_value(variable: Any, value: Any) -> np.ndarray:
+    return np.asarray(value, dtype=variable.dtype.as_numpy_dtype)
+
+
+class Trainer(Loading):
     """TF 2.0: the variables ``self.weights``, the data, and the case's step, transformed by the
     backend's mode (eager, ``tf.function``, XLA).
 
     ``make_train_step(optimizer)`` returns the step, ``train_step(x, y, *weights) -> (loss,
     grads)`` with ``grads`` in the order of the weights (or by name); ``optimizer`` is an
-    ``OptimizerFactory``, called once with the variables. The step takes tensors and variables
-    only, so a compiled mode traces it once. A case with data-dependent control flow sets
-    ``self.branch`` (or makes it a property) to the branch the step took.
+    ``OptimizerFactory``, called once with the variables (kept as ``self.optimizer``, for
+    ``load_state``). The step takes tensors and variables only, so a compiled mode traces it
+    once. A case with data-dependent control flow sets ``self.branch`` (or makes it a
+    property) to the branch the step took.
     """
 
     branch: str | None = None
@@ -71,9 +193,14 @@ class Trainer:
         self.y = backend.to_native(state.data["y"])
         self.weights = variables(state.params)
         weights = list(self.weights.values())
-        self.step = backend.transform(
-            make_train_step(optimizer(weights, state.config, state.dtype))
-        )
+        self.optimizer = optimizer(weights, state.config, state.dtype)
+        self.step = backend.transform(make_train_step(self.optimizer))
+
+    def assign(self, values: SlotValues) -> None:
+        """Eagerly, outside the step: a traced step reads the variables it is given, so new
+        values in them need no retrace."""
+        for variable, value in values:
+            variable.assign(_as_value(variable, value))
 
     def run_step(self) -> None:
         self.last = self.step(self.x, self.y, *self.weights.values())
@@ -94,15 +221,16 @@ def train_op(loss: tf.Tensor, weights: Sequence[tf.Variable], updates: Callable)
     return loss, grads, update
 
 
-class GraphTrainer:
+class GraphTrainer(Loading):
     """TF 1.0: define the graph once, then run it many times.
 
     ``forward_loss(x, y, *weights)`` builds the loss on the data tensors and the variables (in
-    the case's order); ``optimizer`` is an ``OptimizerFactory``. Subclasses change what the
-    graph holds: ``inputs`` (placeholders fed the data, by default), ``train_ops`` (one
-    ``train_op``, by default; the case's config is ``self.config``). ``self.fetches`` is what
-    ``Session.run`` runs each step and ``self.last`` what it fetched, ``(loss, grads, update)``
-    for ``record``; ``self.branch`` is the branch taken, as in ``Trainer``.
+    the case's order); ``optimizer`` is an ``OptimizerFactory`` (``self.optimizer``).
+    Subclasses change what the graph holds: ``inputs`` (placeholders fed the data, by
+    default), ``train_ops`` (one ``train_op``, by default; the case's config is
+    ``self.config``). ``self.fetches`` is what ``Session.run`` runs each step and ``self.last``
+    what it fetched, ``(loss, grads, update)`` for ``record``; ``self.branch`` is the branch
+    taken, as in ``Trainer``.
     """
 
     branch: str | None = None
@@ -123,7 +251,8 @@ class GraphTrainer:
             x, y, feed = self.inputs(state, dtype)
             self.weights = variables(state.params)
             weights = list(self.weights.values())
-            self.fetches = self.train_ops(x, y, optimizer(weights, state.config, dtype))
+            self.optimizer = optimizer(weights, state.config, dtype)
+            self.fetches = self.train_ops(x, y, self.optimizer)
             init = tf.compat.v1.global_variables_initializer()
         graph.finalize()  # nothing is added to the graph once it runs
         self.sess = backend.session(graph)
@@ -141,6 +270,22 @@ class GraphTrainer:
         """What each step runs: the loss, its gradients and the update (``train_op``)."""
         weights = list(self.weights.values())
         return train_op(self.forward_loss(x, y, *weights), weights, optimizer.updates)
+
+    def assign(self, values: SlotValues) -> None:
+        """What ``tf.compat.v1.Variable.load`` does, for all the variables in one
+        ``Session.run``: each variable's initializer, its initial value fed the new one. No
+        op is added to the finalized graph, and none is built before ``finalize`` for a load
+        that most runs never make (a placeholder and an assign op per variable, 164 for
+        resnet18): the graph the port runs is the one it would run without ``load_state``.
+        Not ``Variable.load`` itself: outside ``graph.as_default()`` TF 2 executes eagerly,
+        and there it calls ``assign``, which would add an op to the finalized graph."""
+        if not values:
+            return
+        initializers = [variable.initializer for variable, _ in values]
+        feed = {
+            variable.initializer.inputs[1]: _as_value(variable, value) for variable, value in values
+        }
+        self.sess.run(initializers, feed_dict=feed)
 
     def run_step(self) -> None:
         self.last = self.sess.run(self.fetches, feed_dict=self.feed)
