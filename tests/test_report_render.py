@@ -167,6 +167,26 @@ def test_plot_data_of_a_failing_cell(document, html):
     assert error == [float(f"{v:.3g}") for v in raw]
 
 
+def test_a_resynchronised_cell_says_how_its_steps_were_compared():
+    """Free-running up to step 2, resynchronised from there: in the overview, the details and
+    the plot (a line at step 2); a cell that ran free has none of it."""
+    resynced = CellResult(Cell("resnet18", "torch.eager", "float32"), "pass", steps=6)
+    resynced.compared_steps, resynced.resynchronised_from = 6, 2
+    resynced.series = {
+        "step": list(range(6)),
+        "loss": {"error": [1e-7] * 6, "tolerance": [1e-5] * 6},
+    }
+    free = CellResult(Cell("resnet18", "torch.eager", "float64"), "pass", steps=6)
+    free.compared_steps = 6
+    free.series = resynced.series
+    html = render_html(build_document([resynced, free], {}, {}))
+    assert html.count('<span class="resync-mark"') == 1 + 1  # the cell's, and the legend's
+    assert "steps 0&ndash;1 free-running, from step 2 on resynchronised" in html
+    data = plot_data(html)
+    assert data["cell-resnet18-torch.eager-float32"]["errors"]["resync"] == 2
+    assert data["cell-resnet18-torch.eager-float64"]["errors"]["resync"] is None
+
+
 def test_a_full_run_page_is_at_most_3_mb():
     """Issue 10: a full run's page (156 cells) was 21 MB of inline SVG; now at most 3 MB."""
     document = full_run_document()

@@ -233,6 +233,7 @@ def cell_view(
         "steps": cell.get("steps"),
         "compared_steps": cell.get("compared_steps"),
         "coverage": as_float(cell.get("coverage")),
+        "resynchronised_from": _step(cell.get("resynchronised_from")),
         "duration_s": cell.get("duration_s"),
         "benchmark": cell.get("benchmark") if isinstance(cell.get("benchmark"), dict) else None,
         "source": cell.get("source"),
@@ -260,7 +261,7 @@ def cell_view(
             "counts": branches.get("counts") if isinstance(branches.get("counts"), dict) else {},
             "plot": plotdata.branch_data(branches),
         }
-    view["plot"] = plotdata.error_data(cell.get("series"), div)
+    view["plot"] = plotdata.error_data(cell.get("series"), div, view["resynchronised_from"])
     view["localization"] = _localization(cell.get("localization"))
     view["layers"] = _layers(cell.get("layers"))
     view["state"] = _state(cell.get("state"))
@@ -384,3 +385,8 @@ def _explanation(expl: Any) -> dict[str, Any] | None:
         "variant_compared": var.get("compared_steps"),
         "variant_divergence": sentence(var.get("first_divergence")),
     }
+
+
+def _step(value: Any) -> int | None:
+    """A step number from the document, or None (absent, or not an integer)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -38,10 +38,12 @@ def _over(error: Any, tolerance: Any) -> bool:
     return e is not None and t is not None and e > t
 
 
-def error_data(series: Any, divergence: Any) -> dict[str, Any] | None:
+def error_data(series: Any, divergence: Any, resync: Any = None) -> dict[str, Any] | None:
     """The error plot of one cell: ``step``, ``groups`` (one panel per quantity group, each
-    with ``[name, errors, tolerances, (indices beyond tolerance)]`` per quantity) and ``div``,
-    the first divergence's step. None when the series holds nothing to plot."""
+    with ``[name, errors, tolerances, (indices beyond tolerance)]`` per quantity), ``div``,
+    the first divergence's step, and ``resync``, the first resynchronised step (from there
+    each point is one step from the reference's state, against a one-step tolerance). None
+    when the series holds nothing to plot."""
     if not isinstance(series, dict):
         return None
     steps = series.get("step")
@@ -78,6 +80,7 @@ def error_data(series: Any, divergence: Any) -> dict[str, Any] | None:
         "step": [int(x) if x is not None and x.is_integer() else x for x in xs],
         "groups": [{"title": GROUP_TITLES.get(g, g), "q": grouped[g]} for g in order],
         "div": div,
+        "resync": as_float(resync),
     }
 
 

@@ -205,6 +205,7 @@ def build_context(
         "matrices": _matrices(views),
         "problems": problems,
         "caveated": [v for v in views if v["caveats"]],
+        "resynced": [v for v in views if v["resynchronised_from"] is not None],
         "benchmarks": benchmarks,
         "by_case": by_case,
         "plot_data": plotdata.pack(_plot_data(views, benchmarks)),

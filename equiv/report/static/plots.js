@@ -13,6 +13,7 @@
   var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
     "#bcbd22", "#7f7f7f"];
   var RED = "#c62828";
+  var BLUE = "#1565c0";
   var UNKNOWN = "#bbbbbb";
   /* integer steps on the x axis */
   var STEP_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000];
@@ -187,7 +188,10 @@
         ],
         series: series,
         cursor: { drag: { x: true, y: false } },
-        hooks: { draw: [function (u) { if (d.div != null) { vline(u, d.div, RED, [2, 3]); } }] },
+        hooks: { draw: [function (u) {
+          if (d.div != null) { vline(u, d.div, RED, [2, 3]); }
+          if (d.resync != null) { vline(u, d.resync, BLUE, [6, 4]); }
+        }] },
       }, columns, box);
       fit(u, box, width, 210);
     });
