@@ -16,12 +16,12 @@ from equiv.backends.implementations import ImplSource
 from equiv.backends.registry import get_backend
 from equiv.contract.case import get_case
 from equiv.contract.records import Cell
-from equiv.quality.mutants import RESNET18_LATE
+from equiv.quality.mutants import RESNET18_LATE_TORCH
 from equiv.quality.selftest import run_mutant
 from equiv.running.runner import RunOptions, run_cell
 
 STEPS = 6
-LATE = {m.id: m for m in RESNET18_LATE}
+LATE = {m.id: m for m in RESNET18_LATE_TORCH}
 
 
 def needs_torchvision() -> None:
@@ -66,8 +66,9 @@ def test_a_bug_that_starts_late_is_detected_at_its_step(bug):
     assert outcome.detected, outcome.observed()
 
 
-def test_equiv_run_resync_is_a_setting_of_the_run(tmp_path):
-    """``--resync`` reaches the cells and is recorded with the run (``--resume`` keeps it)."""
+@pytest.mark.parametrize("flag, on", [((), True), (("--no-resync",), False)])
+def test_equiv_run_resyncs_by_default_and_records_it(tmp_path, flag, on):
+    """Resync is on unless ``--no-resync``; the run records it (``--resume`` keeps it)."""
     import json
     import subprocess
     import sys
@@ -75,13 +76,13 @@ def test_equiv_run_resync_is_a_setting_of_the_run(tmp_path):
     out = tmp_path / "run"
     args = ["--case", "two_layer_mlp", "--backend", "numpy", "--steps", "2", "--out", str(out)]
     proc = subprocess.run(
-        [sys.executable, "-m", "equiv", "run", *args, "--bench-rounds", "0", "--resync"],
+        [sys.executable, "-m", "equiv", "run", *args, "--bench-rounds", "0", *flag],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((out / "parity.json").read_text())
-    assert doc["run"]["resync"] is True
+    assert doc["run"]["resync"] is on
     # no horizon in two_layer_mlp: every step ran free
     assert {c["resynchronised_from"] for c in doc["cells"]} == {None}

@@ -91,3 +91,11 @@ def test_an_nchw_flatten_before_resnet18s_dense_is_no_bug_here():
         pytest.skip(outcome.skipped)
     assert outcome.result.status == "explained", outcome.observed()
     assert not outcome.detected
+
+
+def test_a_late_mutant_is_described_by_its_step_alone():
+    """Late mutants expect only the step their bug starts at (any quantity may show it)."""
+    from equiv.quality.selftest import describe_expected
+
+    assert describe_expected({"step": 3}) == "step 3"
+    assert describe_expected({"step": 0, "quantity": "grads", "name": "w1"}) == "step 0 grads w1"

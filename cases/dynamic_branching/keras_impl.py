@@ -6,12 +6,17 @@ the Keras form of the seed's dynamic graph (the same code on all three Keras bac
 gradient is taken with respect to all three kernels, so the unused head's is zeros (the
 backend's autodiff reports no dependence as zeros), and only the used kernels are updated.
 Sum-of-squares loss, SGD, explicit dtypes: as two_layer_mlp's Keras code.
+
+``load_state`` (the support base's: the kernels and the optimizer) also takes the state's
+``prev_loss``, which picks the next step's head: a port loaded at a later step without it would
+branch on its own last loss.
 """
 
 import functools
 
 import keras
 
+from equiv.contract.trainer import StateNotLoadable
 from equiv.support import keras as support
 
 
@@ -39,6 +44,18 @@ class Trainer(support.Trainer):
         super().__init__(state, backend, named, support.SumSquaredError(state.dtype), sgd)
         self.threshold = cfg["threshold"]
         self.prev_loss = cfg["initial_prev_loss"]
+
+    def load_state(self, resume):
+        """The kernels, the optimizer's state and the previous loss the branch reads."""
+        if resume.prev_loss is None:
+            raise StateNotLoadable(
+                "the branch reads the previous loss, and the training state carries none"
+            )
+        super().load_state(resume)
+        self.take_prev_loss(resume.prev_loss)
+
+    def take_prev_loss(self, loss):
+        self.prev_loss = float(loss)
 
     def run_step(self):
         branch = "w2a" if self.prev_loss < self.threshold else "w2b"

@@ -13,6 +13,13 @@ so the training step's own forward pass gives every activation.
 Weights load through ``cases.resnet18.layout`` (OIHW -> HWIO kernels, fc (out, in) -> (in,
 out)); BatchNorm's moving mean and variance start at the canonical state (0 and 1).
 
+``Trainer.load_state`` puts the reference's training state at a later step into the running
+model, in place (no new model, nothing retraced): the parameters through the same layout, the
+BatchNorm layers' moving mean and variance under their canonical names (``running_mean``,
+``running_var``) as they are, and SGD's momentum buffers, converted to channels-last like the
+parameters they go with, into the optimizer's velocity slots by
+``equiv.support.keras.load_optimizer`` (torch's buffer b as Keras's velocity -lr * b).
+
 The step (``Trainer``): Keras 3 has no ``minimize``, so the gradient comes from the backend's
 autodiff (``backend.value_and_grad``, ``has_aux``) of a loss computed by ``model.stateless_call``
 (training mode), which returns the BatchNorm layers' new moving statistics instead of assigning
@@ -51,6 +58,8 @@ from cases.resnet18.spec import (
     conv_layers,
     initial_state,
 )
+from equiv.contract.trainer import StateNotLoadable
+from equiv.support.keras import load_optimizer
 from equiv.support.records import step_record
 
 #: Keras's name of each BatchNormalization variable -> the canonical (torchvision) suffix
@@ -157,6 +166,15 @@ def load(variables: dict, canonical: dict) -> None:
         variable.assign(layout.param_to_channels_last(name, canonical[name]))
 
 
+def optimizer_to_channels_last(canonical: dict) -> dict:
+    """The canonical optimizer state (``momentum/<param>`` in its parameter's canonical layout)
+    in the layout of the variables it goes with; a key without a parameter (``t``) as it is."""
+    return {
+        key: layout.param_to_channels_last(key.partition("/")[2], value) if "/" in key else value
+        for key, value in canonical.items()
+    }
+
+
 class Trainer:
     """One training step of the functional model: loss, gradients, activations and new
     BatchNorm statistics from one ``stateless_call``; the statistics assigned once."""
@@ -176,6 +194,23 @@ class Trainer:
         with backend.floatx(dtype):  # the learning rate is a variable of floatx()
             self.optimizer = keras.optimizers.SGD(cfg["lr"], momentum=cfg["momentum"])
         self.optimizer.build(self.variables)
+
+    def load_state(self, resume) -> None:
+        """The reference's training state (``TrainingState``) into the running model and
+        optimizer, in place: parameters and momentum channels-last, BatchNorm's moving
+        statistics by their canonical names."""
+        unknown = sorted(set(resume.state) - set(self.state))
+        missing = sorted(set(self.state) - set(resume.state))
+        if unknown or missing:
+            parts = [f"it keeps no state named {', '.join(unknown)}"] if unknown else []
+            if missing:
+                parts.append(f"the state lacks {', '.join(missing)}, which its BatchNorm keeps")
+            raise StateNotLoadable(f"resnet18's Keras model: {'; '.join(parts)}")
+        load(self.named, resume.params)
+        load(self.state, resume.state)
+        load_optimizer(
+            self.optimizer, self.named, optimizer_to_channels_last(resume.optimizer), resume.step
+        )
 
     def compute_loss(self):
         """The training-mode forward without side effects: (loss, (outputs, new state))."""

@@ -14,6 +14,9 @@ as Keras's JAX training step takes trainable and non-trainable variables: on jax
 then traced once and its ``cond`` compiled once, where a loss closing over a new decision every
 step made eager JAX compile the cond twice a step (a step took 65-90 ms, now 8-9 ms). Its ops
 still run one by one.
+
+``load_state`` (dynamic_branching's) assigns the state's ``prev_loss`` to the variable, in
+place: the gradient function made once keeps reading it.
 """
 
 import keras
@@ -39,6 +42,9 @@ class Trainer(dynamic_branching.Trainer):
         h = self.hidden(self.x)
         y_pred = ops.cond(use_a, lambda: self.head_a(h), lambda: self.head_b(h))
         return self.loss_fn(self.y, y_pred)
+
+    def take_prev_loss(self, loss):
+        self.prev_loss.assign(loss)
 
     def run_step(self):
         self.use_a = ops.less(self.prev_loss, self.threshold)  # the branch the loss takes

@@ -385,7 +385,7 @@ def _late(id: str, kind: str, body: str, step: int) -> Mutant:
 
 
 #: bugs that start after resnet18's float32 horizon, found by resynchronised stepping
-RESNET18_LATE = [
+RESNET18_LATE_TORCH = [
     _late(
         "torch-resnet-lr-doubled-late",
         "learning rate doubled from step 3",
@@ -412,6 +412,121 @@ RESNET18_LATE = [
         3,
     ),
 ]
+
+_RESNET18_KERAS_STEP = (
+    "    def run_step(self) -> None:\n"
+    "        (loss, (outputs, non_trainable)), grads = self.backend.value_and_grad(\n"
+)
+
+
+def _late_keras(id: str, kind: str, body: str, step: int) -> Mutant:
+    """A bug in resnet18's Keras port (keras.tensorflow, float32) that starts at ``step``,
+    after the float32 horizon: ``_late``'s torch bugs, in Keras's terms. The cell is explained
+    (Keras's biased moving variance), so resynchronised stepping follows the explanation's
+    variant; the bug shows at its step all the same. ``self.calls`` counts steps from 1."""
+    head, call = _RESNET18_KERAS_STEP.split("\n", 1)
+    counted = f"{head}\n        self.calls = getattr(self, 'calls', 0) + 1\n{body}{call}"
+    return Mutant(
+        id,
+        kind,
+        "resnet18",
+        "keras.tensorflow",
+        "float32",
+        (Patch(_RESNET18_KERAS_STEP, counted),),
+        {"step": step},
+        steps=6,
+        resync=True,
+    )
+
+
+#: the same late bugs in the Keras port (keras.tensorflow)
+RESNET18_LATE_KERAS = [
+    _late_keras(
+        "keras-resnet-lr-doubled-late",
+        "learning rate doubled from step 3",
+        "        if self.calls == 4:\n"
+        "            self.optimizer.learning_rate.assign(self.optimizer.learning_rate * 2)\n",
+        3,
+    ),
+    _late_keras(
+        "keras-resnet-momentum-zeroed-late",
+        "momentum slots zeroed at step 4",
+        "        if self.calls == 5:\n"
+        "            for momentum in self.optimizer.momentums:\n"
+        "                momentum.assign(ops.zeros_like(momentum))\n",
+        4,
+    ),
+    _late_keras(
+        "keras-resnet-batchnorm-frozen-late",
+        "BatchNorm's moving statistics frozen from step 3 (Keras's momentum 1: all old value)",
+        "        if self.calls == 4:\n"
+        "            for layer in self.model.layers:\n"
+        "                if isinstance(layer, layers.BatchNormalization):\n"
+        "                    layer.momentum = 1.0\n",
+        3,
+    ),
+]
+
+_RESNET18_JAX_STEP = (
+    "        out = self.step(self.params, self.buffers, self.stats, self.x, self.y)\n"
+    "        self.loss, self.grads, self.params, self.buffers, self.stats = out[:5]\n"
+)
+
+
+def _late_jax(id: str, kind: str, before: str, after: str, step: int, note: str = "") -> Mutant:
+    """A bug in resnet18's JAX port (jax.jit) that starts at ``step``, as ``_late``'s: planted
+    on the host side of the jitted step, ``before`` or ``after`` it in ``run_step`` (the step
+    stays one trace, with no Python control flow inside it). ``self.calls`` counts from 1."""
+    counted = "        self.calls = getattr(self, 'calls', 0) + 1\n" + before + _RESNET18_JAX_STEP
+    return Mutant(
+        id,
+        kind,
+        "resnet18",
+        "jax.jit",
+        "float32",
+        (Patch(_RESNET18_JAX_STEP, counted + after),),
+        {"step": step},
+        steps=6,
+        note=note,
+        # the JAX case modules live in the plugin (``JaxBackend.implementation_module``)
+        module="equiv_jax.cases.resnet18",
+        resync=True,
+    )
+
+
+#: the same late bugs in the JAX port (jax.jit)
+RESNET18_LATE_JAX = [
+    _late_jax(
+        "jax-resnet-lr-doubled-late",
+        "learning rate doubled from step 3",
+        "",
+        "        if self.calls >= 4:\n"
+        "            lr = self.optimizer.lr\n"
+        "            self.params = jax.tree.map(\n"
+        "                lambda p, b: p - lr * b, self.params, self.buffers\n"
+        "            )\n",
+        3,
+        note="the jitted step bakes its learning rate in: the step's update is applied once "
+        "more on the host, p - 2 * lr * buf",
+    ),
+    _late_jax(
+        "jax-resnet-momentum-zeroed-late",
+        "momentum buffers zeroed at step 4",
+        "        if self.calls == 5:\n"
+        "            self.buffers = jax.tree.map(jnp.zeros_like, self.buffers)\n",
+        "",
+        4,
+    ),
+    _late_jax(
+        "jax-resnet-batchnorm-frozen-late",
+        "BatchNorm's running statistics frozen from step 3",
+        "        frozen = self.stats\n",
+        "        if self.calls >= 4:\n            self.stats = frozen\n",
+        3,
+    ),
+]
+
+RESNET18_LATE = [*RESNET18_LATE_TORCH, *RESNET18_LATE_KERAS, *RESNET18_LATE_JAX]
 
 CATALOGUE: list[Mutant] = [
     *TORCH,

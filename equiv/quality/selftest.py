@@ -14,6 +14,7 @@ from typing import Any
 from equiv.backends.implementations import ImplSource
 from equiv.backends.registry import get_backend
 from equiv.contract.case import get_case
+from equiv.contract.divergence import Divergence
 from equiv.contract.records import Cell, CellResult
 from equiv.quality.mutants import CATALOGUE, Mutant
 from equiv.running.runner import RunOptions, run_cell
@@ -27,25 +28,38 @@ class Outcome:
     skipped: str = ""
 
     @property
+    def divergence(self) -> Divergence | None:
+        """The bug's divergence: in a cell with a declared difference, where the port leaves
+        the variant that reproduces that difference (against the plain reference it differs
+        from step 0 by declaration, bug or not)."""
+        r = self.result
+        if r is None:
+            return None
+        if r.explanation is not None and r.explanation.variant_divergence is not None:
+            return r.explanation.variant_divergence
+        return r.first_divergence
+
+    @property
     def detected(self) -> bool:
         r = self.result
-        return r is not None and r.status == "fail" and self.mutant.matches(r.first_divergence)
+        return r is not None and r.status == "fail" and self.mutant.matches(self.divergence)
 
     def observed(self) -> str:
         if self.skipped:
             return f"skipped: {self.skipped}"
         r = self.result
         assert r is not None
-        if r.first_divergence:
-            d = r.first_divergence
+        if d := self.divergence:
             where = f"step {d.step} {d.quantity}" + (f" {d.name}" if d.name else "")
-            return f"{r.status} at {where}"
+            against = " (vs variant)" if d is not r.first_divergence else ""
+            return f"{r.status} at {where}{against}"
         return f"{r.status}: {r.reason}" if r.reason else r.status
 
 
 def describe_expected(expected: dict[str, Any]) -> str:
-    where = f"step {expected['step']} {expected['quantity']}"
-    return where + (f" {expected['name']}" if expected.get("name") else "")
+    """ "step 3", "step 0 grads w1": a mutant may name only the step where its bug starts."""
+    parts = [f"step {expected['step']}", expected.get("quantity"), expected.get("name")]
+    return " ".join(str(p) for p in parts if p)
 
 
 def run_mutant(mutant: Mutant, seed: int = 0) -> Outcome:

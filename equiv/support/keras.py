@@ -10,7 +10,10 @@ jax backends:
   averages);
 - ``Trainer``: Keras 3 optimizers have no ``minimize`` (the seed's ``opt.minimize`` is Keras
   2), so a step is the backend's autodiff (``backend.value_and_grad``: a ``GradientTape`` on
-  TensorFlow) and ``optimizer.apply_gradients``; then the record.
+  TensorFlow) and ``optimizer.apply_gradients``; then the record;
+- ``load_optimizer`` and ``load_training_state``: the reference's training state at a later
+  step into a running Keras model, in place (``Trainer.load_state``; a port of its own that
+  converts layouts calls them with converted arrays).
 
 Two float64 traps are handled once here: a loss given no dtype computes in ``floatx()``
 (float32), so ``SumSquaredError`` takes the cell's; an optimizer's learning rate is a variable
@@ -97,6 +100,26 @@ def load_optimizer(
     optimizer.iterations.assign(int(canonical["t"]) if "t" in canonical else step)
 
 
+def load_training_state(
+    owner: str,
+    optimizer: keras.optimizers.Optimizer,
+    named: Mapping[str, keras.Variable],
+    resume: TrainingState,
+) -> None:
+    """``load_state`` for variables in the canonical layouts (``named``: canonical name ->
+    variable) and their optimizer: the parameters assigned as they are, the optimizer's state by
+    ``load_optimizer``. Non-trainable state is refused (``StateNotLoadable``, naming it, and
+    ``owner``, the trainer): these variables hold none."""
+    if resume.state:
+        raise StateNotLoadable(
+            f"{owner} maps variables only, not the model's non-trainable "
+            f"state ({', '.join(sorted(resume.state))})"
+        )
+    for name, variable in named.items():
+        _assign(variable, resume.params[name])
+    load_optimizer(optimizer, named, resume.optimizer, resume.step)
+
+
 class Trainer:
     """A Keras step: ``value_and_grad`` of ``compute_loss`` with respect to the variables in
     ``named`` (canonical name -> variable, in the case's order), ``apply_gradients``, record.
@@ -133,14 +156,7 @@ class Trainer:
     def load_state(self, resume: TrainingState) -> None:
         """The reference's training state into the running model's variables (``named``:
         canonical layouts are Keras's) and its optimizer's slots, in place."""
-        if resume.state:
-            raise StateNotLoadable(
-                f"{type(self).__name__} maps variables only, not the model's non-trainable "
-                f"state ({', '.join(sorted(resume.state))})"
-            )
-        for name, variable in self.named.items():
-            _assign(variable, resume.params[name])
-        load_optimizer(self.optimizer, self.named, resume.optimizer, resume.step)
+        load_training_state(type(self).__name__, self.optimizer, self.named, resume)
 
     def compute_loss(self) -> Any:
         return self.loss_fn(self.y, self.model(self.x))

@@ -22,11 +22,19 @@ Every layer gets the cell's dtype (Keras otherwise computes in ``floatx()``, flo
 optimizer is built under it (its learning rate is a ``floatx()`` variable). Layout: Dense
 kernels are (in, out) as the canonical ones; the attention's ``EinsumDense`` kernels are
 reshapes of them (``equiv_transformer.layout``).
+
+``load_state`` puts the reference's training state at a later step into the running model, in
+place: the parameters and AdamW's moments (``m/<p>``, ``v/<p>``: each in its parameter's
+layout) reshaped as the variables are, then ``equiv.support.keras.load_training_state`` (the
+moments into Keras's slots, the step count ``t`` into ``iterations``).
 """
+
+from dataclasses import replace
 
 import keras
 import numpy as np
 from equiv.records import StepRecord
+from equiv.support.keras import load_training_state
 
 from equiv_transformer import layout
 
@@ -84,6 +92,18 @@ def keras_arrays(params, heads):
     return out
 
 
+def keras_optimizer_state(optimizer, heads):
+    """The canonical optimizer state in the shapes of the Keras variables: AdamW's moments
+    (``m/<p>``, ``v/<p>``, one per parameter, in its layout) as ``keras_arrays`` converts the
+    parameters; ``t`` as it is."""
+    out = dict(optimizer)
+    for kind in ("m", "v"):
+        moments = {k[len(kind) + 1 :]: v for k, v in optimizer.items() if k.startswith(f"{kind}/")}
+        if moments:  # none before the first step
+            out.update({f"{kind}/{n}": a for n, a in keras_arrays(moments, heads).items()})
+    return out
+
+
 def make_optimizer(cfg):
     settings = explicit(
         cfg,
@@ -100,6 +120,7 @@ class Trainer:
         self.backend = backend
         cfg, dtype = state.config, state.dtype
         self.dtype = dtype
+        self.heads = cfg["heads"]
         self.shapes = {n: v.shape for n, v in state.params.items()}
         self.x = backend.to_native(state.data["x"])
         self.y = backend.to_native(state.data["y"])
@@ -112,6 +133,15 @@ class Trainer:
             self.optimizer = make_optimizer(cfg)
         self.variables = list(self.named.values())
         self.optimizer.build(self.variables)
+
+    def load_state(self, resume):
+        """The reference's parameters and AdamW's state, reshaped as Keras holds them."""
+        keras_state = replace(
+            resume,
+            params=keras_arrays(resume.params, self.heads),
+            optimizer=keras_optimizer_state(resume.optimizer, self.heads),
+        )
+        load_training_state(type(self).__name__, self.optimizer, self.named, keras_state)
 
     def compute_loss(self):
         return self.loss_fn(self.y, self.model(self.x))
