@@ -86,3 +86,35 @@ def test_equiv_run_resyncs_by_default_and_records_it(tmp_path, flag, on):
     assert doc["run"]["resync"] is on
     # no horizon in two_layer_mlp: every step ran free
     assert {c["resynchronised_from"] for c in doc["cells"]} == {None}
+
+
+def test_the_reference_steps_from_the_state_the_port_was_given(monkeypatch):
+    """In a float32 cell the loaded state is the reference's rounded to float32; the step the
+    port is held to starts from that same rounded state (a correct torch.compile port was
+    1.01x the one-step tolerance at seed 3 when held to the unrounded state's step)."""
+    import sys
+
+    import numpy as np
+
+    from equiv.reference.trainer import ReferenceTrainer
+
+    loaded = []
+    real = ReferenceTrainer.load_training_state
+
+    def spy(self, resume):
+        if sys._getframe(1).f_code.co_name == "step":  # Resync.step, not a calibration
+            loaded.append(resume)
+        real(self, resume)
+
+    monkeypatch.setattr(ReferenceTrainer, "load_training_state", spy)
+    options = RunOptions.verdict_only(steps=4, resync=True, resync_from=2)
+    result = run_cell(Cell("parallel_blocks", "numpy", "float32"), options)
+    assert result.status == "pass" and result.resynchronised_from == 2, result.reason
+    assert [r.step for r in loaded] == [2, 3]
+    for resume in loaded:
+        values = [*resume.params.values(), *resume.optimizer.values()]
+        floating = [v for v in values if np.issubdtype(v.dtype, np.floating)]
+        assert floating and len(floating) == len(values) - 1  # and Adam's integer step count
+        for value in floating:
+            assert value.dtype == np.float64
+            np.testing.assert_array_equal(value, value.astype(np.float32))
