@@ -44,13 +44,34 @@ def test_missing_zero_grad_diverges_in_gradients_at_step_1(backend, dtype):
     assert (div.step, div.quantity, div.phase) == (1, "grads", "backward")
 
 
-def test_missing_zero_grad_is_teacher_forced_on_a_fresh_port_and_is_not_a_one_step_bug():
-    """two_layer_mlp's hand-made torch trainer cannot load a training state: localization
-    builds a fresh port from the reference's parameters at step 1, whose first step (nothing
-    accumulated yet) is right, so the harm is in what the run carried."""
+def test_missing_zero_grad_teacher_forced_in_the_running_port_is_a_one_step_bug():
+    """The running port keeps its gradient buffers (no canonical state): loaded with the
+    reference's state at step 1, its step adds the new gradient to the stale one at once. The
+    bug lives in the step's own code, and in-place teacher forcing says so."""
     if reason := get_backend("torch.eager").availability():
         pytest.skip(reason)
     impl = mutant("two_layer_mlp", "torch.eager", NO_ZERO_GRAD)
+    result = run_cell(Cell("two_layer_mlp", "torch.eager", "float64"), OPTIONS, impl=impl)
+    where = result.localization
+    assert where.step == 1 and where.forced, where.diagnosis
+    assert where.diagnosis.startswith("a one-step bug"), where.diagnosis
+    assert where.forced_divergence.quantity == "grads", where.forced_divergence
+
+
+#: a port that cannot load a state (a plugin's, say): localization builds a fresh one
+WITHOUT_LOAD_STATE = (
+    "    def run_step(self):\n        loss = self.loss_fn(",
+    "    load_state = None\n\n    def run_step(self):\n        loss = self.loss_fn(",
+)
+
+
+def test_missing_zero_grad_teacher_forced_on_a_fresh_port_is_not_a_one_step_bug():
+    """Without ``load_state`` localization builds a fresh port from the reference's parameters
+    at step 1, whose first step (nothing accumulated yet) is right, so the harm is in what the
+    run carried."""
+    if reason := get_backend("torch.eager").availability():
+        pytest.skip(reason)
+    impl = mutant("two_layer_mlp", "torch.eager", NO_ZERO_GRAD, WITHOUT_LOAD_STATE)
     result = run_cell(Cell("two_layer_mlp", "torch.eager", "float64"), OPTIONS, impl=impl)
     where = result.localization
     assert where.step == 1 and where.forced, where.diagnosis
