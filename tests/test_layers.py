@@ -569,3 +569,35 @@ def test_planted_wrong_conv_backwards_are_caught():
             {"x": normal(1, 2, 5, 5)},
             samples=50,
         )
+
+
+def test_batch_norm_one_pass_variance_is_the_same_function_and_cancels_in_float32():
+    """Keras 3 on torch's moments: mean(x^2) - mean^2. Exact arithmetic gives the centred
+    variance (float64: to rounding); in float32 it cancels where the mean dwarfs the spread,
+    which is what the calibration's float32 shadow of that variant must reproduce."""
+    import numpy as np
+
+    from equiv.reference.layers import batch_norm_train
+
+    rng = np.random.default_rng(0)
+    gamma, beta = np.ones(3), np.zeros(3)
+    x = rng.standard_normal((4, 3, 2, 2)) + 10.0
+    two = batch_norm_train(x, gamma, beta, 1e-5)[2].var
+    one = batch_norm_train(x, gamma, beta, 1e-5, one_pass=True)[2].var
+    np.testing.assert_allclose(one, two, rtol=1e-12)
+    x32 = x.astype(np.float32)
+    two32 = batch_norm_train(x32, gamma.astype(np.float32), beta.astype(np.float32), 1e-5)[2].var
+    one32 = batch_norm_train(x32, gamma.astype(np.float32), beta.astype(np.float32), 1e-5, True)
+    err_two = np.max(np.abs(two32 - two) / two)
+    err_one = np.max(np.abs(one32[2].var - two) / two)
+    assert err_one > 10 * err_two, (err_one, err_two)
+
+
+def test_only_keras_on_torch_declares_the_one_pass_variance():
+    from equiv.contract.case import get_case
+
+    spec = get_case("resnet18")
+    declared = {b: spec.explanations_for(b, "float32") for b in ("keras.torch", "keras.jax")}
+    variants = {b: {k: v for e in es for k, v in e.variant.items()} for b, es in declared.items()}
+    assert variants["keras.torch"].get("bn_variance") == "one_pass"
+    assert "bn_variance" not in variants["keras.jax"]

@@ -63,7 +63,8 @@ class _Pass:
         gamma, beta = self.params[f"{bn}.weight"], self.params[f"{bn}.bias"]
         eps = self.cfg["bn_eps"]
         if self.train:
-            y, bn_back, stats = layers.batch_norm_train(h, gamma, beta, eps)
+            one_pass = self.cfg.get("bn_variance") == "one_pass"
+            y, bn_back, stats = layers.batch_norm_train(h, gamma, beta, eps, one_pass)
             y = self.numerics.rounded(y)
             self._update_running(bn, stats)
         else:

@@ -319,18 +319,20 @@ def _channel(v: Array) -> Array:
 
 
 def batch_norm_train(
-    x: Array, gamma: Array, beta: Array, eps: float
+    x: Array, gamma: Array, beta: Array, eps: float, one_pass: bool = False
 ) -> tuple[Array, Callable, BatchStats]:
     """BatchNorm in training mode over (N, H, W) per channel of x (N, C, H, W):
     (x - mean) / sqrt(var + eps) * gamma + beta with the batch's mean and *biased* variance
     (torch, Keras and Flax alike). Returns (y, back, stats): the caller updates its running
     statistics from ``stats`` (each framework its own way). ``back(gy)`` returns
-    (gx, ggamma, gbeta); gx includes the statistics' dependence on x."""
+    (gx, ggamma, gbeta); gx includes the statistics' dependence on x. ``one_pass``: the
+    variance as mean(x^2) - mean^2 (Keras 3 on torch), which cancels where the mean is large
+    against the spread; the same function in exact arithmetic, so the backward is shared."""
     axes = (0, 2, 3)
     count = x.shape[0] * x.shape[2] * x.shape[3]
     mean = x.mean(axis=axes)
     centred = x - _channel(mean)
-    var = (centred * centred).mean(axis=axes)
+    var = (x * x).mean(axis=axes) - mean * mean if one_pass else (centred * centred).mean(axis=axes)
     rstd = _channel(1.0 / np.sqrt(var + _scalar(eps, x)))
     xhat = centred * rstd
     y = xhat * _channel(gamma) + _channel(beta)

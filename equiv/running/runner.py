@@ -392,10 +392,8 @@ class Resync:
         # the rounding of the loaded state being no part of what the tolerance bounds).
         check.reference.load_training_state(resume.astype("float64"))
         with clock("calibration"):
-            # a reference that followed another branch than its own is in no shared state
-            shared = not check.comparison.followed
             return calibrate_resynced(
-                self.spec, self.seed, self.state.dtype, check.variant, resume, self.store, shared
+                self.spec, self.seed, self.state.dtype, check.variant, resume, self.store
             )
 
     def not_followed(self, check: Check) -> str:
