@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from test_layouts_frameworks import (
     assert_differs,
+    assert_round_trips,
     assert_same,
     draw,
     keras_load,
@@ -42,12 +43,7 @@ HEAD_DIM = D // HEADS
     ids=lambda f: f().name,
 )
 def test_round_trip_is_bit_exact(make):
-    layout = make()
-    params = draw(layout)
-    back = layout.to_canonical(layout.to_framework(params))
-    assert list(back) == list(params)
-    assert all(np.array_equal(back[n], params[n]) for n in params)
-    layout.verify()
+    assert_round_trips(make())
 
 
 def test_heads_that_do_not_divide_are_an_error():

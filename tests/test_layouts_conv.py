@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from test_layouts_frameworks import (
     assert_differs,
+    assert_round_trips,
     assert_same,
     draw,
     keras_load,
@@ -31,11 +32,7 @@ LAYOUTS = [L.torch_conv, L.keras_conv, L.flax_conv]
     [((3, 4, 3), {}), ((4, 6, (3, 2)), {"groups": 2}), ((3, 4, 5), {"dims": 1, "bias": False})],
 )
 def test_round_trip_is_bit_exact(make, args, kwargs):
-    layout = make(*args, **kwargs)
-    params = draw(layout)
-    back = layout.to_canonical(layout.to_framework(params))
-    assert all(np.array_equal(back[n], params[n]) for n in params) and list(back) == list(params)
-    layout.verify()
+    assert_round_trips(make(*args, **kwargs))
 
 
 def test_the_keras_kernel_is_resnet18s_channels_last_kernel():

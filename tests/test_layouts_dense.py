@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from test_layouts_frameworks import (
     assert_differs,
+    assert_round_trips,
     assert_same,
     draw,
     keras_load,
@@ -26,12 +27,7 @@ LAYOUTS = [L.torch_linear, L.keras_dense, L.flax_dense]
 @pytest.mark.parametrize("make", LAYOUTS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("bias", [True, False])
 def test_round_trip_is_bit_exact(make, bias):
-    layout = make(3, 5, bias)
-    params = draw(layout)
-    back = layout.to_canonical(layout.to_framework(params))
-    assert list(back) == list(params)
-    assert all(np.array_equal(back[n], params[n]) for n in params)
-    layout.verify()
+    assert_round_trips(make(3, 5, bias))
 
 
 def test_torch_holds_the_transposed_kernel():

@@ -50,6 +50,16 @@ def draw(layout: Layout, seed: int = 0, scale: float = 0.5) -> dict[str, np.ndar
     return out
 
 
+def assert_round_trips(layout: Layout) -> None:
+    """Canonical -> framework -> canonical is bit-exact, in the canonical order, and the
+    layout's own checks (inverses, observables, gradient pullbacks) hold on random arrays."""
+    params = draw(layout)
+    back = layout.to_canonical(layout.to_framework(params))
+    assert list(back) == list(params)
+    assert all(np.array_equal(back[n], params[n]) for n in params)
+    layout.verify()
+
+
 def planted(layout: Layout, *rules: Rule) -> Layout:
     """``layout`` with the rules making the same framework tensors as ``rules`` replaced by
     them: a wrong layout, declared as a user would (its own checks still run)."""
