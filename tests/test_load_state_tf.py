@@ -22,10 +22,11 @@ import pytest
 from equiv.backends.implementations import load_implementation
 from equiv.backends.registry import get_backend
 from equiv.contract.case import get_case
-from equiv.contract.records import Cell, StepRecord, TrainingState
+from equiv.contract.records import Cell, TrainingState
 from equiv.contract.trainer import StateNotLoadable
 from equiv.reference.trainer import ReferenceTrainer
 from equiv.running.runner import RunOptions, run_cell
+from equiv.testing import assert_records_agree
 
 TF_MODES = ["tf.eager", "tf.function", "tf.xla", "tf.v1graph"]
 #: float64 to rounding (seen: 1e-14 for resnet18, 1e-16 for the others)
@@ -95,16 +96,6 @@ def reference_at(case: str, steps: int, prev_loss: float | None = None):
     return resume, reference.record()
 
 
-def assert_close(ours: StepRecord, theirs: StepRecord, rel: float = REL) -> None:
-    assert ours.branch == theirs.branch
-    assert abs(ours.loss - theirs.loss) <= rel * abs(theirs.loss), (ours.loss, theirs.loss)
-    for group in ("params", "state"):
-        for name, value in getattr(theirs, group).items():
-            scale = max(float(np.max(np.abs(value))), 1e-30)
-            error = float(np.max(np.abs(getattr(ours, group)[name] - value)))
-            assert error <= rel * scale, (group, name, error)
-
-
 def loaded_next_step(case: str, backend_id: str, port_steps: int | None = None, prev_loss=None):
     """Load the reference's state after ``STEPS`` steps into a port that stepped
     ``port_steps`` times (a pipeline's ports as often, from halved parameters; others none),
@@ -123,7 +114,7 @@ def loaded_next_step(case: str, backend_id: str, port_steps: int | None = None, 
     port.load_state(resume)
     port.run_step()
     ours = port.record()
-    assert_close(ours, theirs)
+    assert_records_agree(ours, theirs, REL)
     return ours
 
 

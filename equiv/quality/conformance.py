@@ -384,6 +384,19 @@ def plant_problem(module: str, patches: tuple[Patch, ...]) -> str | None:
     return None
 
 
+def assert_records_agree(ours: Any, theirs: Any, rel: float) -> None:
+    """Two step records agree: the branch, the loss, and every parameter and non-trainable
+    state array to ``rel`` of that array's largest magnitude. For a port's ``load_state``:
+    loaded with the reference's state, its next step is the reference's next step."""
+    assert ours.branch == theirs.branch, (ours.branch, theirs.branch)
+    assert abs(ours.loss - theirs.loss) <= rel * abs(theirs.loss), (ours.loss, theirs.loss)
+    for group in ("params", "state"):
+        for name, value in getattr(theirs, group).items():
+            scale = max(float(np.max(np.abs(value))), 1e-30)
+            error = float(np.max(np.abs(getattr(ours, group)[name] - value)))
+            assert error <= rel * scale, (group, name, error / scale)
+
+
 def records_check(case: str, backend_id: str, dtype: str, seed: int, steps: int):
     """Build a trainer for (case, backend, dtype) as the runner does, run ``steps`` steps and
     return ("ran", the problems of its records) or ("skip", [why]). Runs in whatever process

@@ -29,6 +29,7 @@ from equiv.contract.trainer import StateNotLoadable
 from equiv.reference import optim as reference_optim
 from equiv.reference.trainer import ReferenceTrainer
 from equiv.registry import get_backend
+from equiv.testing import assert_records_agree
 
 try:
     distribution("equiv-jax")
@@ -106,25 +107,13 @@ def loaded_next_step(
     return port.record(), reference.record()
 
 
-def assert_agree(ours: StepRecord, theirs: StepRecord, rel: float = REL) -> None:
-    """Loss, parameters, non-trainable state and branch agree (relative to each array's
-    largest magnitude)."""
-    assert ours.branch == theirs.branch
-    assert abs(ours.loss - theirs.loss) <= rel * abs(theirs.loss), (ours.loss, theirs.loss)
-    for group in ("params", "state"):
-        for name, value in getattr(theirs, group).items():
-            scale = max(float(np.max(np.abs(value))), 1e-30)
-            error = float(np.max(np.abs(getattr(ours, group)[name] - value)))
-            assert error <= rel * scale, (group, name, error / scale)
-
-
 def check_case(case: str, backend_id: str, load: Callable = default_load, patches=()) -> None:
     port, reference = port_and_reference(case, backend_id, patches)
     if "batch_size" in reference.cfg:  # the port's own data position: at the reference's
         ours, theirs = loaded_next_step(port, reference, MINIBATCH_STEPS, MINIBATCH_STEPS, load)
     else:
         ours, theirs = loaded_next_step(port, reference, 5, 1, load)
-    assert_agree(ours, theirs)
+    assert_records_agree(ours, theirs, REL)
 
 
 @pytest.mark.parametrize("backend_id", BACKENDS)
@@ -190,7 +179,7 @@ def test_the_branch_follows_the_loaded_previous_loss(case, backend_id):
     resumed.run_step()
     theirs = resumed.record()
     assert theirs.branch == "w2a"
-    assert_agree(port.record(), theirs)
+    assert_records_agree(port.record(), theirs, REL)
 
 
 @pytest.mark.parametrize("case", ["dynamic_branching", "static_graph_step"])
@@ -303,7 +292,7 @@ def resnet18_check(resnet18, load: Callable = default_load) -> None:
     load(port, resume)
     port.run_step()
     ours = port.record()
-    assert_agree(ours, theirs)
+    assert_records_agree(ours, theirs, REL)
     scale = float(np.max(np.abs(theirs.evaluation["logits"])))
     error = float(np.max(np.abs(ours.evaluation["logits"] - theirs.evaluation["logits"])))
     assert error <= REL * scale
@@ -320,7 +309,7 @@ def test_resnet18_loaded_takes_the_references_next_step_without_a_retrace(resnet
 @pytest.mark.slow
 def test_resnet18_eager_loaded_takes_the_references_next_step():
     port, reference = port_and_reference("resnet18", "jax.eager")
-    assert_agree(*loaded_next_step(port, reference, RESNET18_STEPS))
+    assert_records_agree(*loaded_next_step(port, reference, RESNET18_STEPS), REL)
 
 
 def keeping(attribute: str) -> Callable:
