@@ -346,6 +346,9 @@ class Check:
     #: the reference variant's config overrides (a declared explanation's; () for the plain
     #: reference), ``compute_dtype`` included: what a resynchronised step's tolerance is for
     variant: tuple = ()
+    #: the cell's state under that variant (what the reference started from, of the cell's
+    #: dtype): a resynchronised step's calibration starts from it, resumed
+    start: Any = None
 
     def __post_init__(self) -> None:
         self.comparison.follow = self.follow

@@ -307,6 +307,7 @@ def _check(label, spec, state, seed, steps, variant, store=None) -> Check:
         Comparison(spec, calibration, state.dtype),
         recalibrate=functools.partial(calibrate_on_path, spec, seed, steps, state.dtype, variant),
         variant=variant,
+        start=start,
     )
 
 
@@ -333,9 +334,9 @@ class Resync:
     store: CalibrationStore | None = None
     #: the check the port follows, chosen at the first resynchronised step
     followed: Check | None = None
-    #: why resynchronisation ended or never began (the port cannot load a state)
+    #: why resynchronisation ended or never began (the port cannot load a state); once set,
+    #: every later step runs free
     warning: str | None = None
-    stopped: bool = False
 
     @classmethod
     def plan(cls, spec, state, options, checks, trainer, store=None) -> Resync | None:
@@ -348,7 +349,6 @@ class Resync:
                 "not resynchronised: the port has no load_state, so it cannot start a step "
                 "from the reference's state (docs/adding-a-case.md)"
             )
-            resync.stopped = True
         return resync
 
     def choose(self, checks: list[Check], t: int) -> Check | None:
@@ -366,7 +366,7 @@ class Resync:
     def step(self, trainer, checks: list[Check], t: int, clock) -> Calibration | None:
         """Before step ``t``: the followed reference's state into ``trainer`` and the one-step
         calibration from it; None where step ``t`` runs free."""
-        if self.stopped:
+        if self.warning is not None:
             return None
         if self.followed is None:
             self.followed = self.choose(checks, t)
@@ -384,7 +384,6 @@ class Resync:
             trainer.load_state(resume)
         except StateNotLoadable as exc:
             self.warning = f"not resynchronised from step {t}: {exc}"
-            self.stopped = True
             return None
         # The reference steps from the very state the port was given: in a float32 cell its
         # state rounded to float32 (measured: held to the unrounded state's step instead, a
@@ -393,7 +392,7 @@ class Resync:
         check.reference.load_training_state(resume.astype("float64"))
         with clock("calibration"):
             return calibrate_resynced(
-                self.spec, self.seed, self.state.dtype, check.variant, resume, self.store
+                self.spec, check.start, self.seed, check.variant, resume, self.store
             )
 
     def not_followed(self, check: Check) -> str:

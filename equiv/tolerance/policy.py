@@ -216,22 +216,22 @@ def state_digest(resume) -> str:
 
 def calibrate_resynced(
     spec: CaseSpec,
+    start,
     seed: int,
-    dtype: str,
     variant: tuple,
     resume,
     store: CalibrationStore | None = None,
 ) -> Calibration:
     """The one-step tolerance of a resynchronised step: the same policy, calibrated from the
-    (variant's) float64 reference's own training state ``resume`` (of the cell's dtype), at the
-    variant's precision (its ``compute_dtype``, else the cell's).
+    (variant's) float64 reference's own training state ``resume`` (of the cell's dtype; the
+    check's ``start`` state gives the data and config), at the variant's precision (its
+    ``compute_dtype``, else the cell's).
 
     The reference's states do not depend on the backend, so each calibration is computed once
     per process and shared through ``store`` with the run's other workers, as whole-run
     calibrations are, under the digest of the state it starts from."""
-    overrides = dict(variant)
-    precision = overrides.pop("compute_dtype", dtype)
-    start = spec.make_state(seed, dtype, tuple(sorted(overrides.items())))
+    dtype = start.dtype
+    precision = dict(variant).get("compute_dtype", dtype)
     start = start.resumed(resume)
     digest = state_digest(resume)
     key = (spec.name, seed, dtype, variant, digest)
