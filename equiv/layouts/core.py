@@ -380,6 +380,39 @@ class Layout:
                     f"{side} {name!r} is {declared[name]}, {what} {tuple(np.shape(array))}"
                 )
 
+    def named(self, names: Mapping[str, str], name: str | None = None) -> Layout:
+        """This layout with canonical parameters (and observables) renamed by ``names``
+        (``{"fc1.kernel": "w1"}``): a case whose canonical names predate its layers' (``w1``,
+        ``b1``) uses the standard layouts under them. A name not in ``names`` stays; two
+        parameters renamed to one name is a ``LayoutError``."""
+        if unknown := [n for n in names if n not in self.canonical]:
+            raise self._fail(f"renames {unknown[0]!r}, not a canonical parameter")
+        new = [names.get(n, n) for n in self.canonical]
+        if len(set(new)) != len(new):
+            twice = next(n for n in new if new.count(n) > 1)
+            raise self._fail(f"two canonical parameters renamed to {twice!r}")
+
+        def rename(n: str) -> str:
+            return names.get(n, n)
+
+        return Layout(
+            name or self.name,
+            {rename(k): v for k, v in self.canonical.items()},
+            self.framework,
+            tuple(rule.renamed(rename, lambda t: t) for rule in self.rules),
+            frozenset(rename(s) for s in self.state),
+            self.ignored,
+            self.inputs,
+            self.outputs,
+            self.notes,
+            self.layers,
+        )
+
+    def observable_sources(self) -> dict[str, tuple[str, ...]]:
+        """Each derived observable's name -> the canonical parameters it is computed from (a
+        comparison bounds a sum's tolerance by its parts')."""
+        return {obs.name: rule.sources for rule in self.rules for obs in rule.observables}
+
     # -- properties -----------------------------------------------------------------------
 
     @property
