@@ -259,7 +259,7 @@ def test_discovery_lists_each_kind_of_broken_entry_with_its_reason(toy_on_path):
     assert "str 'not a spec' is not an equiv.contract.case.CaseSpec" in reasons["mixed[1]"]
     assert "which built-in already registered" in reasons["two_layer_mlp@clash"]
     assert "which plugin 'mixed' (test 0) already registered" in reasons["toy_mlp@again"]
-    assert "reference module cases.lost.reference is missing" in reasons["lost"]
+    assert "neither a numpy reference (cases/lost/reference.py is missing" in reasons["lost"]
     assert set(catalog.names()) == {"two_layer_mlp", "toy_mlp", *reasons}
 
 

@@ -67,7 +67,7 @@ def test_fit_with_the_default_batch_size_fails_at_the_first_batch():
 def test_a_dropped_fit_trainer_leaves_no_thread_inside_fit():
     spec = get_case("minibatch")
     backend = get_backend(BACKEND)
-    from equiv.running.process import ProcessConfig
+    from equiv.backends.process import ProcessConfig
 
     ProcessConfig.current().prepare(backend, 1)
     module = __import__(MODULE, fromlist=["build"])

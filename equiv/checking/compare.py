@@ -82,6 +82,21 @@ def declared_not_observed(trainer) -> dict[str, str]:
     return declared
 
 
+def derived_observables(trainer) -> dict[str, tuple[tuple[str, ...], Callable]]:
+    """What a trainer built over an ``equiv.layouts.Layout`` (its ``layout``) reports in place
+    of parameters its framework ties together: observable name -> (the canonical parameters
+    it is made of, how to compute it from them). Keras's LSTM holds torch's ``bias_ih +
+    bias_hh`` as one ``bias``: the sum is compared, not a made-up split."""
+    layout = getattr(trainer, "layout", None)
+    if layout is None:
+        return {}
+    sources = layout.observable_sources()
+    out: dict[str, tuple[tuple[str, ...], Callable]] = {}
+    for name, obs in layout.hidden().values():
+        out[name] = (sources[name], obs.from_canonical)
+    return out
+
+
 def divergence(
     step: int,
     key: str,
@@ -121,9 +136,31 @@ class Comparison:
     not_observed: dict[str, str] = field(default_factory=dict)
     #: steps compared after the implementation loaded the reference's state (``add_resynced``)
     resynced: list[int] = field(default_factory=list)
+    #: derived observables compared instead of the parameters they hide (``observe``)
+    derived: dict[str, tuple[tuple[str, ...], Callable]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.keys = quantity_keys(self.spec)
+        self._error = {k: [] for k in self.keys}
+        self._tol = {k: [] for k in self.keys}
+
+    def observe(self, derived: dict[str, tuple[tuple[str, ...], Callable]]) -> None:
+        """Compare each derived observable (``derived_observables``) in place of the
+        parameters it hides: ``params/<observable>``, the reference's value computed from its
+        own parameters, held to the sum of its sources' tolerances (an observable is a sum of
+        its sources, moved: |d(a + b)| <= |da| + |db|)."""
+        self.derived = dict(derived)
+        hidden = {
+            f"params/{source}": f"params/{name}"
+            for name, (sources, _) in derived.items()
+            for source in sources
+        }
+        keys: list[str] = []
+        for key in self.keys:
+            key = hidden.get(key, key)
+            if key not in keys:
+                keys.append(key)
+        self.keys = keys
         self._error = {k: [] for k in self.keys}
         self._tol = {k: [] for k in self.keys}
 
@@ -179,6 +216,17 @@ class Comparison:
 
     def _compare(self, step: int, impl: StepRecord, ref: StepRecord, tolerance) -> None:
         values, ref_values = record_values(impl), record_values(ref)
+        if self.derived:
+            own = tolerance
+
+            def tolerance(key: str, t: int) -> float:
+                name = key.partition("/")[2]
+                if key.startswith("params/") and name in self.derived:
+                    return sum(own(f"params/{s}", t) for s in self.derived[name][0])
+                return own(key, t)
+
+            for name, (sources, compute) in self.derived.items():
+                ref_values[f"params/{name}"] = compute(*(ref.params[s] for s in sources))
         missing = [k for k in self.keys if k not in values]
         if missing:
             raise ShapeMismatch(f"step {step}: implementation did not report {', '.join(missing)}")

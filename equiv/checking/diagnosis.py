@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import numpy as np
 
+from equiv.backends.reference_port import reference_trainer
 from equiv.checking.compare import Check, Comparison
 from equiv.contract.records import Localization, StepRecord
 from equiv.contract.trainer import StateNotLoadable
-from equiv.reference.trainer import ReferenceTrainer
 from equiv.tolerance.policy import calibrate_state
 
 
@@ -40,7 +40,7 @@ def localize(spec, backend, module, state, main: Comparison, trainer=None) -> Lo
             **where,
             diagnosis=f"first wrong at step {step} ({phase}); not teacher-forced: {why_not}",
         )
-    reference = ReferenceTrainer(spec, state.astype("float64"))
+    reference = reference_trainer(spec, state.astype("float64"))
     for _ in range(step):
         reference.run_step()
     resume = reference.training_state().astype(state.dtype)
@@ -64,7 +64,7 @@ def localize(spec, backend, module, state, main: Comparison, trainer=None) -> Lo
         trainer = backend.build_trainer(spec, replace(forced, config=config), module)
     check = Check(
         "teacher-forced",
-        ReferenceTrainer(spec, forced.astype("float64")),
+        reference_trainer(spec, forced.astype("float64")),
         Comparison(spec, calibrate_state(spec, forced, 1), state.dtype),
     )
     check.comparison.leave_out(main.not_observed)

@@ -56,6 +56,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="stop comparing at the float32 horizon instead of resynchronising each later step "
         "to the reference's state (docs/tolerances.md)",
     )
+    group.addoption(
+        "--equiv-reference",
+        default=None,
+        metavar="PORT",
+        help="hold every cell to this backend's port (float64, equiv's update rule) instead of "
+        "the case's numpy reference (e.g. torch.eager)",
+    )
     parser.addini(
         "equiv_steps",
         "steps per cell when --equiv-steps is not given; empty: each case's own (the seed's)",
@@ -152,7 +159,17 @@ def _options(config: pytest.Config):
         check_reproducible=config.getini("equiv_reproducibility"),
         cap_matrix_steps=capped,
         resync=not config.getoption("--equiv-no-resync"),
+        reference=_reference(config),
     )
+
+
+def _reference(config: pytest.Config) -> str | None:
+    from equiv.backends.reference_port import refusal
+
+    port = config.getoption("--equiv-reference")
+    if port is not None and (why := refusal(port)):
+        raise pytest.UsageError(f"--equiv-reference {port}: {why}")
+    return port
 
 
 def pytest_configure(config: pytest.Config) -> None:

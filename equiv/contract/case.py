@@ -123,6 +123,21 @@ class CaseSpec:
     #: the pytest matrix's most steps for this case (None: the matrix's own count); a case
     #: whose cell costs seconds a step keeps CI within its budget with it (documented there)
     matrix_steps: int | None = None
+    #: a case with no numpy reference names the backend whose port is its ground truth
+    #: (``"torch.eager"``): run in float64, its gradients applied by equiv's own update rule
+    #: (``equiv.backends.reference_port``); ``against`` sets it for any case (``--reference``)
+    reference_port: str | None = None
+
+    def against(self, port: str | None) -> CaseSpec:
+        """This case with ``port`` (a backend id) as its reference instead of its numpy one;
+        ``None``: as it is."""
+        from dataclasses import replace
+
+        return (
+            self
+            if port is None or port == self.reference_port
+            else replace(self, reference_port=port)
+        )
 
     def slow_on(self, backend_id: str) -> bool:
         """Whether ``slow_backends`` names this backend."""
@@ -220,6 +235,8 @@ def _problem(item: Any) -> str | None:
         return f"{type(item).__name__} {item!r:.60} is not an equiv.contract.case.CaseSpec"
     if not isinstance(item.name, str) or not item.name:
         return "a CaseSpec without a name"
+    if item.reference_port is not None:
+        return None  # its ground truth is a port; checked when a cell runs
     reference = item.module_name("reference")
     try:
         found = importlib.util.find_spec(reference)
@@ -231,8 +248,9 @@ def _problem(item: Any) -> str | None:
         return f"case {item.name!r}: importing its package failed: {exc!r}"
     if found is None:
         return (
-            f"case {item.name!r}: its reference module {reference} is missing (CaseSpec.package "
-            f"is {item.package!r}: the package that holds the folder {item.name}/)"
+            f"case {item.name!r}: it has neither a numpy reference ({reference.replace('.', '/')}"
+            f".py is missing; CaseSpec.package is {item.package!r}: the package that holds the "
+            f"folder {item.name}/) nor a reference port (CaseSpec.reference_port)"
         )
     return None
 

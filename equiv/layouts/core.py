@@ -408,6 +408,15 @@ class Layout:
             self.layers,
         )
 
+    def hidden(self) -> dict[str, tuple[str, Observable]]:
+        """Each canonical parameter the framework holds only inside a derived tensor -> (the
+        observable that shows it, that observable): what a comparison compares instead."""
+        out: dict[str, tuple[str, Observable]] = {}
+        for source, rule in self._derived_only().items():
+            for obs in rule.observables:
+                out[source] = (obs.name, obs)
+        return out
+
     def observable_sources(self) -> dict[str, tuple[str, ...]]:
         """Each derived observable's name -> the canonical parameters it is computed from (a
         comparison bounds a sum's tolerance by its parts')."""

@@ -187,7 +187,7 @@ class BackendConformance:
     @pytest.fixture
     def backend(self, registered: Backend) -> Backend:
         """The adapter, available and configured as the runner configures it."""
-        from equiv.running.process import ProcessConfig
+        from equiv.backends.process import ProcessConfig
         from equiv.running.runner import RunOptions
 
         reason = registered.availability()
@@ -402,10 +402,10 @@ def records_check(case: str, backend_id: str, dtype: str, seed: int, steps: int)
     return ("ran", the problems of its records) or ("skip", [why]). Runs in whatever process
     calls it: the kit calls it in a process of the backend's own where it needs one."""
     from equiv.backends.implementations import load_implementation
+    from equiv.backends.process import ProcessConfig
     from equiv.backends.registry import get_backend
     from equiv.contract.case import get_case
     from equiv.contract.trainer import check_trainer
-    from equiv.running.process import ProcessConfig
     from equiv.running.runner import RunOptions
 
     backend = get_backend(backend_id)

@@ -43,6 +43,7 @@ def run_sweep(
     calibration_dir: str | None = None,
     isolate: str = "backend",
     resync: bool = True,
+    reference: str | None = None,
 ) -> dict[str, Any]:
     """``checkpoint`` gets the report so far after every seed: a long sweep that is stopped
     keeps what it measured. ``calibration_dir``: a calibration store shared with the cells'
@@ -65,6 +66,7 @@ def run_sweep(
             threads=threads,
             calibration_dir=calibration_dir,
             resync=resync,
+            reference=reference,
         )
         results = run_cells(cells, options, isolate=isolate)
         bad = [r for r in results if r.status not in ACCEPTED]

@@ -179,3 +179,21 @@ OPTIMIZERS = {
 
 def make_optimizer(cfg: dict[str, Any]):
     return OPTIMIZERS[cfg.get("optimizer", "sgd")](cfg)
+
+
+#: the case config keys the update rules above read: a declared variant made only of these
+#: (and ``compute_dtype``) is expressible on any reference, a port included, since equiv
+#: applies the update itself (``equiv.backends.reference_port``)
+OPTIMIZER_KEYS = frozenset(
+    {
+        "optimizer",
+        "lr",
+        "momentum",
+        "beta_1",
+        "beta_2",
+        "epsilon",
+        "bias_correction_betas",
+        "weight_decay",
+        "weight_decay_dtype",
+    }
+)

@@ -43,6 +43,7 @@ def run_settings(options: RunOptions, jobs: int = 1, bench_disabled_by: str | No
         "benchmark_method": benchmark_method(options, jobs, bench_disabled_by),
         "timeout_s": options.timeout_s,
         "resync": options.resync,
+        "reference": options.reference,
     }
 
 

@@ -1,6 +1,6 @@
 """Running one cell: seed, build, step in lockstep with the reference, compare, benchmark.
 
-The pipeline of a cell, one module a stage: configure the process (``equiv.running.process``), load
+The pipeline of a cell, one module a stage: configure the process (``equiv.backends.process``), load
 the implementation (``equiv.backends.implementations``), calibrate (``equiv.tolerance.policy``),
 the lockstep
 run and its comparison (here, ``equiv.checking.compare``), the verdict and the proof of a declared
@@ -29,6 +29,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from equiv.backends.implementations import ImplSource, load_implementation
+from equiv.backends.process import ProcessConfig
+from equiv.backends.reference_port import reference_trainer, variant_refusal
 from equiv.backends.registry import get_backend
 from equiv.checking.compare import (
     Check,
@@ -36,6 +38,7 @@ from equiv.checking.compare import (
     NonFinite,
     ShapeMismatch,
     declared_not_observed,
+    derived_observables,
 )
 from equiv.checking.diagnosis import localize, reproducible
 from equiv.checking.verdict import decide, declared_explanation
@@ -44,9 +47,7 @@ from equiv.contract.case import get_case, unavailable_cases
 from equiv.contract.divergence import Divergence
 from equiv.contract.records import NO_TRACE, Cell, CellResult, StepRecord
 from equiv.contract.trainer import StateNotLoadable, check_trainer
-from equiv.reference.trainer import ReferenceTrainer
 from equiv.running.bench import benchmark_steps
-from equiv.running.process import ProcessConfig
 from equiv.tolerance.calibration import Calibration
 from equiv.tolerance.policy import (
     calibrate,
@@ -83,6 +84,9 @@ class RunOptions:
 
     #: the pytest matrix's default step count: a case's ``matrix_steps`` caps ``steps``
     cap_matrix_steps: bool = False
+    #: a backend id whose port is every case's reference instead of its numpy one
+    #: (``--reference torch.eager``; ``equiv.backends.reference_port``); None: each case's own
+    reference: str | None = None
 
     @classmethod
     def verdict_only(cls, **overrides: Any) -> RunOptions:
@@ -201,7 +205,14 @@ class BenchPlan:
 
 
 def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -> None:
-    spec = get_case(cell.case)
+    spec = get_case(cell.case).against(options.reference)
+    if spec.reference_port is not None and backend.id == "numpy":
+        raise CellSkip(
+            f"the numpy reference is not run: the reference is the port {spec.reference_port}"
+        )
+    explanation = declared_explanation(spec, backend, cell.dtype)
+    if explanation and (why := variant_refusal(spec, explanation.variant_key())):
+        raise CellSkip(why)
     with clock("imports"):  # the first cell of a process imports its framework here
         ProcessConfig.current().prepare(backend, options.threads)
         module = load_implementation(backend, spec, impl)
@@ -209,7 +220,6 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
     store = CalibrationStore(options.calibration_dir) if options.calibration_dir else None
     with clock("calibration"):
         checks = [_check("reference", spec, state, options.seed, steps, (), store)]
-        explanation = declared_explanation(spec, backend, cell.dtype)
         if explanation:
             variant = explanation.variant_key()
             checks.append(_check("variant", spec, state, options.seed, steps, variant, store))
@@ -225,8 +235,10 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
         # the default build_trainer checks already; an adapter's own may not
         trainer = check_trainer(backend.build_trainer(spec, state, module), module.__name__)
         result.not_observed = declared_not_observed(trainer)
+        derived = derived_observables(trainer)
         for check in checks:
             check.comparison.leave_out(result.not_observed)
+            check.comparison.observe(derived)
         with threadpool_limits(limits=1, user_api="blas"):
             resync = Resync.plan(spec, state, options, checks, trainer, store)
             _lockstep(
@@ -301,11 +313,13 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
 def _check(label, spec, state, seed, steps, variant, store=None) -> Check:
     start = state if not variant else spec.make_state(seed, state.dtype, variant)
     calibration = calibrate(spec, seed, steps, state.dtype, variant, store)
+    recalibrate = functools.partial(calibrate_on_path, spec, seed, steps, state.dtype, variant)
     return Check(
         label,
-        ReferenceTrainer(spec, start.astype("float64")),
+        reference_trainer(spec, start.astype("float64")),
         Comparison(spec, calibration, state.dtype),
-        recalibrate=functools.partial(calibrate_on_path, spec, seed, steps, state.dtype, variant),
+        # a reference port cannot be made to take a branch: an ambiguous step is not followed
+        recalibrate=recalibrate if spec.reference_port is None else None,
         variant=variant,
         start=start,
     )

@@ -151,14 +151,20 @@ def calibrate(
     variant (a declared explanation's config overrides). With a ``store`` the calibration is
     read from it, or computed once and written there for every other worker of the run."""
     directory = None if store is None else str(store.directory)
-    return _calibrate_cached(spec.name, seed, steps, dtype, variant, directory)
+    return _calibrate_cached(spec.name, seed, steps, dtype, variant, directory, spec.reference_port)
 
 
 @lru_cache(maxsize=16)
 def _calibrate_cached(
-    case: str, seed: int, steps: int, dtype: str, variant: tuple, directory: str | None
+    case: str,
+    seed: int,
+    steps: int,
+    dtype: str,
+    variant: tuple,
+    directory: str | None,
+    reference: str | None = None,
 ) -> Calibration:
-    spec = get_case(case)
+    spec = get_case(case).against(reference)
     if directory is None:
         return _calibrate_uncached(spec, seed, steps, dtype, variant)
     return CalibrationStore(directory).get(
@@ -234,7 +240,7 @@ def calibrate_resynced(
     precision = dict(variant).get("compute_dtype", dtype)
     start = start.resumed(resume)
     digest = state_digest(resume)
-    key = (spec.name, seed, dtype, variant, digest)
+    key = (spec.name, spec.reference_port, seed, dtype, variant, digest)
     if key not in _RESYNCED:
 
         def compute() -> Calibration:
@@ -272,6 +278,8 @@ def _calibrate(
 ) -> Calibration:
     """``path``: branches the float64 reference is made to take (None: its own decision), for
     a run that followed an implementation through ambiguous steps (``compare.Check``)."""
+    if spec.reference_port is not None:
+        return _calibrate_port(spec, start, steps, dtype, path)
     keys = quantity_keys(spec)
     scale = {k: np.zeros(steps) for k in keys}
     spread = {k: np.zeros(steps) for k in keys}
@@ -423,6 +431,23 @@ def _calibrate(
                     k: v * (1 + EPS["float64"] * jitter.choice((-1.0, 1.0), size=v.shape))
                     for k, v in noisy.params.items()
                 }
+    return _tolerances(spec, dtype, scale, spread, spread_noisy, branches, losses, horizon)
+
+
+def _tolerances(
+    spec: CaseSpec,
+    dtype: str,
+    scale: dict[str, np.ndarray],
+    spread: dict[str, np.ndarray],
+    spread_noisy: dict[str, np.ndarray],
+    branches: list[str | None],
+    losses: np.ndarray,
+    horizon: int | None,
+) -> Calibration:
+    """The policy's formula over the measured spreads: ``spread`` is the float32 shadow's (in
+    float32 ulps), ``spread_noisy`` that of the shadows with injected rounding (in ulps of
+    ``dtype``)."""
+    keys = list(scale)
     eps32, eps = EPS["float32"], EPS[dtype]
     amplification, tol = {}, {}
     for k in keys:
@@ -450,6 +475,108 @@ def _calibrate(
         losses64=losses,
         horizon=horizon,
     )
+
+
+#: a reference port's noisy shadows (``_calibrate_port``), each with its own generator
+PORT_DRAWS = 3
+
+
+def _calibrate_port(
+    spec: CaseSpec, start, steps: int, dtype: str, path: Sequence[str | None] | None = None
+) -> Calibration:
+    """The same policy with a reference port (``equiv.backends.reference_port``): the float64
+    reference is the port in float64, the float32 shadow the port in float32 from the same
+    state, and the noisy shadows the port in the cell's precision with rounding injected
+    through equiv's update (the port computes the gradients; equiv applies them).
+
+    The numpy reference flips every ReLU unit within rounding distance of its kink in its own
+    code (``equiv.reference.kinks``); a port seen from outside cannot be reached there. What
+    replaces it: ``PORT_DRAWS`` noisy shadows, each started from the data and parameters moved
+    by one ulp of the cell's precision (relative; each element its own sign) and given fresh
+    rounding at every step (one ulp of each gradient array's scale before the update, one ulp
+    of each parameter after it), in float32 as in float64. A unit whose pre-activation is within
+    rounding distance of the kink then lands on either side in some draw, as it may in another
+    correct implementation; the 10-seed sweep of the cases with ReLUs is the measurement
+    (``docs/tolerances.md``). A float32 shadow whose loss leaves the float64 one by more than
+    1/K of the loss's range marks the float32 horizon, as for resnet18's numpy reference."""
+    from equiv.backends.reference_port import NotAReference, PortReference
+
+    if path:
+        raise NotAReference(
+            f"{spec.name}: a reference port ({spec.reference_port}) cannot be made to follow an "
+            "implementation's branch"
+        )
+    keys = quantity_keys(spec)
+    scale = {k: np.zeros(steps) for k in keys}
+    spread = {k: np.zeros(steps) for k in keys}
+    spread_noisy = {k: np.zeros(steps) for k in keys}
+    branches: list[str | None] = []
+    losses = np.zeros(steps)
+    ref64 = PortReference(spec, start.astype("float64"))
+    shadow = PortReference(spec, start.astype("float32"))
+    fresh_ulps: dict[str, float] = {}
+    measured_rounding = dtype == "float64" and spec.gradient_rounding == "measured"
+    noisy_runs = []
+    for draw in range(PORT_DRAWS):
+        jitter = np.random.default_rng((NOISE_SEED[dtype], 100 + draw))
+        trainer = PortReference(
+            spec,
+            _jittered(start.astype(dtype), jitter, EPS[dtype]),
+            perturb_grads=lambda grads, rng=jitter: gradient_rounding(
+                grads, rng, dtype, fresh_ulps
+            ),
+        )
+        noisy_runs.append((trainer, jitter))
+    horizon = None
+    for t in range(steps):
+        ref64.run_step()
+        r64 = ref64.record()
+        branches.append(r64.branch)
+        losses[t] = r64.loss
+        shadow.run_step()
+        v64, v32 = record_values(r64), record_values(shadow.record())
+        for k in keys:
+            scale[k][t] = max_abs(v64[k])
+            spread[k][t] = max_abs_diff(v32[k], v64[k])
+        loss_off = abs(v32["loss"] - r64.loss) > np.max(np.abs(losses[: t + 1])) / K
+        if dtype == "float32" and horizon is None and loss_off:
+            horizon = t
+        if measured_rounding and t == 0:
+            for name in spec.param_names:
+                key = f"grads/{name}"
+                if scale[key][0] > 0:
+                    fresh_ulps[name] = max(1.0, spread[key][0] / (EPS["float32"] * scale[key][0]))
+        for noisy, jitter in noisy_runs:
+            noisy.run_step()
+            v_noisy = record_values(noisy.record())
+            for k in keys:
+                spread_noisy[k][t] = max(spread_noisy[k][t], max_abs_diff(v_noisy[k], v64[k]))
+            noisy.params = _moved(noisy.params, jitter, EPS[dtype])
+    return _tolerances(spec, dtype, scale, spread, spread_noisy, branches, losses, horizon)
+
+
+def _moved(arrays: dict[str, np.ndarray], rng: np.random.Generator, eps: float) -> dict:
+    """Each floating element moved by one ``eps`` relative, its own sign: a rounding of its
+    own. Arrays of whole numbers (class labels, token ids, masks) stay as they are."""
+    out = {}
+    for k, v in arrays.items():
+        if not np.issubdtype(v.dtype, np.floating) or np.array_equal(v, np.round(v)):
+            out[k] = v
+            continue
+        signs = rng.choice((-1.0, 1.0), size=v.shape)
+        out[k] = (v * (1 + eps * signs)).astype(v.dtype)
+    return out
+
+
+def _jittered(state, rng: np.random.Generator, eps: float):
+    """``state`` with its data and parameters (and a resumed state's) each moved by ``_moved``."""
+    from dataclasses import replace
+
+    params = _moved(state.params, rng, eps)
+    resume = state.resume
+    if resume is not None:
+        resume = replace(resume, params=params)
+    return replace(state, data=_moved(state.data, rng, eps), params=params, resume=resume)
 
 
 def policy_summary() -> dict[str, object]:

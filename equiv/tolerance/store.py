@@ -46,6 +46,7 @@ HARNESS_MODULES = (
     "equiv.contract.records",
     "equiv.tolerance.store",
     "equiv.support.draws",
+    "equiv.backends.reference_port",
 )
 FORMAT = 1
 
@@ -84,6 +85,12 @@ def case_modules(spec) -> tuple[str, ...]:
     """The case's spec and reference modules, and the modules their ``draw`` and
     ``forward_backward`` are defined in: a case that re-exports another case's reference (or
     ``replace``s its spec) must get a new calibration when that other file changes."""
+    if spec.reference_port is not None:  # the port's file is the reference's code
+        from equiv.backends.registry import get_backend
+
+        port = get_backend(spec.reference_port).implementation_module(spec)
+        found = (spec.module_name("spec"), port, getattr(spec.draw, "__module__", None))
+        return tuple(dict.fromkeys(m for m in found if m))
     reference = importlib.import_module(spec.module_name("reference"))
     found = (
         spec.module_name("spec"),
@@ -94,11 +101,23 @@ def case_modules(spec) -> tuple[str, ...]:
     return tuple(dict.fromkeys(m for m in found if m))
 
 
+@cache
+def _port_versions(port: str | None) -> dict[str, str] | None:
+    """A reference port's framework versions: its arithmetic is theirs."""
+    if port is None:
+        return None
+    from equiv.backends.registry import get_backend
+
+    return get_backend(port).versions()
+
+
 def cache_key(spec, seed: int, steps: int, dtype: str, variant: tuple) -> str:
     modules = (*HARNESS_MODULES, *case_modules(spec))
     material = {
         "format": FORMAT,
         "case": spec.name,
+        "reference": spec.reference_port,
+        "reference_versions": _port_versions(spec.reference_port),
         "config": repr(sorted(spec.config.items())),
         "seed": seed,
         "steps": steps,

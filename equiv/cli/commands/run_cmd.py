@@ -87,6 +87,7 @@ def register(sub) -> None:
         "(ports that can load it; docs/tolerances.md); --no-resync stops comparing there "
         "(default: on)",
     )
+    add_reference_option(p)
     p.add_argument(
         "-v",
         "--verbose",
@@ -97,13 +98,35 @@ def register(sub) -> None:
     DEFAULTS.update({name: p.get_default(name) for name in RESUMED_SETTINGS})
 
 
+def add_reference_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reference",
+        metavar="PORT",
+        default=None,
+        help="hold every cell to this backend's port, run in float64 (its gradients applied by "
+        "equiv's update rule), instead of the case's numpy reference, which is then not run "
+        "at all (e.g. torch.eager; docs/port-reference.md)",
+    )
+
+
+def reference_problem(port: str | None, cells: list) -> str | None:
+    """Why ``--reference port`` cannot run, in one line; None where it can."""
+    from equiv.backends.reference_port import refusal
+
+    if port is None:
+        return None
+    if why := refusal(port):
+        return f"--reference {port}: {why}"
+    return None
+
+
 #: the parser's defaults of the settings below (to tell which were given beside --resume)
 DEFAULTS: dict[str, object] = {}
 
 #: what --resume takes from the journal; given again beside it, they are a usage error
 RESUMED_SETTINGS = (
     "case", "backend", "dtype", "steps", "seed", "out", "jobs", "threads", "cache_dir",
-    "no_cache", "bench_rounds", "timeout", "isolate", "resync",
+    "no_cache", "bench_rounds", "timeout", "isolate", "resync", "reference",
 )  # fmt: skip
 
 
@@ -206,6 +229,9 @@ def run(args: argparse.Namespace) -> int:
     except SelectionError as exc:
         print(f"equiv run: error: {exc}", file=sys.stderr)
         return 2
+    if problem := reference_problem(args.reference, cells):
+        print(f"equiv run: error: {problem}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     problem = check_writable(out)
     if problem:
@@ -302,6 +328,7 @@ def execute(
             timeout_s=settings["timeout"],
             calibration_dir=str(cache_dir),
             resync=bool(settings.get("resync")),  # a journal from before the flag: off
+            reference=settings.get("reference"),
         )
         history = Durations(
             None if settings["no_cache"] else cache_dir, options.seed, options.steps

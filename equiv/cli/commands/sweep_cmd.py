@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 from equiv.cli.commands.run_cmd import (
+    add_reference_option,
     calibration_directory,
     check_writable,
     positive_int,
+    reference_problem,
     seed_int,
 )
 
@@ -66,6 +68,7 @@ def register(sub) -> None:
         help="past the float32 horizon, compare each step from the reference's own state, as "
         "equiv run does (default: on)",
     )
+    add_reference_option(p)
     p.set_defaults(func=run)
 
 
@@ -95,9 +98,12 @@ def run(args: argparse.Namespace) -> int:
                 print(f"incomplete sweep (cut off): {name}: only seeds {seeds or 'none'} ran")
     else:
         try:
-            select_cells(args.case, args.backend, args.dtype)
+            cells = select_cells(args.case, args.backend, args.dtype)
         except SelectionError as exc:
             print(f"equiv sweep: error: {exc}", file=sys.stderr)
+            return 2
+        if problem := reference_problem(args.reference, cells):
+            print(f"equiv sweep: error: {problem}", file=sys.stderr)
             return 2
         seeds = range(args.first_seed, args.first_seed + args.seeds)
         settings = {"cache_dir": args.cache_dir, "no_cache": args.no_cache}
@@ -113,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
                 calibration_dir=str(cache_dir),
                 isolate=args.isolate,
                 resync=args.resync,
+                reference=args.reference,
             )
     write(report)
     atomic_write_bytes(out / "sweep-margins.svg", margin_plot(report["rows"]).encode())

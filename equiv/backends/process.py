@@ -18,6 +18,8 @@ class ProcessConfig:
 
     def __init__(self) -> None:
         self.done: set[tuple[str, int]] = set()
+        #: the thread count the process's cells run with (the last one asked for)
+        self.threads = 1
 
     @classmethod
     def current(cls) -> ProcessConfig:
@@ -40,5 +42,6 @@ class ProcessConfig:
 
     def prepare(self, backend: Backend, threads: int) -> None:
         """Everything a cell of ``backend`` needs configured before it runs."""
+        self.threads = threads
         self.numpy(threads)
         self.backend(backend, threads)
