@@ -62,7 +62,9 @@ def describe_expected(expected: dict[str, Any]) -> str:
     return " ".join(str(p) for p in parts if p)
 
 
-def run_mutant(mutant: Mutant, seed: int = 0) -> Outcome:
+def run_mutant(mutant: Mutant, seed: int = 0, reference: str | None = None) -> Outcome:
+    """``reference``: a backend whose port is the reference (``RunOptions.reference``); it is
+    built from the unmodified source, the mutant goes into the port under test only."""
     backend = get_backend(mutant.backend)
     reason = backend.availability()
     if reason:
@@ -71,7 +73,9 @@ def run_mutant(mutant: Mutant, seed: int = 0) -> Outcome:
     module = mutant.module or backend.implementation_module(spec)
     impl = ImplSource(module, mutant.patches)
     # a mutant is detected or not by its verdict: no reproducibility re-run (a second build)
-    options = RunOptions.verdict_only(seed=seed, steps=mutant.steps, resync=mutant.resync)
+    options = RunOptions.verdict_only(
+        seed=seed, steps=mutant.steps, resync=mutant.resync, reference=reference
+    )
     cell = Cell(mutant.case, mutant.backend, mutant.dtype)
     if backend.needs_own_process:
         (result,) = run_group([(cell, impl)], options, env=dict(backend.worker_env))
@@ -81,11 +85,13 @@ def run_mutant(mutant: Mutant, seed: int = 0) -> Outcome:
 
 
 def run_selftest(
-    mutants: Sequence[Mutant] = CATALOGUE, emit: Callable[[str], None] = print
+    mutants: Sequence[Mutant] = CATALOGUE,
+    emit: Callable[[str], None] = print,
+    reference: str | None = None,
 ) -> list[Outcome]:
     outcomes = []
     for mutant in mutants:
-        outcome = run_mutant(mutant)
+        outcome = run_mutant(mutant, reference=reference)
         outcomes.append(outcome)
         mark = "skip" if outcome.skipped else ("DETECTED" if outcome.detected else "MISSED")
         emit(
