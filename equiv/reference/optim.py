@@ -177,8 +177,41 @@ OPTIMIZERS = {
 }
 
 
+class Frozen:
+    """Another update rule with some parameters left where they are (``cfg["frozen"]``, a
+    tuple of names): their gradients are computed and reported, never applied.
+
+    Why: a framework that ties parameters together trains their combination once where
+    another trains each part. Keras's LSTM holds one bias where torch holds ``bias_ih`` and
+    ``bias_hh``; under SGD torch moves their sum by 2 lr g a step and Keras its one bias by
+    lr g, and Adam likewise (each part's moments are those of g). torch with ``bias_hh``
+    frozen trains the sum as Keras does: the variant ``{"frozen": ("lstm.bias_hh",)}``
+    reproduces the difference."""
+
+    def __init__(self, inner, frozen: tuple[str, ...]):
+        self.inner = inner
+        self.frozen = tuple(frozen)
+
+    def state_dict(self) -> Arrays:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: Arrays) -> None:
+        self.inner.load_state_dict(state)
+
+    def step(self, params: Arrays, grads: Arrays) -> Arrays:
+        unknown = [k for k in self.frozen if k not in params]
+        if unknown:
+            raise KeyError(f"frozen names {unknown}, not parameters of the case")
+        out = self.inner.step(params, grads)
+        for k in self.frozen:
+            out[k] = params[k].copy()
+        return out
+
+
 def make_optimizer(cfg: dict[str, Any]):
-    return OPTIMIZERS[cfg.get("optimizer", "sgd")](cfg)
+    optimizer = OPTIMIZERS[cfg.get("optimizer", "sgd")](cfg)
+    frozen = cfg.get("frozen")
+    return Frozen(optimizer, frozen) if frozen else optimizer
 
 
 #: the case config keys the update rules above read: a declared variant made only of these
@@ -195,5 +228,6 @@ OPTIMIZER_KEYS = frozenset(
         "bias_correction_betas",
         "weight_decay",
         "weight_decay_dtype",
+        "frozen",
     }
 )
