@@ -51,6 +51,7 @@ from equiv.backends.implementations import ImplSource, Patch
 from equiv.checking.diagnosis import first_difference
 from equiv.contract.backend import Backend, CellSkip
 from equiv.contract.records import DTYPES, CaseState, Cell, CellResult, StepRecord
+from equiv.quality.alike import assert_train_alike  # noqa: F401 - equiv.testing's API
 
 SHORT_STEPS = 20
 FULL_ENV = "EQUIV_CONFORMANCE_FULL"
