@@ -487,18 +487,19 @@ def _calibrate_port(
     """The same policy with a reference port (``equiv.backends.reference_port``): the float64
     reference is the port in float64, the float32 shadow the port in float32 from the same
     state, and the noisy shadows the port in the cell's precision with rounding injected
-    through equiv's update (the port computes the gradients; equiv applies them).
+    through equiv's update (the port computes the gradients; equiv applies them): one ulp of
+    each gradient array's scale before every update, and for float64 one ulp of each parameter
+    after it, as for a numpy reference.
 
-    The numpy reference flips every ReLU unit within rounding distance of its kink in its own
-    code (``equiv.reference.kinks``); a port seen from outside cannot be reached there. What
-    replaces it: ``PORT_DRAWS`` noisy shadows, each started from the data and parameters moved
-    by one ulp of the cell's precision (relative; each element its own sign) and given fresh
-    rounding at every step (one ulp of each gradient array's scale before the update, one ulp
-    of each parameter after it), in float32 as in float64. A unit whose pre-activation is within
-    rounding distance of the kink then lands on either side in some draw, as it may in another
-    correct implementation; the 10-seed sweep of the cases with ReLUs is the measurement
-    (``docs/tolerances.md``). A float32 shadow whose loss leaves the float64 one by more than
-    1/K of the loss's range marks the float32 horizon, as for resnet18's numpy reference."""
+    The numpy reference's float32 shadows flip every ReLU unit within rounding distance of its
+    kink in its own code (``equiv.reference.kinks``); a port seen from outside cannot be reached
+    there. What replaces it for float32 cells: ``PORT_DRAWS`` noisy shadows, each started from
+    the data and parameters moved by one float32 ulp (relative; each element its own sign), so
+    that a unit whose pre-activation is within rounding distance of its kink lands on either
+    side in some draw, as it may in another correct implementation. The 10-seed sweep of the
+    cases with ReLUs is the measurement (``docs/tolerances.md``). A float32 shadow whose loss
+    leaves the float64 one by more than 1/K of the loss's range marks the float32 horizon, as
+    for resnet18's numpy reference."""
     from equiv.backends.reference_port import NotAReference, PortReference
 
     if path:
@@ -517,11 +518,13 @@ def _calibrate_port(
     fresh_ulps: dict[str, float] = {}
     measured_rounding = dtype == "float64" and spec.gradient_rounding == "measured"
     noisy_runs = []
-    for draw in range(PORT_DRAWS):
+    float32 = dtype == "float32"
+    for draw in range(PORT_DRAWS if float32 or measured_rounding else 1):
         jitter = np.random.default_rng((NOISE_SEED[dtype], 100 + draw))
+        begin = start.astype(dtype)
         trainer = PortReference(
             spec,
-            _jittered(start.astype(dtype), jitter, EPS[dtype]),
+            _jittered(begin, jitter, EPS[dtype]) if float32 else begin,
             perturb_grads=lambda grads, rng=jitter: gradient_rounding(
                 grads, rng, dtype, fresh_ulps
             ),
@@ -551,7 +554,8 @@ def _calibrate_port(
             v_noisy = record_values(noisy.record())
             for k in keys:
                 spread_noisy[k][t] = max(spread_noisy[k][t], max_abs_diff(v_noisy[k], v64[k]))
-            noisy.params = _moved(noisy.params, jitter, EPS[dtype])
+            if not float32:
+                noisy.params = _moved(noisy.params, jitter, EPS[dtype])
     return _tolerances(spec, dtype, scale, spread, spread_noisy, branches, losses, horizon)
 
 
