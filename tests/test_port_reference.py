@@ -25,6 +25,8 @@ def test_refusals_name_the_reason():
     assert refusal("torch.eager") is None
     assert "compiled mode" in refusal("torch.compile")
     assert "cannot compute in float64" in refusal("keras.torch")
+    assert "keras.ops.mean" in refusal("keras.jax")
+    assert refusal("keras.tensorflow") is None
     assert "keras-team/keras#23704" in refusal("keras.torch")
     assert "no backend 'torch.nope'" in refusal("torch.nope")
 

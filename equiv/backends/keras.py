@@ -232,6 +232,11 @@ class KerasTorch(KerasBackend):
     keras_backend = "torch"
     worker_env = {"KERAS_BACKEND": "torch"}
     needs_own_process = True
+    float64_in_float32 = (
+        "Keras 3 on torch computes keras.ops.matmul (so every Dense layer) of two float64 "
+        "tensors in float32 (keras/src/backend/common/dtypes.py, BIT64_TO_BIT32_DTYPE; "
+        "keras-team/keras#23704)"
+    )
     explanations = (
         Explanation(
             backends="keras.torch",
@@ -282,6 +287,12 @@ class KerasJax(KerasBackend):
     keras_backend = "jax"
     worker_env = {"KERAS_BACKEND": "jax", "JAX_ENABLE_X64": "1"}
     needs_own_process = True
+    float64_in_float32 = (
+        "Keras 3 on jax computes keras.ops.mean (so MeanSquaredError) and "
+        "keras.ops.layer_normalization of float64 in float32: its dtype promotion maps float64 "
+        "to float32 on non-TensorFlow backends (keras/src/backend/common/dtypes.py, "
+        "BIT64_TO_BIT32_DTYPE); the cases that use them declare it"
+    )
 
     def configure_framework(self, threads: int) -> None:
         # One thread: XLA's CPU kernels single-threaded, as tf.xla and equiv-jax set it. Without

@@ -12,7 +12,7 @@ state (``load_state``), so whatever its own optimizer did at the step before is 
 
 Which ports can be the reference (``refusal``): an eager mode (the ground truth is no
 compiler's output), whose float64 is float64 (Keras 3 on torch or jax computes float64
-matmuls in float32: its backend declares a ``compute_dtype`` explanation), with ``load_state``.
+matmuls in float32: ``Backend.float64_in_float32`` says so), with ``load_state``.
 """
 
 from __future__ import annotations
@@ -48,13 +48,8 @@ def refusal(backend_id: str, case: str = "") -> str | None:
             f"{backend_id} is a compiled mode: a reference port runs eagerly "
             f"({backend.framework}'s eager mode is the ground truth a compiler is checked against)"
         )
-    for explanation in backend.explanations:
-        precision = explanation.variant.get("compute_dtype")
-        if precision and explanation.applies_to(backend_id, case, "float64"):
-            return (
-                f"{backend_id} cannot compute in float64 (it computes parts of a float64 cell in "
-                f"{precision}: {explanation.reason})"
-            )
+    if backend.float64_in_float32:
+        return f"{backend_id} cannot compute in float64: {backend.float64_in_float32}"
     return None
 
 

@@ -43,6 +43,9 @@ class Backend(ABC):
     #: variant that reproduces it (``equiv.contract.case.Explanation``; proven per cell by the
     # runner)
     explanations: tuple = ()
+    #: why this backend's float64 cells compute parts in float32 (None: they do not): such a
+    #: backend cannot be a reference port (``equiv.backends.reference_port``)
+    float64_in_float32: str | None = None
     #: the helpers this family offers case code beyond ``equiv.contract.trainer.CASE_API`` (each a
     #: method with a docstring); a subclass declares only its own, ``declared_helpers`` adds
     #: its bases'. Listed in docs/adding-a-backend.md.
