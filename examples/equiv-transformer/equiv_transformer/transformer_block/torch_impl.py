@@ -11,22 +11,18 @@ the Adam step (torch/optim/adam.py). So the defaults case passes nothing but lr,
 matched case passes the same values explicitly.
 
 The block is a ``Module`` whose ``forward`` takes the mask as an argument, so that the mode
-(``torch.jit.script``, ``torch.compile``) is applied to the whole model. Layout: the canonical
-q/k/v kernels go into the packed ``in_proj_weight`` (``equiv_transformer.layout``); Linear
-weights are (out, in), converted by the backend's ``linear_weight`` / ``canonical_kernel``.
-TorchScript cannot compile a bias-free ``nn.MultiheadAttention``: ``scriptable`` works around it
-for ``torch.jit`` alone.
+(``torch.jit.script``, ``torch.compile``) is applied to the whole model;
+``equiv.support.torch_port.port`` loads, steps and records it. ``layout``: the canonical q/k/v
+kernels are packed into ``in_proj_weight`` (``layouts.torch_multihead_attention``), Linear
+weights are (out, in). TorchScript cannot compile a bias-free ``nn.MultiheadAttention``:
+``scriptable`` works around it for ``torch.jit`` alone.
 """
-
-import functools
 
 import torch
 import torch.nn.functional as F
-from equiv.records import StepRecord
-from equiv.support.torch import load_adam_state
+from equiv import layouts
+from equiv.support.torch_port import port
 from torch import nn
-
-from equiv_transformer import layout
 
 
 def explicit(cfg, **settings):
@@ -59,98 +55,63 @@ def scriptable(attn: nn.MultiheadAttention) -> None:
     torch/nn/modules/activation.py: ``forward`` reads ``self.in_proj_bias.dtype`` and passes
     ``out_proj.bias`` to ``torch._native_multi_head_attention``'s ``Tensor`` argument, both None
     here). For ``torch.jit.script`` only, the two missing biases become zero buffers: not
-    parameters (no gradient, no update, nothing recorded), and adding 0 changes no number."""
+    parameters (no gradient, no update, nothing recorded), not in the ``state_dict`` (not
+    persistent: the layout has no biases), and adding 0 changes no number."""
     d = attn.embed_dim
     del attn._parameters["in_proj_bias"]
-    attn.register_buffer("in_proj_bias", torch.zeros(3 * d))
+    attn.register_buffer("in_proj_bias", torch.zeros(3 * d), persistent=False)
     del attn.out_proj._parameters["bias"]
-    attn.out_proj.register_buffer("bias", torch.zeros(d))
+    attn.out_proj.register_buffer("bias", torch.zeros(d), persistent=False)
 
 
-class Trainer:
-    def __init__(self, state, backend):
-        self.backend = backend
-        cfg, p = state.config, state.params
-        self.x = backend.to_native(state.data["x"])
-        self.y = backend.to_native(state.data["y"])
-        t = cfg["T"]
-        self.mask = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
-        model = Block(cfg)
-        if backend.mode == "jit":
-            scriptable(model.attn)
-        model = model.to(getattr(torch, state.dtype))
-        self.load(model, p)
-        self.block = model
-        self.model = backend.transform(model)
-        opt = explicit(
-            cfg,
-            weight_decay=cfg["weight_decay"],
-            betas=(cfg["beta_1"], cfg["beta_2"]),
-            eps=cfg["epsilon"],
-        )
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], **opt)
-
-    def torch_values(self, model, p) -> list[tuple]:
-        """(torch parameter, value) for canonical arrays ``p``: wq, wk and wv fused into
-        ``in_proj_weight``, (in, out) kernels as (out, in) weights."""
-        b = self.backend
-        return [
-            (model.ln1.weight, b.to_native(p["ln1_gamma"])),
-            (model.ln1.bias, b.to_native(p["ln1_beta"])),
-            (model.attn.in_proj_weight, b.to_native(layout.torch_in_proj(p))),
-            (model.attn.out_proj.weight, b.linear_weight(p["wo"])),
-            (model.ln2.weight, b.to_native(p["ln2_gamma"])),
-            (model.ln2.bias, b.to_native(p["ln2_beta"])),
-            (model.mlp[0].weight, b.linear_weight(p["w1"])),
-            (model.mlp[0].bias, b.to_native(p["b1"])),
-            (model.mlp[2].weight, b.linear_weight(p["w2"])),
-            (model.mlp[2].bias, b.to_native(p["b2"])),
-        ]
-
-    def load(self, model, p):
-        with torch.no_grad():
-            for param, value in self.torch_values(model, p):
-                param.copy_(value)
-
-    def load_state(self, resume):
-        """The reference's parameters and AdamW moments into the running block, in place;
-        the moments of the fused ``in_proj_weight`` fuse as its parameters do."""
-        self.load(self.block, resume.params)
-        to_torch = functools.partial(self.torch_values, self.block)
-        load_adam_state(self.optimizer, to_torch, layout.PARAM_NAMES, resume.optimizer)
-
-    def run_step(self):
-        self.optimizer.zero_grad()
-        loss = F.mse_loss(self.model(self.x, self.mask), self.y)
-        loss.backward()
-        self.optimizer.step()
-        self.loss = loss.detach()
-
-    def canonical(self, pick):
-        """The canonical arrays of ``pick(tensor)`` (the parameter itself, or its ``.grad``)."""
-        b, m = self.backend, self.block
-        np_ = b.to_numpy
-        out = {
-            "ln1_gamma": np_(pick(m.ln1.weight)),
-            "ln1_beta": np_(pick(m.ln1.bias)),
-            **layout.from_torch_in_proj(np_(pick(m.attn.in_proj_weight))),
-            "wo": b.canonical_kernel(pick(m.attn.out_proj.weight)),
-            "ln2_gamma": np_(pick(m.ln2.weight)),
-            "ln2_beta": np_(pick(m.ln2.bias)),
-            "w1": b.canonical_kernel(pick(m.mlp[0].weight)),
-            "b1": np_(pick(m.mlp[0].bias)),
-            "w2": b.canonical_kernel(pick(m.mlp[2].weight)),
-            "b2": np_(pick(m.mlp[2].bias)),
+def layout(cfg):
+    """The block's ``state_dict`` (``ln1.weight``, ``attn.in_proj_weight``, ``mlp.0.weight``
+    ...) under the case's names (``equiv_transformer.layout``)."""
+    d, mlp = cfg["d"], cfg["mlp"]
+    block = layouts.compose(
+        "transformer_block",
+        {
+            "ln1": layouts.torch_layer_norm(d),
+            "attn": layouts.torch_multihead_attention(d, cfg["heads"], bias=False),
+            "ln2": layouts.torch_layer_norm(d),
+            "mlp.0": layouts.torch_linear(d, mlp),
+            "mlp.2": layouts.torch_linear(mlp, d),
+        },
+    )
+    return block.named(
+        {
+            "ln1.gamma": "ln1_gamma",
+            "ln1.beta": "ln1_beta",
+            **{f"attn.w{n}": f"w{n}" for n in "qkvo"},
+            "ln2.gamma": "ln2_gamma",
+            "ln2.beta": "ln2_beta",
+            "mlp.0.kernel": "w1",
+            "mlp.0.bias": "b1",
+            "mlp.2.kernel": "w2",
+            "mlp.2.bias": "b2",
         }
-        return {n: out[n] for n in layout.PARAM_NAMES}
-
-    def record(self):
-        return StepRecord(
-            loss=self.backend.to_numpy(self.loss)[()],
-            grads=self.canonical(lambda t: t.grad),
-            params=self.canonical(lambda t: t),
-        )
+    )
 
 
 def build(state, backend):
-    return Trainer(state, backend)
+    cfg = state.config
+    t = cfg["T"]
+    mask = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+    model = Block(cfg)
+    if backend.mode == "jit":
+        scriptable(model.attn)
+    opt = explicit(
+        cfg,
+        weight_decay=cfg["weight_decay"],
+        betas=(cfg["beta_1"], cfg["beta_2"]),
+        eps=cfg["epsilon"],
+    )
+    return port(
+        state,
+        backend,
+        model,
+        layout=layout(cfg),
+        loss=F.mse_loss,
+        optimizer=lambda params: torch.optim.AdamW(params, lr=cfg["lr"], **opt),
+        inputs=("x", mask),
+    )
