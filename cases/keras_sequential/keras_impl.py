@@ -4,23 +4,23 @@
 ``keras.losses.MeanSquaredError`` and ``keras.optimizers.SGD`` (or ``Adam`` when the case
 config asks for it), the same code on the tensorflow, torch and jax backends. The seed trains
 with ``opt.minimize(step, params)``: that is Keras 2; Keras 3 optimizers have no ``minimize``, so
-the step takes the gradient with the backend's autodiff (``backend.value_and_grad``: a
-``GradientTape`` on TensorFlow) and calls ``apply_gradients`` (``equiv.support.keras.Trainer``).
-The seed's ``loss_fn(y_pred, y)`` swaps Keras's (y_true, y_pred) order, harmless for a squared
-error; here it is in order.
+the step (``equiv.support.keras_port``) takes the gradient with the backend's autodiff (a
+``GradientTape`` on TensorFlow) and calls ``apply_gradients``. The seed's ``loss_fn(y_pred, y)``
+swaps Keras's (y_true, y_pred) order, harmless for a squared error; here it is in order.
 
 Keras defaults that would otherwise differ from the case: layers and the loss compute in
 ``floatx()`` (float32) unless given a dtype, so each gets the cell's; the learning rate is a
-``floatx()`` variable, so the optimizer is built under the cell's floatx; Adam's epsilon is
-taken from the config, defaulting to the reference's 1e-8 (Keras's default is 1e-7).
-Kernels are (in, out) in Keras as in the canonical state: ``load_dense`` takes them as they are.
+``floatx()`` variable, so the optimizer is built under the cell's floatx (``port`` does);
+Adam's epsilon is taken from the config, defaulting to the reference's 1e-8 (Keras's default is
+1e-7). A ``Dense`` kernel is (in, out), as the canonical one (``equiv.layouts.keras_dense``).
 """
 
 import functools
 
 import keras
 
-from equiv.support.keras import Trainer, load_dense
+from equiv import layouts
+from equiv.support.keras_port import canonical_variables, load, port
 
 
 def make_optimizer(cfg):
@@ -34,25 +34,39 @@ def make_optimizer(cfg):
     return keras.optimizers.SGD(learning_rate=cfg["lr"])
 
 
-def make_model(state):
-    """The model, loaded with the canonical parameters, and its variables by canonical name."""
-    cfg, p, dtype = state.config, state.params, state.dtype
-    model = keras.Sequential(
+def layout(cfg):
+    """The layers ``hidden`` and ``out``, under the case's names."""
+    dense = {
+        "hidden": layouts.keras_dense(cfg["D_in"], cfg["H"]),
+        "out": layouts.keras_dense(cfg["H"], cfg["D_out"]),
+    }
+    names = {"hidden.kernel": "w1", "hidden.bias": "b1", "out.kernel": "w2", "out.bias": "b2"}
+    return layouts.compose("keras_sequential", dense, framework_sep="/").named(names)
+
+
+def sequential(cfg, dtype):
+    return keras.Sequential(
         [
             keras.Input(shape=(cfg["D_in"],), dtype=dtype),
-            keras.layers.Dense(cfg["H"], activation="relu", dtype=dtype),
-            keras.layers.Dense(cfg["D_out"], dtype=dtype),
+            keras.layers.Dense(cfg["H"], activation="relu", dtype=dtype, name="hidden"),
+            keras.layers.Dense(cfg["D_out"], dtype=dtype, name="out"),
         ]
     )
-    dense1, dense2 = model.layers
-    load_dense(dense1, p["w1"], p["b1"])
-    load_dense(dense2, p["w2"], p["b2"])
-    return model, {"w1": dense1.kernel, "b1": dense1.bias, "w2": dense2.kernel, "b2": dense2.bias}
 
 
-def build(state, backend, trainer=Trainer):
-    """``trainer``: ``equiv.support.keras.Trainer``, or a subclass (minibatch's, on batches)."""
-    model, named = make_model(state)
-    loss_fn = keras.losses.MeanSquaredError(dtype=state.dtype)
+def make_model(state):
+    """The model, loaded, and its variables by canonical name (minibatch's and keras.fit's)."""
+    model = sequential(state.config, state.dtype)
+    load(model, layout(state.config), state.params)
+    return model, canonical_variables(model, layout(state.config))
+
+
+def build(state, backend, trainer=None):
+    """``trainer``: an ``equiv.support.keras.Trainer`` subclass (minibatch's, on batches)."""
+    loss = keras.losses.MeanSquaredError(dtype=state.dtype)
     optimizer = functools.partial(make_optimizer, state.config)
-    return trainer(state, backend, named, loss_fn, optimizer, model)
+    if trainer is not None:
+        model, named = make_model(state)
+        return trainer(state, backend, named, loss, optimizer, model)
+    model = sequential(state.config, state.dtype)
+    return port(state, backend, model, layout=layout(state.config), loss=loss, optimizer=optimizer)

@@ -5,7 +5,7 @@ torch and jax.
 q/k/v or output biases: the spec's notes say why) called with ``use_causal_mask=True``, ``Dense(mlp,
 activation="gelu")`` and ``Dense(d)``, residual adds, ``keras.losses.MeanSquaredError`` and
 ``keras.optimizers.AdamW``. The step takes the gradient with the backend's autodiff
-(``backend.value_and_grad``; Keras 3 optimizers have no ``minimize``) and calls ``apply_gradients``.
+(Keras 3 optimizers have no ``minimize``) and calls ``apply_gradients``.
 
 Keras 3.15's defaults, from its source, where they differ from the torch model's:
 ``LayerNormalization(epsilon=1e-3)`` (layers/normalization/layer_normalization.py);
@@ -19,24 +19,16 @@ goes to ``ops.dot_product_attention(is_causal=True)``, whose masked logits are
 The matched case passes torch's epsilon and AdamW settings; the defaults case only lr.
 
 Every layer gets the cell's dtype (Keras otherwise computes in ``floatx()``, float32), and the
-optimizer is built under it (its learning rate is a ``floatx()`` variable). Layout: Dense
-kernels are (in, out) as the canonical ones; the attention's ``EinsumDense`` kernels are
-reshapes of them (``equiv_transformer.layout``).
-
-``load_state`` puts the reference's training state at a later step into the running model, in
-place: the parameters and AdamW's moments (``m/<p>``, ``v/<p>``: each in its parameter's
-layout) reshaped as the variables are, then ``equiv.support.keras.load_training_state`` (the
-moments into Keras's slots, the step count ``t`` into ``iterations``).
+optimizer is built under it (its learning rate is a ``floatx()`` variable; ``port`` does it).
+Layout: Dense kernels are (in, out) as the canonical ones; the attention's ``EinsumDense``
+kernels are reshapes of them (``equiv.layouts.keras_multi_head_attention``). The step, the
+record and ``load_state`` (AdamW's moments reshaped as their kernels) are
+``equiv.support.keras_port``'s.
 """
 
-from dataclasses import replace
-
 import keras
-import numpy as np
-from equiv.records import StepRecord
-from equiv.support.keras import load_training_state
-
-from equiv_transformer import layout
+from equiv import layouts
+from equiv.support.keras_port import port
 
 
 def explicit(cfg, **settings):
@@ -69,39 +61,25 @@ def make_model(cfg, dtype):
     return keras.Model(x, out)
 
 
-def variables_by_name(model):
-    """Canonical name -> the Keras variable that holds it."""
-    attn = model.get_layer("attn")
-    ln1, ln2 = model.get_layer("ln1"), model.get_layer("ln2")
-    d1, d2 = model.get_layer("dense1"), model.get_layer("dense2")
-    named = {"ln1_gamma": ln1.gamma, "ln1_beta": ln1.beta}
-    for n, dense in zip("qkv", (attn.query_dense, attn.key_dense, attn.value_dense), strict=True):
-        named[f"w{n}"] = dense.kernel
-    named["wo"] = attn.output_dense.kernel
-    named.update({"ln2_gamma": ln2.gamma, "ln2_beta": ln2.beta})
-    named.update({"w1": d1.kernel, "b1": d1.bias, "w2": d2.kernel, "b2": d2.bias})
-    return {n: named[n] for n in layout.PARAM_NAMES}
-
-
-def keras_arrays(params, heads):
-    """The canonical arrays in the shapes of the Keras variables."""
-    out = dict(params)
-    for n in "qkv":
-        out[f"w{n}"] = layout.keras_projection(params[f"w{n}"], heads)
-    out["wo"] = layout.keras_output(params["wo"], heads)
-    return out
-
-
-def keras_optimizer_state(optimizer, heads):
-    """The canonical optimizer state in the shapes of the Keras variables: AdamW's moments
-    (``m/<p>``, ``v/<p>``, one per parameter, in its layout) as ``keras_arrays`` converts the
-    parameters; ``t`` as it is."""
-    out = dict(optimizer)
-    for kind in ("m", "v"):
-        moments = {k[len(kind) + 1 :]: v for k, v in optimizer.items() if k.startswith(f"{kind}/")}
-        if moments:  # none before the first step
-            out.update({f"{kind}/{n}": a for n, a in keras_arrays(moments, heads).items()})
-    return out
+def keras_layout(cfg):
+    """The layers ``ln1``, ``attn``, ``ln2``, ``dense1``, ``dense2``, under the canonical names."""
+    d = cfg["d"]
+    parts = {
+        "ln1": layouts.keras_layer_norm(d),
+        "attn": layouts.keras_multi_head_attention(d, cfg["heads"], bias=False),
+        "ln2": layouts.keras_layer_norm(d),
+        "dense1": layouts.keras_dense(d, cfg["mlp"]),
+        "dense2": layouts.keras_dense(cfg["mlp"], d),
+    }
+    names = {f"{ln}.{p}": f"{ln}_{p}" for ln in ("ln1", "ln2") for p in ("gamma", "beta")}
+    names |= {f"attn.w{n}": f"w{n}" for n in "qkvo"}
+    names |= {
+        "dense1.kernel": "w1",
+        "dense1.bias": "b1",
+        "dense2.kernel": "w2",
+        "dense2.bias": "b2",
+    }
+    return layouts.compose("transformer_block", parts, framework_sep="/").named(names)
 
 
 def make_optimizer(cfg):
@@ -115,60 +93,14 @@ def make_optimizer(cfg):
     return keras.optimizers.AdamW(learning_rate=cfg["lr"], **settings)
 
 
-class Trainer:
-    def __init__(self, state, backend):
-        self.backend = backend
-        cfg, dtype = state.config, state.dtype
-        self.dtype = dtype
-        self.heads = cfg["heads"]
-        self.shapes = {n: v.shape for n, v in state.params.items()}
-        self.x = backend.to_native(state.data["x"])
-        self.y = backend.to_native(state.data["y"])
-        self.model = make_model(cfg, dtype)
-        self.named = variables_by_name(self.model)
-        for n, value in keras_arrays(state.params, cfg["heads"]).items():
-            self.named[n].assign(value)
-        self.loss_fn = keras.losses.MeanSquaredError(dtype=dtype)
-        with backend.floatx(dtype):  # the learning rate is a variable of floatx()
-            self.optimizer = make_optimizer(cfg)
-        self.variables = list(self.named.values())
-        self.optimizer.build(self.variables)
-
-    def load_state(self, resume):
-        """The reference's parameters and AdamW's state, reshaped as Keras holds them."""
-        keras_state = replace(
-            resume,
-            params=keras_arrays(resume.params, self.heads),
-            optimizer=keras_optimizer_state(resume.optimizer, self.heads),
-        )
-        load_training_state(type(self).__name__, self.optimizer, self.named, keras_state)
-
-    def compute_loss(self):
-        return self.loss_fn(self.y, self.model(self.x))
-
-    def run_step(self):
-        loss, grads = self.backend.value_and_grad(self.compute_loss, self.variables)
-        self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
-        self.last = (loss, grads)
-
-    def canonical(self, arrays):
-        to_np = self.backend.to_numpy
-        return {
-            n: layout.from_keras(to_np(a), self.shapes[n])
-            for n, a in zip(self.named, arrays, strict=True)
-        }
-
-    def record(self):
-        loss, grads = self.last
-        # Keras on torch computes a float64 cell's loss in float32 (declared by equiv's
-        # keras.torch backend, compute_dtype): the record carries it in the cell's dtype.
-        loss = np.asarray(self.backend.to_numpy(loss), dtype=self.dtype)
-        return StepRecord(
-            loss=loss[()],
-            grads=self.canonical(grads),
-            params=self.canonical(self.variables),
-        )
-
-
 def build(state, backend):
-    return Trainer(state, backend)
+    cfg, dtype = state.config, state.dtype
+    loss = keras.losses.MeanSquaredError(dtype=dtype)
+    return port(
+        state,
+        backend,
+        make_model(cfg, dtype),
+        layout=keras_layout(cfg),
+        loss=loss,
+        optimizer=lambda: make_optimizer(cfg),
+    )
