@@ -205,32 +205,8 @@ def test_the_transformer_loaded_mid_training_takes_the_references_next_step(case
     next_step_after_loading(port, reference, 5, REL)
 
 
-def test_the_transformer_with_projections_loaded_torch_style_is_off(monkeypatch):
-    """Planted: q, k, v kernels transposed before the reshape ((out, in), torch's layout)."""
-    module = pytest.importorskip(TRANSFORMER)
-    real = module.keras_arrays
-
-    def torch_style(params, heads):
-        return real({n: v.T if n in ("wq", "wk", "wv") else v for n, v in params.items()}, heads)
-
-    monkeypatch.setattr(module, "keras_arrays", torch_style)
-    with pytest.raises(AssertionError):
-        test_the_transformer_loaded_mid_training_takes_the_references_next_step("transformer_block")
-
-
-def test_the_transformer_with_its_moments_transposed_is_off(monkeypatch):
-    """Planted: AdamW's moments of q, k, v transposed before the reshape (the parameters
-    right)."""
-    module = pytest.importorskip(TRANSFORMER)
-    real = module.keras_optimizer_state
-
-    def transposed(optimizer, heads):
-        turned = {k: v.T if k[2:] in ("wq", "wk", "wv") else v for k, v in optimizer.items()}
-        return real(turned, heads)
-
-    monkeypatch.setattr(module, "keras_optimizer_state", transposed)
-    with pytest.raises(AssertionError):
-        test_the_transformer_loaded_mid_training_takes_the_references_next_step("transformer_block")
+# Planted wrong layouts and moments of the transformer's Keras port (projections loaded
+# torch-style, moments transposed): tests/test_keras_port.py, over the port's layout.
 
 
 # -- minibatch: Keras loops keep their own data position -------------------------------------------

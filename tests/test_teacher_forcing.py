@@ -8,7 +8,6 @@ canonical state"), so a bug that starts late could not be told from drift.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from importlib.util import find_spec
 
@@ -151,14 +150,10 @@ def test_the_transformers_fused_moments_must_be_loaded(monkeypatch):
     """Planted: the AdamW state left empty (torch restarts Adam: step 1, zero moments)."""
     import equiv.support.torch as support
 
-    def forgets(optimizer, to_torch, names, canonical):
+    def forgets(backend, named, optimizer, canonical):
         optimizer.state.clear()
 
-    module = torch_trainer(
-        "transformer_block", get_case("transformer_block").make_state(0, "float64")
-    )
-    monkeypatch.setattr(sys.modules[type(module).__module__], "load_adam_state", forgets)
-    assert support.load_adam_state is not forgets
+    monkeypatch.setattr(support, "load_optimizer", forgets)
     with pytest.raises(AssertionError):
         test_torch_ports_of_every_shape_load_the_state_in_place("transformer_block")
 
@@ -173,21 +168,32 @@ def test_a_port_that_cannot_load_model_state_says_which():
 
 # -- localization: a failing Adam cell is teacher-forced ------------------------------------------
 
-RUN_STEP = "    run_step = SequentialTrainer.run_step\n"
+BUILT = "    return port(\n"
+BUILT_END = "        optimizer=lambda params: make_optimizer(params, cfg),\n    )\n"
 
 
 def parallel_blocks_with(body: str) -> ImplSource:
-    """parallel_blocks' torch port with ``body`` run before each step (``self.calls`` counts
-    the steps from 1)."""
+    """parallel_blocks' torch port with ``body`` run before each step (``self`` is the
+    trainer; ``self.calls`` counts the steps from 1)."""
     backend = get_backend("torch.eager")
     module = backend.implementation_module(get_case("parallel_blocks"))
     planted = (
-        "    def run_step(self):\n"
+        "\n\ndef planted(self):\n"
+        "    step = self.run_step\n\n"
+        "    def run_step():\n"
         "        self.calls = getattr(self, 'calls', 0) + 1\n"
         f"{body}"
-        "        SequentialTrainer.run_step(self)\n"
+        "        step()\n\n"
+        "    self.run_step = run_step\n"
+        "    return self\n"
     )
-    return ImplSource(module, (Patch(RUN_STEP, planted),))
+    return ImplSource(
+        module,
+        (
+            Patch(BUILT, "    return planted(port(\n"),
+            Patch(BUILT_END, BUILT_END.replace("    )\n", "    ))\n") + planted),
+        ),
+    )
 
 
 def failing_cell(impl: ImplSource, steps: int = 8):

@@ -37,19 +37,21 @@ class TestTransformerBlock(CaseConformance):
                 'nn.MultiheadAttention(d, cfg["heads"], bias=False, batch_first=True)',
                 'nn.MultiheadAttention(d, cfg["heads"], bias=False, batch_first=False)',
             ),
-            # the (out, in) transpose of a square Linear forgotten: no shape error, wrong maths
+            # the query and key kernels swapped in the layout: equal shapes, no error, and
+            # the scores are transposed (under the causal mask, another function)
             (
-                '(model.attn.out_proj.weight, b.linear_weight(p["wo"]))',
-                '(model.attn.out_proj.weight, b.to_native(p["wo"]))',
+                '**{f"attn.w{n}": f"w{n}" for n in "qkvo"},',
+                '**{f"attn.w{n}": f"w{m}" for n, m in zip("qkvo", "kqvo")},',
             ),
         ],
         "keras.tensorflow": [
             # the causal mask forgotten: every position attends to the future
             ("attention(h, h, use_causal_mask=True)", "attention(h, h, use_causal_mask=False)"),
-            # the output kernel loaded transposed: (heads, head_dim, d) of wo.T, same shape
+            # the query and key kernels swapped in the layout's renames: equal shapes, no
+            # error, and the scores are transposed (under the causal mask, another function)
             (
-                'layout.keras_output(params["wo"], heads)',
-                'layout.keras_output(params["wo"].T, heads)',
+                'names |= {f"attn.w{n}": f"w{n}" for n in "qkvo"}',
+                'names |= {f"attn.w{n}": f"w{m}" for n, m in zip("qkvo", "kqvo")}',
             ),
         ],
         "jax.jit": [
