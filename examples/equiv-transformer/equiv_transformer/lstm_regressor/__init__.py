@@ -1,0 +1,1 @@
+"""Case lstm_regressor: see spec.py."""
