@@ -100,6 +100,11 @@ class CaseSpec:
     #: forward activations every step reports, by layer name in execution order
     #: (``StepRecord.activations``): a failing cell names the first layer out of tolerance
     activation_names: tuple[str, ...] = ()
+    #: forward activations compared only where the reference is a port (``reference_port``,
+    #: ``--reference``): ports built with ``equiv.support.torch_port``/``keras_port`` record
+    #: every layer of their layout, and a numpy reference that does not report them is not
+    #: asked to
+    port_activations: tuple[str, ...] = ()
     #: non-trainable state every step reports after its update (``StepRecord.state``)
     state_names: tuple[str, ...] = ()
     #: evaluation-mode outputs every step reports after its update (``StepRecord.evaluation``)
@@ -138,6 +143,12 @@ class CaseSpec:
             if port is None or port == self.reference_port
             else replace(self, reference_port=port)
         )
+
+    def compared_activations(self) -> tuple[str, ...]:
+        """The activations a step is compared on: ``activation_names``, and under a port
+        reference ``port_activations`` too."""
+        extra = self.port_activations if self.reference_port is not None else ()
+        return (*self.activation_names, *(n for n in extra if n not in self.activation_names))
 
     def slow_on(self, backend_id: str) -> bool:
         """Whether ``slow_backends`` names this backend."""

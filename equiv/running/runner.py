@@ -247,6 +247,7 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
     result.traces = backend.traces - traces_before if backend.compiled else None
 
     main = checks[0].comparison
+    result.not_observed = {**main.not_observed, **result.not_observed}
     result.compared_steps = main.compared
     followed = resync.followed.comparison if resync and resync.followed else main
     result.resynchronised_from = followed.resynced[0] if followed.resynced else None

@@ -56,7 +56,7 @@ def quantity_keys(spec: CaseSpec) -> list[str]:
     outputs."""
     names = spec.param_names
     return [
-        *(f"activations/{n}" for n in spec.activation_names),
+        *(f"activations/{n}" for n in spec.compared_activations()),
         "loss",
         *(f"grads/{n}" for n in names),
         *(f"params/{n}" for n in names),

@@ -156,6 +156,11 @@ KERAS_JAX_FLOAT32 = Explanation(
     variant={"compute_dtype": "float32"},
 )
 
+#: each layer's output, as the ports built with equiv.support.torch_port/keras_port record it
+#: (the torch port names its nn.Sequential's Linear layers dense1 and dense2, as Keras's are):
+#: compared where the reference is a port (the numpy reference does not report them)
+LAYERS = ("ln1", "attn", "ln2", "dense1", "dense2")
+
 SPEC = CaseSpec(
     name="transformer_block",
     title="Pre-LN transformer block (causal MHSA, GELU MLP), MSE, AdamW; settings matched",
@@ -166,6 +171,7 @@ SPEC = CaseSpec(
     param_names=PARAM_NAMES,
     draw=draw,
     flops_per_step=step_flops,
+    port_activations=LAYERS,
     notes=(
         "every port passes torch's LayerNorm eps, GELU, AdamW weight decay and epsilon.",
         BIAS_FREE_NOTE,

@@ -24,6 +24,8 @@ from equiv import layouts
 from equiv.support.torch_port import port
 from torch import nn
 
+from equiv_transformer.transformer_block.spec import LAYERS
+
 
 def explicit(cfg, **settings):
     """The keyword arguments this port passes: the given settings in the matched case, none
@@ -114,4 +116,7 @@ def build(state, backend):
         loss=F.mse_loss,
         optimizer=lambda params: torch.optim.AdamW(params, lr=cfg["lr"], **opt),
         inputs=("x", mask),
+        # the MLP under the Keras port's names: Dense(activation="gelu") outputs the GELU
+        activations={"dense1": "mlp.1", "dense2": "mlp.2", "mlp.0": None, "mlp.2": None},
+        activation_names=LAYERS,
     )
