@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from nested_pytest import TOY_SITE, child_environment
 
-from equiv.contract.case import BUILT_IN, CaseSpec, discover
+from equiv.contract.case import BUILT_IN, CaseSpec, discover, get_case
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_ORIGIN = "plugin 'toycase' (equiv-toycase 0.1)"
@@ -473,5 +473,8 @@ def test_equivs_own_suite_runs_the_example_packages_cells_once():
     }
     assert example not in both.stdout
     alone = collected_cells(user_pytest(ROOT, "--collect-only", "-q", example, sites=()))
-    assert {c.split("-")[0] for c in alone} == {"transformer_block", "transformer_block_defaults"}
-    assert sorted(alone) == sorted(c for c in matrix if c.startswith("transformer_block"))
+    example_cases = {"transformer_block", "transformer_block_defaults", "lstm_regressor"}
+    assert {c.split("-")[0] for c in alone} == example_cases
+    # the example's own run collects its slow cells too (marked, and deselected by -m)
+    fast = [c for c in alone if not get_case(c.split("-")[0]).slow_on(c.split("-")[1])]
+    assert sorted(fast) == sorted(c for c in matrix if c.split("-")[0] in example_cases)

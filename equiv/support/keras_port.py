@@ -142,12 +142,21 @@ def canonical_variables(model: keras.Model, layout: Layout) -> dict[str, keras.V
     return out
 
 
+#: how far apart (in ulps of their scale) the parts of a derived tensor may hold their slots
+ROUNDING_ULPS = 8
+
+
 def _one_part(rule, slots: list[np.ndarray], what: str) -> tuple[np.ndarray, ...]:
-    """The framework slots of a derived rule's targets, from its parts' equal slots: the
-    targets' gradient-like arrays g such that the rule's pullback gives every part ``slots[0]``
-    (for a sum, the moved part itself); ``StateNotLoadable`` where no such g is found."""
-    first = slots[0]
-    if any(not np.array_equal(s, first) for s in slots[1:]):
+    """The framework slots of a derived rule's targets, from its parts' slots, equal to
+    rounding (every part gets the same gradient; a reference computes each part's by its own
+    reduction, and torch's float64 ``b_ih`` and ``b_hh`` gradients differ by an ulp): the
+    targets' gradient-like arrays g such that the rule's pullback gives every part their mean
+    (for a sum, the moved part itself); ``StateNotLoadable`` where the parts differ by more
+    than ``ROUNDING_ULPS`` ulps of their scale, or no such g is found."""
+    first = np.mean(np.stack(slots), axis=0).astype(slots[0].dtype)
+    eps = np.finfo(first.dtype).eps if np.issubdtype(first.dtype, np.floating) else 0.0
+    bound = ROUNDING_ULPS * eps * float(np.max(np.abs(first), initial=0.0))
+    if any(float(np.max(np.abs(s - first), initial=0.0)) > bound for s in slots):
         raise StateNotLoadable(
             f"{what}: the parts {list(rule.sources)} of {list(rule.targets)} have different "
             "values, and Keras keeps one slot for their derived tensor"

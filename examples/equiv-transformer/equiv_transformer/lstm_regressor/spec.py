@@ -157,4 +157,7 @@ SPEC = CaseSpec(
     activation_names=("lstm", "head"),
     package="equiv_transformer",
     reference_port="torch.eager",
+    # eager JAX traces and compiles the lax.scan's body at every call, ~1 s a step (jax_impl.py):
+    # its cells are left to `pytest -m slow`; `equiv run` runs them as any other
+    slow_backends=("jax.eager",),
 )
