@@ -28,11 +28,11 @@ def test_two_ports_train_alike_against_the_torch_port():
         config=spec.config,
         param_names=spec.param_names,
         reference="torch.eager",
-        backends=["torch.eager", "tf.eager", "tf.function"],
-        steps=4,
+        backends=["torch.eager", "tf.eager"],
+        steps=3,
     )
     assert {r.status for r in results} == {"pass"}
-    assert len(results) == 6 and all(r.compared_steps == 4 for r in results)
+    assert len(results) == 4 and all(r.compared_steps == 3 for r in results)
     assert "my_mlp" not in case_catalog().cases  # registered only while it ran
 
 
