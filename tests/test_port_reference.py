@@ -163,3 +163,22 @@ def test_a_tied_parameter_is_compared_as_its_observable():
     comparison = _comparison(derived)
     comparison.add(0, close, ref)
     assert comparison.first_divergence is None
+
+
+def test_a_port_whose_shapes_disagree_with_its_layout_errors_naming_case_and_file():
+    """Planted: keras_sequential's torch port with its first layer's sizes swapped."""
+    from equiv.backends.implementations import ImplSource, Patch
+
+    impl = ImplSource(
+        "cases.keras_sequential.torch_impl",
+        (
+            Patch(
+                'torch.nn.Linear(cfg["D_in"], cfg["H"]),', 'torch.nn.Linear(cfg["H"], cfg["D_in"]),'
+            ),
+        ),
+    )
+    options = RunOptions.verdict_only(steps=2)
+    result = run_cell(Cell("keras_sequential", "torch.eager", "float64"), options, impl=impl)
+    assert result.status == "error" and "\n" not in result.reason
+    assert result.reason.startswith("LayoutError: case keras_sequential, <cases.keras_sequential")
+    assert "0.weight" in result.reason

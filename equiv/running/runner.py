@@ -47,6 +47,7 @@ from equiv.contract.case import get_case, unavailable_cases
 from equiv.contract.divergence import Divergence
 from equiv.contract.records import NO_TRACE, Cell, CellResult, StepRecord
 from equiv.contract.trainer import StateNotLoadable, check_trainer
+from equiv.layouts.core import LayoutError
 from equiv.running.bench import benchmark_steps
 from equiv.tolerance.calibration import Calibration
 from equiv.tolerance.policy import (
@@ -233,7 +234,7 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
     # alternate step by step (measured: 13x slower); the parity phase gives numpy one thread.
     with clock("lockstep"):
         # the default build_trainer checks already; an adapter's own may not
-        trainer = check_trainer(backend.build_trainer(spec, state, module), module.__name__)
+        trainer = check_trainer(_build(backend, spec, state, module), module.__name__)
         result.not_observed = declared_not_observed(trainer)
         derived = derived_observables(trainer)
         for check in checks:
@@ -309,6 +310,16 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
             result.reproducible = reproducible(spec, backend, module, state, early)
         if options.keep_trajectories:
             result.trajectory = _trajectory(state, losses, main, snapshots)
+
+
+def _build(backend, spec, state, module):
+    """The cell's port; a layout that does not fit its model (``LayoutError``) says, in its one
+    line, which case and which file."""
+    try:
+        return backend.build_trainer(spec, state, module)
+    except LayoutError as exc:
+        where = getattr(module, "__file__", None) or module.__name__
+        raise LayoutError(f"case {spec.name}, {where}: {exc}") from None
 
 
 def _check(label, spec, state, seed, steps, variant, store=None) -> Check:
