@@ -58,25 +58,6 @@ def test_kdim_vdim_shapes():
     assert keras.framework["value/kernel"] == (5, 3, 2)
 
 
-def test_the_transformer_examples_conversions_are_reproduced():
-    from equiv_transformer import layout as example
-
-    params = draw(L.torch_multihead_attention(D, HEADS, bias=False))
-    torch_native = L.torch_multihead_attention(D, HEADS, bias=False).to_framework(params)
-    assert np.array_equal(torch_native["in_proj_weight"], example.torch_in_proj(params))
-    assert np.array_equal(torch_native["out_proj.weight"], params["wo"].T)
-    back = example.from_torch_in_proj(torch_native["in_proj_weight"])
-    assert all(np.array_equal(back[n], params[n]) for n in ("wq", "wk", "wv"))
-    keras_native = L.keras_multi_head_attention(D, HEADS, bias=False).to_framework(params)
-    for n, layer in (("wq", "query"), ("wk", "key"), ("wv", "value")):
-        expected = example.keras_projection(params[n], HEADS)
-        assert np.array_equal(keras_native[f"{layer}/kernel"], expected)
-        assert np.array_equal(example.from_keras(expected, (D, D)), params[n])
-    assert np.array_equal(
-        keras_native["attention_output/kernel"], example.keras_output(params["wo"], HEADS)
-    )
-
-
 # -- the real layers ------------------------------------------------------------------------
 
 

@@ -12,22 +12,14 @@ Canonical (what ``spec.draw`` makes, the reference computes with and every train
 
 The attention projections have no biases (``spec.py``'s notes say why: the key bias's gradient is
 identically zero). Kernels are (in, out), as equiv's canonical layout and a Keras ``Dense`` have
-them. The frameworks store the attention differently, and the converters below (plain numpy, so that
-they are tested without any framework) go both ways:
-
-- torch ``nn.MultiheadAttention`` packs q, k, v into ``in_proj_weight`` (3d, d) with each block
-  (out, in) (``bias=False``: no ``in_proj_bias``); ``out_proj`` is an ``nn.Linear`` ((out, in)
-  weight, no bias). Its heads split the d outputs of each projection into contiguous blocks, as
-  here.
-- Keras ``MultiHeadAttention(use_bias=False)`` holds ``EinsumDense`` kernels (d, heads, head_dim)
-  for q, k and v, and an output kernel (heads, head_dim, d): a reshape of the canonical arrays
-  (C order puts head i at columns i*head_dim...).
-- JAX: the canonical dict as it is (the port is written over it).
+them. Each port says how its framework holds them with equiv's standard layouts
+(``equiv.layouts``, renamed to these names with ``Layout.named``): torch's
+``nn.MultiheadAttention`` packs q, k, v into ``in_proj_weight`` (``torch_multihead_attention``),
+Keras's ``MultiHeadAttention`` holds ``EinsumDense`` kernels (d, heads, head_dim)
+(``keras_multi_head_attention``); the JAX port is written over the canonical dict as it is.
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 PARAM_NAMES = (
     "ln1_gamma",
@@ -43,33 +35,3 @@ PARAM_NAMES = (
     "w2",
     "b2",
 )
-QKV = ("q", "k", "v")
-
-
-def torch_in_proj(params: dict[str, np.ndarray]) -> np.ndarray:
-    """Canonical wq, wk, wv -> torch's ``in_proj_weight`` (3d, d)."""
-    return np.ascontiguousarray(np.concatenate([params[f"w{n}"].T for n in QKV], axis=0))
-
-
-def from_torch_in_proj(weight: np.ndarray) -> dict[str, np.ndarray]:
-    """torch's ``in_proj_weight`` (3d, d) -> canonical wq, wk, wv (its gradient converts the
-    same way)."""
-    return {
-        f"w{n}": np.ascontiguousarray(w.T) for n, w in zip(QKV, np.split(weight, 3), strict=True)
-    }
-
-
-def keras_projection(kernel: np.ndarray, heads: int) -> np.ndarray:
-    """Canonical (d, d) kernel of q, k or v -> Keras's (d, heads, head_dim)."""
-    return kernel.reshape(kernel.shape[0], heads, -1)
-
-
-def keras_output(kernel: np.ndarray, heads: int) -> np.ndarray:
-    """Canonical (d, d) output kernel -> Keras's (heads, head_dim, d)."""
-    return kernel.reshape(heads, -1, kernel.shape[1])
-
-
-def from_keras(array: np.ndarray, canonical_shape: tuple[int, ...]) -> np.ndarray:
-    """Any Keras attention array (a kernel or its gradient) -> its canonical shape: every
-    Keras layout above is a C-order reshape of the canonical one."""
-    return np.ascontiguousarray(array).reshape(canonical_shape)

@@ -1,7 +1,9 @@
-"""The layout converters, without any framework: each framework's arrays hold the canonical
-numbers where that framework reads them (a wrong split, transpose or head order fails here)."""
+"""The attention's layouts as the ports declare them (equiv's standard layouts), without any
+framework: each framework's arrays hold the canonical numbers where that framework reads them
+(a wrong split, transpose or head order fails here)."""
 
 import numpy as np
+from equiv import layouts
 from equiv.case import get_case
 
 from equiv_transformer import layout
@@ -9,6 +11,17 @@ from equiv_transformer import layout
 
 def canonical_params() -> dict[str, np.ndarray]:
     return get_case("transformer_block").make_state(0, "float64").params
+
+
+def attention(p, heads, framework):
+    """The port's attention layout (bias-free) under the case's names, and its arrays from p."""
+    make = {
+        "torch": layouts.torch_multihead_attention,
+        "keras": layouts.keras_multi_head_attention,
+    }[framework]
+    d = p["wq"].shape[0]
+    layout = make(d, heads, bias=False)
+    return layout, layout.to_framework({n: p[n] for n in layout.canonical})
 
 
 def test_the_attention_is_bias_free():
@@ -21,7 +34,8 @@ def test_the_attention_is_bias_free():
 
 def test_torch_in_proj_packs_q_k_v_as_out_in_blocks():
     p = canonical_params()
-    weight = layout.torch_in_proj(p)
+    _, torch_side = attention(p, 2, "torch")
+    weight = torch_side["in_proj_weight"]
     d = p["wq"].shape[0]
     assert weight.shape == (3 * d, d)
     h = np.random.default_rng(0).standard_normal((5, d))
@@ -32,17 +46,17 @@ def test_torch_in_proj_packs_q_k_v_as_out_in_blocks():
         np.testing.assert_allclose(packed[:, i * d : (i + 1) * d], want, rtol=1e-12, atol=1e-14)
 
 
-def test_torch_in_proj_round_trips():
+def test_both_layouts_round_trip_bit_for_bit():
     p = canonical_params()
-    back = layout.from_torch_in_proj(layout.torch_in_proj(p))
-    assert set(back) == {"wq", "wk", "wv"}
-    for n in "qkv":
-        assert back[f"w{n}"].tobytes() == p[f"w{n}"].tobytes()
+    for framework in ("torch", "keras"):
+        layout, native = attention(p, 2, framework)
+        back = layout.to_canonical(native)
+        assert all(back[n].tobytes() == p[n].tobytes() for n in layout.canonical)
 
 
 def test_keras_projection_puts_head_i_at_columns_i_head_dim():
     p, heads = canonical_params(), 2
-    kernel = layout.keras_projection(p["wq"], heads)
+    kernel = attention(p, heads, "keras")[1]["query/kernel"]
     d = p["wq"].shape[0]
     hd = d // heads
     assert kernel.shape == (d, heads, hd)
@@ -55,7 +69,7 @@ def test_keras_projection_puts_head_i_at_columns_i_head_dim():
 
 def test_keras_output_sums_heads_in_the_canonical_order():
     p, heads = canonical_params(), 2
-    kernel = layout.keras_output(p["wo"], heads)
+    kernel = attention(p, heads, "keras")[1]["attention_output/kernel"]
     d = p["wo"].shape[0]
     hd = d // heads
     per_head = np.random.default_rng(2).standard_normal((3, heads, hd))
@@ -63,11 +77,3 @@ def test_keras_output_sums_heads_in_the_canonical_order():
     got = np.einsum("tnh,nhe->te", per_head, kernel)
     want = per_head.reshape(3, d) @ p["wo"]
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
-
-
-def test_from_keras_inverts_every_keras_shape():
-    p, heads = canonical_params(), 2
-    kernel = layout.keras_projection(p["wk"], heads)
-    assert layout.from_keras(kernel, p["wk"].shape).tobytes() == p["wk"].tobytes()
-    out = layout.keras_output(p["wo"], heads)
-    assert layout.from_keras(out, p["wo"].shape).tobytes() == p["wo"].tobytes()
