@@ -20,6 +20,22 @@ Modes (``backend.transform`` of the model): eager; ``torch.compile``, which trac
 into its graph (two graphs: training with recording, evaluation without); ``torch.jit``, which
 scripts the model: TorchScript compiles hooks too but a scripted hook cannot hand a tensor to
 Python, so that mode registers none and declares its activations ``not_observed``.
+
+**Variants** (``VARIANT_KEYS``: what this port reads, so that it can be the reference,
+``equiv run --reference torch.eager``, of a cell whose declared explanation sets them;
+``docs/port-reference.md``). With the case's own config (``bn_unbiased_running_var`` True,
+``bn_variance`` "two_pass") the model is torchvision's, untouched. Otherwise every
+``nn.BatchNorm2d`` is replaced by a ``VariantBatchNorm2d`` (same parameter and buffer names, so
+the canonical state loads as before) whose training-mode forward is
+``equiv.reference.layers.batch_norm_train``'s variant: it normalises with the biased batch
+variance, computed in one pass as E[x^2] - E[x]^2 under ``bn_variance: "one_pass"`` (Keras 3 on
+torch), and updates ``running_var`` with the biased variance under
+``bn_unbiased_running_var: False`` (Keras, Flax). Its evaluation-mode forward is torch's. Its
+training forward is that formula through autograd, not torch's fused kernel, so a variant's
+gradients differ from the plain port's by rounding, no less accurately (step 0, seed 0, float64,
+each gradient's error from the numpy reference run in longdouble, in ulps of its scale, the
+mean over the parameters: 800 with this module, 1,050 with the fused kernel, 550 the numpy
+reference's own).
 """
 
 from __future__ import annotations
@@ -29,12 +45,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from cases.resnet18.spec import ACTIVATION_NAMES, PARAM_NAMES, STATE_NAMES, initial_state
 from equiv.backends.base import CellSkip
 from equiv.support.records import step_record
 from equiv.support.torch import load_module_state
 from equiv.support.torchvision import resnet18
+
+#: the config keys this port reads beyond torchvision's model (docs/port-reference.md)
+VARIANT_KEYS = ("bn_unbiased_running_var", "bn_variance")
 
 JIT_NOT_OBSERVED = {
     "activations": "torch.jit scripts the model with its hooks, and a scripted hook cannot "
@@ -67,6 +87,70 @@ class ActivationRecorder:
         return out
 
 
+class VariantBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` (same parameters and buffers) with a variant's training-mode
+    forward, as ``equiv.reference.layers.batch_norm_train`` computes it: the batch's mean and
+    biased variance, that variance as mean((x - mean)^2) or, ``one_pass``, as mean(x^2) -
+    mean^2; y = (x - mean) / sqrt(var + eps) * gamma + beta, differentiated by autograd
+    through the statistics. The running statistics take torch's update, ``new = (1 - m) old
+    + m batch``, the variance unbiased (n / (n - 1)) or, ``unbiased_running_var`` false, the
+    biased one. Evaluation mode is torch's own."""
+
+    def __init__(self, bn: nn.BatchNorm2d, unbiased_running_var: bool, one_pass: bool):
+        super().__init__(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+        self.unbiased_running_var = unbiased_running_var
+        self.one_pass = one_pass
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:  # torch's evaluation mode (``super()`` does not script)
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        dims = [0, 2, 3]
+        shape = [1, -1, 1, 1]
+        count = x.numel() // x.shape[1]
+        mean = x.mean(dims)
+        centred = x - mean.reshape(shape)
+        var = (x * x).mean(dims) - mean * mean if self.one_pass else (centred * centred).mean(dims)
+        y = centred * (1.0 / torch.sqrt(var + self.eps)).reshape(shape)
+        if self.weight is not None and self.bias is not None:
+            y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
+        if self.running_mean is not None and self.running_var is not None:
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                batch_var = var * (count / (count - 1)) if self.unbiased_running_var else var
+                self.running_mean.mul_(1.0 - m).add_(mean.detach() * m)
+                self.running_var.mul_(1.0 - m).add_(batch_var.detach() * m)
+                if self.num_batches_tracked is not None:
+                    self.num_batches_tracked.add_(1)
+        return y
+
+
+def batchnorm_variant(cfg) -> tuple[bool, bool] | None:
+    """(unbiased_running_var, one_pass) where ``cfg`` sets a BatchNorm variant; None for the
+    case's own (torch's) BatchNorm."""
+    unbiased = bool(cfg.get("bn_unbiased_running_var", True))
+    variance = cfg.get("bn_variance", "two_pass")
+    if variance not in ("two_pass", "one_pass"):
+        raise ValueError(f"bn_variance {variance!r}: 'two_pass' or 'one_pass'")
+    one_pass = variance == "one_pass"
+    return None if unbiased and not one_pass else (unbiased, one_pass)
+
+
+def apply_batchnorm_variant(net: nn.Module, cfg) -> nn.Module:
+    """``net`` with every ``nn.BatchNorm2d`` replaced by a ``VariantBatchNorm2d`` where
+    ``cfg`` sets a variant (in place, each under its own name); ``net`` untouched otherwise."""
+    variant = batchnorm_variant(cfg)
+    if variant is None:
+        return net
+    for name, module in list(net.named_modules()):
+        if type(module) is nn.BatchNorm2d:
+            parent, _, attr = name.rpartition(".")
+            owner = net.get_submodule(parent) if parent else net
+            setattr(owner, attr, VariantBatchNorm2d(module, *variant))
+    return net
+
+
 def canonical_state_dict(state, backend) -> dict[str, torch.Tensor]:
     """torchvision's ``state_dict`` from the canonical parameters and the initial BatchNorm
     statistics (``num_batches_tracked`` 0): the canonical layout is torchvision's."""
@@ -83,7 +167,8 @@ class Trainer:
 
     def __init__(self, state, backend):
         cfg = state.config
-        net = resnet18(num_classes=cfg["classes"]).to(getattr(torch, state.dtype))
+        net = apply_batchnorm_variant(resnet18(num_classes=cfg["classes"]), cfg)
+        net = net.to(getattr(torch, state.dtype))
         net.load_state_dict(canonical_state_dict(state, backend), strict=True)
         net.train()
         self.net = net
