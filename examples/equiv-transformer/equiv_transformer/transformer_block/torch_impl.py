@@ -16,8 +16,17 @@ The block is a ``Module`` whose ``forward`` takes the mask as an argument, so th
 kernels are packed into ``in_proj_weight`` (``layouts.torch_multihead_attention``), Linear
 weights are (out, in). TorchScript cannot compile a bias-free ``nn.MultiheadAttention``:
 ``scriptable`` works around it for ``torch.jit`` alone.
+
+The port can be the reference (``equiv run --reference torch.eager``, docs/port-reference.md)
+for the declared explanations of the Keras and JAX cells: it reads the forward keys their
+variants set (``VARIANT_KEYS``). In the defaults case a setting is passed only where the config
+differs from torch's default, which only such a variant makes it do; the plain build of either
+case is the program above.
 """
 
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from equiv import layouts
@@ -26,6 +35,13 @@ from torch import nn
 
 from equiv_transformer.transformer_block.spec import LAYERS
 
+#: the config keys besides the optimizer's that this port reads, so that it can be the reference
+#: for a declared explanation's variant that sets them (equiv.backends.reference_port)
+VARIANT_KEYS = ("ln_eps", "gelu", "gelu_inv_sqrt2")
+
+#: torch's defaults (nn.LayerNorm, nn.GELU), which the defaults case's config holds
+TORCH_DEFAULTS = {"ln_eps": 1e-5, "gelu": "exact"}
+
 
 def explicit(cfg, **settings):
     """The keyword arguments this port passes: the given settings in the matched case, none
@@ -33,17 +49,51 @@ def explicit(cfg, **settings):
     return settings if cfg["settings"] == "matched" else {}
 
 
+def forward_setting(cfg, key, **settings):
+    """``explicit``'s keyword arguments for the forward setting ``cfg[key]``, and in the
+    defaults case also where the config differs from torch's default: only a declared
+    explanation's variant makes it differ (``VARIANT_KEYS``), when this port is the reference.
+    The defaults case's own config holds torch's defaults, and passes nothing."""
+    if cfg[key] != TORCH_DEFAULTS[key]:
+        return settings
+    return explicit(cfg, **settings)
+
+
+class Float32InvSqrt2GELU(nn.Module):
+    """The exact GELU as TensorFlow's ``tf.nn.gelu`` computes it for float64, the variant
+    ``gelu_inv_sqrt2: "float32"`` (the spec's ``KERAS_TF_GELU``): 0.5 x (1 + erf(x c)) with
+    c = 1/sqrt(2) rounded to float32 (``math_ops.cast(0.7071067811865476, float64)`` converts
+    the Python float to a float32 tensor first), the numpy reference's ``gelu`` under that
+    variant. Built only under the variant: the port's own GELU is ``nn.GELU``."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = float(np.float32(1 / math.sqrt(2)))
+
+    def forward(self, x):
+        return 0.5 * x * (1 + torch.erf(x * self.c))
+
+
+def gelu_module(cfg) -> nn.Module:
+    """``nn.GELU`` as the config asks, or the float32-constant GELU under its variant."""
+    if cfg.get("gelu_inv_sqrt2") == "float32":
+        if cfg["gelu"] != "exact":
+            raise ValueError("gelu_inv_sqrt2 is a constant of the exact GELU, not the tanh form")
+        return Float32InvSqrt2GELU()
+    approximate = "tanh" if cfg["gelu"] == "tanh" else "none"
+    return nn.GELU(**forward_setting(cfg, "gelu", approximate=approximate))
+
+
 class Block(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         d = cfg["d"]
-        ln = explicit(cfg, eps=cfg["ln_eps"])
+        ln = forward_setting(cfg, "ln_eps", eps=cfg["ln_eps"])
         self.ln1 = nn.LayerNorm(d, **ln)
         self.attn = nn.MultiheadAttention(d, cfg["heads"], bias=False, batch_first=True)
         self.ln2 = nn.LayerNorm(d, **ln)
-        gelu = explicit(cfg, approximate="tanh" if cfg["gelu"] == "tanh" else "none")
         self.mlp = nn.Sequential(
-            nn.Linear(d, cfg["mlp"]), nn.GELU(**gelu), nn.Linear(cfg["mlp"], d)
+            nn.Linear(d, cfg["mlp"]), gelu_module(cfg), nn.Linear(cfg["mlp"], d)
         )
 
     def forward(self, x, mask):
