@@ -527,7 +527,7 @@ def _calibrate_port(
         begin = start.astype(dtype)
         trainer = PortReference(
             spec,
-            _jittered(begin, jitter, EPS[dtype]) if float32 else begin,
+            _jittered(begin, jitter, EPS[dtype]) if float32 or measured_rounding else begin,
             perturb_grads=lambda grads, rng=jitter: gradient_rounding(
                 grads, rng, dtype, fresh_ulps
             ),
@@ -555,6 +555,9 @@ def _calibrate_port(
         for noisy, jitter in noisy_runs:
             noisy.run_step()
             v_noisy = record_values(noisy.record())
+            noisy_off = abs(v_noisy["loss"] - r64.loss) > np.max(np.abs(losses[: t + 1])) / K
+            if float32 and horizon is None and noisy_off:
+                horizon = t  # a correct float32 run (its inputs rounded otherwise) has left
             for k in keys:
                 spread_noisy[k][t] = max(spread_noisy[k][t], max_abs_diff(v_noisy[k], v64[k]))
             if not float32:
