@@ -196,7 +196,10 @@ def test_a_run_of_only_the_built_ins_is_unaffected(toy_site, tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     cells = json.loads((tmp_path / "parity.json").read_text())["cells"]
-    assert cells and {c["status"] for c in cells} == {"pass"}
+    # a case whose reference is a port (the example's lstm_regressor) has no numpy cell to run
+    ported = {c["id"] for c in cells if "the reference is the port" in (c.get("reason") or "")}
+    assert all(i.startswith("lstm_regressor-") for i in ported)
+    assert cells and {c["status"] for c in cells if c["id"] not in ported} == {"pass"}
 
 
 # -- the loader itself, in-process -------------------------------------------------------------

@@ -182,3 +182,18 @@ def test_a_port_whose_shapes_disagree_with_its_layout_errors_naming_case_and_fil
     assert result.status == "error" and "\n" not in result.reason
     assert result.reason.startswith("LayoutError: case keras_sequential, <cases.keras_sequential")
     assert "0.weight" in result.reason
+
+
+def test_the_case_kit_checks_a_port_referenced_case_without_its_numpy_checks():
+    """A case with no reference.py: the kit's finite-difference check skips saying why, and
+    every parameter's gradient is checked on the reference port's first step."""
+    pytest.importorskip("equiv_transformer")
+    from equiv.testing import CaseConformance
+
+    class Kit(CaseConformance):
+        case_name = "lstm_regressor"
+
+    kit = Kit()
+    with pytest.raises(pytest.skip.Exception, match="its reference is the port torch.eager"):
+        kit.test_reference_matches_finite_differences()
+    kit.test_every_parameter_gets_a_gradient()
