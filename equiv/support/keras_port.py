@@ -33,8 +33,9 @@ optimizer; the rest is here, the same on the tensorflow, torch and jax backends:
   case's spec names (``activation_names``); ``Port.layout`` is the layout, for the observables.
 - **load_state**, in place: parameters and state through ``layout.to_framework``, optimizer
   slots (``m/``, ``v/``, ``momentum/``) converted as gradients are: by the rule where it is
-  invertible; for a derived tensor (a sum) only where its parts' slots are equal, as they are
-  when every part gets the same gradient, else ``StateNotLoadable``; then
+  invertible; for a derived tensor (a sum) only where its parts' slots are equal to rounding,
+  as they are when every part gets the same gradient (their mean is loaded), else
+  ``StateNotLoadable``; then
   ``equiv.support.keras.load_optimizer``.
 
 This module imports keras: only Keras case code imports it.
@@ -174,7 +175,7 @@ def _one_part(rule, slots: list[np.ndarray], what: str) -> tuple[np.ndarray, ...
 def framework_slots(layout: Layout, optimizer: Mapping[str, np.ndarray]) -> dict:
     """``TrainingState.optimizer`` (canonical) with each slot in its variable's layout, under
     the framework name (``m/attn/query/kernel``), as ``load_optimizer`` takes them: converted
-    as gradients are, by each rule; a derived tensor's slot from its parts' equal ones.
+    as gradients are, by each rule; a derived tensor's slot from its parts' (equal to rounding).
     Anything else (``t``) as it is."""
     out = {k: v for k, v in optimizer.items() if k.partition("/")[0] not in SLOTS}
     for kind in SLOTS:
