@@ -6,7 +6,8 @@
   ``benchmarks/plain_cell.py`` (the same implementation and reference compared every step),
   both timed as whole processes; the ratio is printed and kept in the JSON (extra_info).
   ``warm``: the calibration store already holds the cell's calibration (every run after the
-  first); ``cold``: ``--no-cache``, the calibration is computed.
+  first); ``cold``: ``--no-cache``, the calibration is computed; ``cold-port-reference``: the
+  same against the torch port as the reference (``--reference torch.eager``).
 - ``test_full_matrix``: the README's main job (``equiv run --out DIR``: every installed backend,
   both dtypes, benchmarks on) once, with its wall time per phase summed over cells (imports,
   calibration, lockstep, benchmark, extras, worker startup), the peak memory of its largest
@@ -43,7 +44,9 @@ def equiv_cell(out: Path, *extra: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "variant", ["plain-script", "equiv-run-warm", "equiv-run-cold"], ids=lambda v: v
+    "variant",
+    ["plain-script", "equiv-run-warm", "equiv-run-cold", "equiv-run-cold-port-reference"],
+    ids=lambda v: v,
 )
 def test_one_cell(benchmark, variant, tmp_path):
     cache = ["--cache-dir", str(tmp_path / "cache")]
@@ -52,8 +55,10 @@ def test_one_cell(benchmark, variant, tmp_path):
     elif variant == "equiv-run-warm":
         run(equiv_cell(tmp_path / "prime", *cache))  # fills the store, not timed
         command = equiv_cell(tmp_path / "out", *cache)
-    else:
+    elif variant == "equiv-run-cold":
         command = equiv_cell(tmp_path / "out", "--no-cache")
+    else:  # the torch port as the reference: its float64 run, shadows and probes
+        command = equiv_cell(tmp_path / "out", "--no-cache", "--reference", "torch.eager")
     benchmark.group = "one cell, benchmarks off, whole processes"
     benchmark.pedantic(run, args=(command,), rounds=3, warmup_rounds=0, iterations=1)
     TIMES[variant] = benchmark.stats.stats.median
