@@ -547,9 +547,13 @@ def _calibrate_port(
         )
         noisy_runs.append((trainer, jitter))
     probes = []
+    # how far a probe moves the data, in ulps: K, as the numpy reference's flips reach; a case
+    # whose rounding is measured (a deep network whose float32 training is chaotic: resnet18)
+    # K times that, as its numpy reference's flip radius grows with the measured drift
+    reach = K * K if spec.gradient_rounding == "measured" else K
     for draw in range(PORT_PROBES if float32 else 0):
         jitter = np.random.default_rng((NOISE_SEED[dtype], 200 + draw))
-        probe = _jittered(start.astype(dtype), jitter, K * EPS[dtype])
+        probe = _jittered(start.astype(dtype), jitter, reach * EPS[dtype])
         probes.append(
             PortReference(
                 spec,
@@ -597,12 +601,15 @@ def _calibrate_port(
             # probe that lands further than KINK_JUMP times that has crossed a kink, and from
             # then on it is a correct float32 run on the other side of it: it counts in full
             if id(probe) not in crossed and any(
-                far[k] > KINK_JUMP * K * max(spread_noisy[k][t], spread[k][t]) for k in keys
+                far[k] > KINK_JUMP * reach * max(spread_noisy[k][t], spread[k][t]) for k in keys
             ):
                 crossed.add(id(probe))
             if id(probe) in crossed:
                 for k in keys:
                     spread_noisy[k][t] = max(spread_noisy[k][t], far[k])
+                probe_off = abs(v_probe["loss"] - r64.loss) > np.max(np.abs(losses[: t + 1])) / K
+                if horizon is None and probe_off:
+                    horizon = t  # a correct float32 run, across a kink, has left
     return _tolerances(spec, dtype, scale, spread, spread_noisy, branches, losses, horizon)
 
 
