@@ -512,8 +512,11 @@ def _calibrate_port(
     reach K times the rounding distance (five in twelve crossed there). A probe's smooth
     response is K times the draws'; it counts only once it lands KINK_JUMP times further than
     that on some quantity (it crossed a kink), and from then on in full: a correct float32
-    run on the other side. Float64 cells get ``PORT_DRAWS`` draws of gradient and parameter
-    rounding (one draw left jax.jit 1.09x over at parallel_blocks seed 7, step 1). A float32
+    run on the other side. Float64 cells get ``PORT_DRAWS`` draws of one-ulp data jitter and
+    gradient and parameter rounding: the reference port's own float64 rounding is another
+    implementation's, not a numpy reference's (one draw left jax.jit 1.09x over at
+    parallel_blocks seed 7, step 1; without the data jitter tf was 1.06x over at seed 6, step
+    0, where a step-0 gradient's tolerance rested on the float32 shadow alone). A float32
     shadow or draw whose loss leaves the float64 one by more than 1/K of the loss's range
     marks the float32 horizon, as resnet18's numpy reference's flipping shadow does."""
     from equiv.backends.reference_port import NotAReference, PortReference
@@ -540,7 +543,7 @@ def _calibrate_port(
         begin = start.astype(dtype)
         trainer = PortReference(
             spec,
-            _jittered(begin, jitter, EPS[dtype]) if float32 or measured_rounding else begin,
+            _jittered(begin, jitter, EPS[dtype]),
             perturb_grads=lambda grads, rng=jitter: gradient_rounding(
                 grads, rng, dtype, fresh_ulps
             ),
