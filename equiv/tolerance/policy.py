@@ -567,6 +567,18 @@ def _calibrate_port(
             )
         )
     crossed: set[int] = set()
+    grad_keys = [k for k in keys if k.startswith("grads/")]
+
+    def left(values: dict, v64: dict, t: int) -> bool:
+        """Whether a correct float32 run has left the float64 trajectory at step ``t``: its loss
+        off by more than 1/K of the loss's range so far, or, for a case whose rounding is
+        measured (chaotic training), a gradient off by more than 1/K of its own scale."""
+        if abs(values["loss"] - v64["loss"]) > np.max(np.abs(losses[: t + 1])) / K:
+            return True
+        if spec.gradient_rounding != "measured":
+            return False
+        return any(max_abs_diff(values[k], v64[k]) > max_abs(v64[k]) / K for k in grad_keys)
+
     horizon = None
     for t in range(steps):
         ref64.run_step()
@@ -578,8 +590,7 @@ def _calibrate_port(
         for k in keys:
             scale[k][t] = max_abs(v64[k])
             spread[k][t] = max_abs_diff(v32[k], v64[k])
-        loss_off = abs(v32["loss"] - r64.loss) > np.max(np.abs(losses[: t + 1])) / K
-        if dtype == "float32" and horizon is None and loss_off:
+        if float32 and horizon is None and left(v32, v64, t):
             horizon = t
         if measured_rounding and t == 0:
             for name in spec.param_names:
@@ -589,8 +600,7 @@ def _calibrate_port(
         for noisy, jitter in noisy_runs:
             noisy.run_step()
             v_noisy = record_values(noisy.record())
-            noisy_off = abs(v_noisy["loss"] - r64.loss) > np.max(np.abs(losses[: t + 1])) / K
-            if float32 and horizon is None and noisy_off:
+            if float32 and horizon is None and left(v_noisy, v64, t):
                 horizon = t  # a correct float32 run (its inputs rounded otherwise) has left
             for k in keys:
                 spread_noisy[k][t] = max(spread_noisy[k][t], max_abs_diff(v_noisy[k], v64[k]))
@@ -610,8 +620,7 @@ def _calibrate_port(
             if id(probe) in crossed:
                 for k in keys:
                     spread_noisy[k][t] = max(spread_noisy[k][t], far[k])
-                probe_off = abs(v_probe["loss"] - r64.loss) > np.max(np.abs(losses[: t + 1])) / K
-                if horizon is None and probe_off:
+                if horizon is None and left(v_probe, v64, t):
                     horizon = t  # a correct float32 run, across a kink, has left
     return _tolerances(spec, dtype, scale, spread, spread_noisy, branches, losses, horizon)
 
