@@ -49,11 +49,16 @@ FLIPPED_GRAPH_UPDATE = (
 )
 # Loading a canonical (in, out) kernel as if Keras wanted (out, in), "fixed" with a reshape
 # because load_dense rejects the transposed shape.
+#: the hidden kernel declared as the transpose reshaped back to the kernel's shape (what a
+#: torch (out, in) weight loaded with reshape instead of transpose is): same shape, no error
 RESHAPED_KERNEL = (
     ("import keras\n", "import keras\nimport numpy as np\n"),
     (
-        'load_dense(dense1, p["w1"], p["b1"])',
-        'load_dense(dense1, np.reshape(p["w1"].T, p["w1"].shape), p["b1"])',
+        '"hidden": layouts.keras_dense(cfg["D_in"], cfg["H"]),',
+        '"hidden": layouts.Layout("reshaped", *[{"kernel": (cfg["D_in"], cfg["H"]), '
+        '"bias": (cfg["H"],)}] * 2, (layouts.copy("kernel", "kernel", '
+        "lambda a: np.reshape(a.T, a.shape), lambda t: np.reshape(t, t.shape[::-1]).T), "
+        'layouts.copy("bias", "bias"))),',
     ),
 )
 WRONG_SIGMOID_BACKWARD = ("return grad_y * y * (1.0 - y)", "return grad_y * y * (1.0 + y)")
