@@ -29,7 +29,7 @@ from equiv.contract.case import CaseSpec
 from equiv.contract.records import CaseState, StepRecord, TrainingState
 from equiv.contract.trainer import check_trainer
 from equiv.reference.optim import OPTIMIZER_KEYS, make_optimizer
-from equiv.reference.trainer import ReferenceTrainer
+from equiv.reference.trainer import Carrying, ReferenceTrainer
 
 
 class NotAReference(ValueError):
@@ -88,7 +88,7 @@ def reference_trainer(spec: CaseSpec, state: CaseState, **options):
     return PortReference(spec, state, perturb_grads=options.get("perturb_grads"))
 
 
-class PortReference:
+class PortReference(Carrying):
     """``spec.reference_port``'s trainer, stepped with equiv's update rule: the reference's
     interface (``ReferenceTrainer``'s: ``run_step``, ``record``, ``params``,
     ``training_state``, ``load_training_state``, ``load_state``)."""
@@ -138,29 +138,17 @@ class PortReference:
                     self.port.run_step()
             self.load_training_state(state.resume)
 
-    def training_state(self) -> TrainingState:
-        return TrainingState(
-            step=self.t,
-            params={k: v.copy() for k, v in self.params.items()},
-            optimizer=self.optimizer.state_dict(),
-            state={k: v.copy() for k, v in self.state.items()},
-            prev_loss=None if self.prev_loss is None else float(self.prev_loss),
-        )
-
-    def load_training_state(self, resume: TrainingState) -> None:
-        self.t = resume.step
-        self.params = {k: v.copy() for k, v in resume.params.items()}
-        self.optimizer.load_state_dict(resume.optimizer)
-        self.state = {k: v.copy() for k, v in resume.state.items()}
-        self.prev_loss = resume.prev_loss
-
-    def load_state(self, resume: TrainingState) -> None:
-        own_step = self.t
-        self.load_training_state(resume)
-        self.t = own_step
-
     def run_step(self) -> None:
-        self.port.load_state(self.training_state())
+        # the port copies what it loads: no copy of the arrays here (resnet18's are 11M)
+        self.port.load_state(
+            TrainingState(
+                self.t,
+                self.params,
+                self.optimizer.state_dict(),
+                self.state,
+                None if self.prev_loss is None else float(self.prev_loss),
+            )
+        )
         self.port.run_step()
         self.backend.synchronize()
         own = self.port.record()

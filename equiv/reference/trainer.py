@@ -28,7 +28,45 @@ from equiv.reference.numerics import EXACT, ForcedBranch, Numerics
 from equiv.reference.optim import make_optimizer
 
 
-class ReferenceTrainer:
+class Carrying:
+    """What a reference carries from step to step, as a ``TrainingState``: its step ``t``,
+    ``params``, ``optimizer`` (an ``equiv.reference.optim`` rule), non-trainable ``state`` (None
+    where the case has none) and ``prev_loss``. The numpy reference and a reference port
+    (``equiv.backends.reference_port``) both carry it."""
+
+    t: int
+    params: dict[str, np.ndarray]
+    state: dict | None
+    prev_loss: float | None
+
+    def training_state(self) -> TrainingState:
+        """Where training stands: what a port loads to run the next step as this one would."""
+        return TrainingState(
+            step=self.t,
+            params={k: v.copy() for k, v in self.params.items()},
+            optimizer=self.optimizer.state_dict(),
+            state={k: v.copy() for k, v in (self.state or {}).items()},
+            prev_loss=None if self.prev_loss is None else float(self.prev_loss),
+        )
+
+    def load_training_state(self, resume: TrainingState) -> None:
+        self.t = resume.step
+        self.params = {k: v.copy() for k, v in resume.params.items()}
+        self.optimizer.load_state_dict(resume.optimizer)
+        if self.state is not None:
+            self.state = {k: v.copy() for k, v in resume.state.items()}
+        self.prev_loss = resume.prev_loss
+
+    def load_state(self, resume: TrainingState) -> None:
+        """As a port, the reference's state at a later step, in place
+        (``equiv.contract.trainer``): all of it but the step counter, which is this trainer's
+        own data position (its minibatch), as a framework port's iterator is."""
+        own_step = self.t
+        self.load_training_state(resume)
+        self.t = own_step
+
+
+class ReferenceTrainer(Carrying):
     """For the tolerance calibration (``equiv.tolerance.policy``): ``force_branches`` (per step,
     None = the reference's own), ``numerics`` (the shadow's ReLUs; exact by default) and
     ``perturb_grads``, another rounding of the gradients before the update, as another
@@ -68,32 +106,6 @@ class ReferenceTrainer:
             self.load_training_state(state.resume)
         #: ``force_branches`` counts from the step this trainer started at
         self.first = self.t
-
-    def training_state(self) -> TrainingState:
-        """Where training stands: what a port loads to run the next step as this one would."""
-        return TrainingState(
-            step=self.t,
-            params={k: v.copy() for k, v in self.params.items()},
-            optimizer=self.optimizer.state_dict(),
-            state={k: v.copy() for k, v in (self.state or {}).items()},
-            prev_loss=None if self.prev_loss is None else float(self.prev_loss),
-        )
-
-    def load_training_state(self, resume: TrainingState) -> None:
-        self.t = resume.step
-        self.params = {k: v.copy() for k, v in resume.params.items()}
-        self.optimizer.load_state_dict(resume.optimizer)
-        if self.state is not None:
-            self.state = {k: v.copy() for k, v in resume.state.items()}
-        self.prev_loss = resume.prev_loss
-
-    def load_state(self, resume: TrainingState) -> None:
-        """As a port (the ``numpy`` backend), the reference's state at a later step, in place
-        (``equiv.contract.trainer``): all of it but the step counter, which is this trainer's
-        own data position (its minibatch), as a framework port's iterator is."""
-        own_step = self.t
-        self.load_training_state(resume)
-        self.t = own_step
 
     def run_step(self, force_branch: str | None = None) -> None:
         """One step; ``force_branch`` overrides the branch decision (``redo``)."""
