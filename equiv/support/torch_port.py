@@ -57,45 +57,6 @@ SLOTS = ("momentum", "m", "v")
 KEPT = "_equiv_output"
 
 
-def port(
-    state: CaseState,
-    backend: TorchBackend,
-    model: Any,
-    *,
-    layout: Layout,
-    loss: Callable[..., Any],
-    optimizer: Callable[[Iterable[Any]], Any],
-    inputs: Sequence[Any] = ("x",),
-    target: str | None = "y",
-    activations: Mapping[str, str | None] | None = None,
-    activation_names: Iterable[str] = (),
-) -> PortTrainer:
-    """The trainer of ``model`` (an ``nn.Module``) for one cell.
-
-    ``layout``: the model's ``state_dict`` names against the case's canonical names
-    (``spec.param_names``, and ``spec.state_names`` as the layout's ``state``).
-    ``loss(output, target) -> scalar tensor``; ``optimizer(model.parameters())`` -> a
-    ``torch.optim`` optimizer. ``inputs``: the model's positional arguments, each a data key
-    of ``state.data`` or a value passed as it is (a mask); ``target``: the data key of the
-    target (None: ``loss(output)``). ``activations``: canonical name -> module path, added to
-    the layout's layers (None drops one); ``activation_names``: the case's
-    ``spec.activation_names``, the ones compared (every layer is recorded where the mode
-    allows; where it cannot record one of these, the trainer says so in ``not_observed``).
-    """
-    return PortTrainer(
-        state,
-        backend,
-        model,
-        layout=layout,
-        loss=loss,
-        optimizer=optimizer,
-        inputs=inputs,
-        target=target,
-        activations=activations,
-        activation_names=activation_names,
-    )
-
-
 def checked_tensors(model: Any, layout: Layout) -> dict[str, Any]:
     """The model's tensors by ``state_dict`` name (the parameters and buffers themselves),
     after checking them against ``layout``; a ``LayoutError`` of one line otherwise."""
@@ -124,8 +85,19 @@ def checked_tensors(model: Any, layout: Layout) -> dict[str, Any]:
 
 
 class PortTrainer:
-    """What ``port`` returns: ``run_step``, ``record``, ``load_state``; ``layout``, ``module``
-    (the model as given, loaded), ``model`` (it in the backend's mode), ``optimizer``."""
+    """The trainer of ``model`` (an ``nn.Module``) for one cell: ``run_step``, ``record``,
+    ``load_state``; ``layout``, ``module`` (the model as given, loaded), ``model`` (it in the
+    backend's mode), ``optimizer``.
+
+    ``layout``: the model's ``state_dict`` names against the case's canonical names
+    (``spec.param_names``, and ``spec.state_names`` as the layout's ``state``).
+    ``loss(output, target) -> scalar tensor``; ``optimizer(model.parameters())`` -> a
+    ``torch.optim`` optimizer. ``inputs``: the model's positional arguments, each a data key
+    of ``state.data`` or a value passed as it is (a mask); ``target``: the data key of the
+    target (None: ``loss(output)``). ``activations``: canonical name -> module path, added to
+    the layout's layers (None drops one); ``activation_names``: the case's
+    ``spec.activation_names``, the ones compared (every layer is recorded where the mode
+    allows; where it cannot record one of these, the trainer says so in ``not_observed``)."""
 
     not_observed: dict[str, str] = {}
 
@@ -381,3 +353,7 @@ class Recorder:
             if value is not None and value.numel():
                 out[name] = self.paths[name][1].to_canonical(to_numpy(value))
         return out
+
+
+#: ``port(state, backend, model, layout=..., loss=..., optimizer=...)``: a torch port's trainer
+port = PortTrainer
