@@ -140,7 +140,11 @@ class Comparison:
     derived: dict[str, tuple[tuple[str, ...], Callable]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.keys = quantity_keys(self.spec)
+        self._compare_keys(quantity_keys(self.spec))
+
+    def _compare_keys(self, keys: list[str]) -> None:
+        """Compare exactly ``keys`` (in pipeline order), with nothing recorded yet."""
+        self.keys = keys
         self._error = {k: [] for k in self.keys}
         self._tol = {k: [] for k in self.keys}
 
@@ -149,27 +153,20 @@ class Comparison:
         parameters it hides: ``params/<observable>``, the reference's value computed from its
         own parameters, held to the sum of its sources' tolerances (an observable is a sum of
         its sources, moved: |d(a + b)| <= |da| + |db|)."""
+        if not derived:
+            return
         self.derived = dict(derived)
         hidden = {
             f"params/{source}": f"params/{name}"
             for name, (sources, _) in derived.items()
             for source in sources
         }
-        keys: list[str] = []
-        for key in self.keys:
-            key = hidden.get(key, key)
-            if key not in keys:
-                keys.append(key)
-        self.keys = keys
-        self._error = {k: [] for k in self.keys}
-        self._tol = {k: [] for k in self.keys}
+        self._compare_keys(list(dict.fromkeys(hidden.get(key, key) for key in self.keys)))
 
     def leave_out(self, not_observed: dict[str, str]) -> None:
         """Compare nothing of the quantity groups the implementation cannot expose."""
         self.not_observed = dict(not_observed)
-        self.keys = [k for k in self.keys if group_of(k) not in not_observed]
-        self._error = {k: [] for k in self.keys}
-        self._tol = {k: [] for k in self.keys}
+        self._compare_keys([k for k in self.keys if group_of(k) not in not_observed])
 
     def _diverge(self, div: Divergence) -> None:
         if self.first_divergence is None:
@@ -228,7 +225,7 @@ class Comparison:
             for name, (sources, compute) in self.derived.items():
                 ref_values[f"params/{name}"] = compute(*(ref.params[s] for s in sources))
         missing = [k for k in self.keys if k not in values]
-        optional = {f"activations/{n}" for n in self.spec.port_activations}
+        optional = {f"activations/{n}" for n in self.spec.port_activations} if missing else set()
         if missing and set(missing) <= optional and not optional & set(values):
             # a hand-written port that records no per-layer activations (the ports built by
             # equiv.support.torch_port/keras_port record them): compared without them
