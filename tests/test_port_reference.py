@@ -197,3 +197,15 @@ def test_the_case_kit_checks_a_port_referenced_case_without_its_numpy_checks():
     with pytest.raises(pytest.skip.Exception, match="its reference is the port torch.eager"):
         kit.test_reference_matches_finite_differences()
     kit.test_every_parameter_gets_a_gradient()
+
+
+def test_a_stored_port_calibration_is_keyed_by_the_code_the_port_runs():
+    """keras_sequential_adam's torch port re-exports keras_sequential's build, which runs
+    through equiv.support.torch_port: a change to either must give a new calibration."""
+    from equiv.tolerance.store import case_modules
+
+    modules = case_modules(get_case("keras_sequential_adam").against("torch.eager"))
+    assert "cases.keras_sequential_adam.torch_impl" in modules
+    assert "cases.keras_sequential.torch_impl" in modules
+    assert "equiv.support.torch_port" in modules and "equiv.backends.torch" in modules
+    assert not any(m.endswith(".reference") for m in modules)

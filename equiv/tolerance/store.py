@@ -49,6 +49,17 @@ HARNESS_MODULES = (
     "equiv.backends.reference_port",
 )
 FORMAT = 1
+#: what a reference port's step runs through besides its own file (the one-call ports, the
+#: layouts they load through, the support bases)
+PORT_SUPPORT_MODULES = (
+    "equiv.support.torch_port",
+    "equiv.support.keras_port",
+    "equiv.support.torch",
+    "equiv.support.keras",
+    "equiv.support.tf",
+    "equiv.support.records",
+    "equiv.layouts.core",
+)
 
 
 def default_directory() -> Path:
@@ -85,11 +96,20 @@ def case_modules(spec) -> tuple[str, ...]:
     """The case's spec and reference modules, and the modules their ``draw`` and
     ``forward_backward`` are defined in: a case that re-exports another case's reference (or
     ``replace``s its spec) must get a new calibration when that other file changes."""
-    if spec.reference_port is not None:  # the port's file is the reference's code
+    if spec.reference_port is not None:  # the port's code is the reference's
         from equiv.backends.registry import get_backend
 
-        port = get_backend(spec.reference_port).implementation_module(spec)
-        found = (spec.module_name("spec"), port, getattr(spec.draw, "__module__", None))
+        backend = get_backend(spec.reference_port)
+        port = backend.implementation_module(spec)
+        build = getattr(importlib.import_module(port), "build", None)
+        found = (
+            spec.module_name("spec"),
+            port,
+            getattr(build, "__module__", None),  # a port that re-exports another case's
+            getattr(spec.draw, "__module__", None),
+            type(backend).__module__,
+            *PORT_SUPPORT_MODULES,
+        )
         return tuple(dict.fromkeys(m for m in found if m))
     reference = importlib.import_module(spec.module_name("reference"))
     found = (
