@@ -25,6 +25,7 @@ calibration.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -536,37 +537,23 @@ def _calibrate_port(
     shadow = PortReference(spec, start.astype("float32"))
     fresh_ulps: dict[str, float] = {}
     measured_rounding = dtype == "float64" and spec.gradient_rounding == "measured"
-    noisy_runs = []
     float32 = dtype == "float32"
-    for draw in range(PORT_DRAWS):
-        jitter = np.random.default_rng((NOISE_SEED[dtype], 100 + draw))
-        begin = start.astype(dtype)
-        trainer = PortReference(
-            spec,
-            _jittered(begin, jitter, EPS[dtype]),
-            perturb_grads=lambda grads, rng=jitter: gradient_rounding(
-                grads, rng, dtype, fresh_ulps
-            ),
-        )
-        noisy_runs.append((trainer, jitter))
-    probes = []
+    begin = start.astype(dtype)
+
+    def noisy(seed: int, ulps: float) -> tuple[PortReference, np.random.Generator]:
+        """A shadow fed the data moved by ``ulps`` (its own generator), with gradient rounding
+        injected before every update."""
+        rng = np.random.default_rng((NOISE_SEED[dtype], seed))
+        perturb = functools.partial(gradient_rounding, rng=rng, dtype=dtype, ulps=fresh_ulps)
+        return PortReference(spec, _jittered(begin, rng, ulps * EPS[dtype]), perturb), rng
+
+    noisy_runs = [noisy(100 + draw, 1.0) for draw in range(PORT_DRAWS)]
     # how far a probe moves the data, in ulps: K, as the numpy reference's flips reach; a case
     # whose rounding is measured (a deep network whose float32 training is chaotic: resnet18)
     # K times that, as its numpy reference's flip radius grows with the measured drift
     reach = K * K if spec.gradient_rounding == "measured" else K
-    for draw in range(PORT_PROBES if float32 else 0):
-        jitter = np.random.default_rng((NOISE_SEED[dtype], 200 + draw))
-        probe = _jittered(start.astype(dtype), jitter, reach * EPS[dtype])
-        probes.append(
-            PortReference(
-                spec,
-                probe,
-                perturb_grads=lambda grads, rng=jitter: gradient_rounding(
-                    grads, rng, dtype, fresh_ulps
-                ),
-            )
-        )
-    crossed: set[int] = set()
+    probes = [noisy(200 + draw, reach)[0] for draw in range(PORT_PROBES if float32 else 0)]
+    crossed = [False] * len(probes)
     grad_keys = [k for k in keys if k.startswith("grads/")]
 
     def left(values: dict, v64: dict, t: int) -> bool:
@@ -606,18 +593,17 @@ def _calibrate_port(
                 spread_noisy[k][t] = max(spread_noisy[k][t], max_abs_diff(v_noisy[k], v64[k]))
             if not float32:
                 noisy.params = _moved(noisy.params, jitter, EPS[dtype])
-        for probe in probes:
+        for i, probe in enumerate(probes):
             probe.run_step()
             v_probe = record_values(probe.record())
             far = {k: max_abs_diff(v_probe[k], v64[k]) for k in keys}
             # a smooth response to K times the perturbation lands about K times as far; a
             # probe that lands further than KINK_JUMP times that has crossed a kink, and from
             # then on it is a correct float32 run on the other side of it: it counts in full
-            if id(probe) not in crossed and any(
+            crossed[i] = crossed[i] or any(
                 far[k] > KINK_JUMP * reach * max(spread_noisy[k][t], spread[k][t]) for k in keys
-            ):
-                crossed.add(id(probe))
-            if id(probe) in crossed:
+            )
+            if crossed[i]:
                 for k in keys:
                     spread_noisy[k][t] = max(spread_noisy[k][t], far[k])
                 if horizon is None and left(v_probe, v64, t):
