@@ -193,21 +193,29 @@ def framework_slots(layout: Layout, optimizer: Mapping[str, np.ndarray]) -> dict
 
 
 class Port(support.Trainer):
-    """The trainer ``port`` returns: ``equiv.support.keras.Trainer``'s optimizer and step,
-    over the variables of a layout (module docstring)."""
+    """A Keras port's trainer, ``equiv.support.keras.Trainer``'s optimizer and step over the
+    variables of a layout (module docstring). ``model`` (built with the cell's dtype) loaded with
+    ``state.params`` through ``layout`` (its framework names ``f"{layer.name}/{local}"``, its
+    canonical names the case's), trained with ``loss(y_true, y_pred)`` and the optimizer that
+    ``optimizer()`` makes (called under the cell's floatx) on ``state.data[inputs]`` (the
+    model's inputs, in order) against ``state.data[target]``. Every layer the layout maps
+    records its output under its canonical name; ``activations`` adds or overrides
+    (canonical name -> Keras layer name: a parameterless ``Activation`` layer)."""
 
     def __init__(
         self,
         state: CaseState,
         backend: KerasBackend,
         model: keras.Model,
+        *,
         layout: Layout,
         loss: Callable,
         optimizer: Callable[[], keras.optimizers.Optimizer],
-        inputs: Sequence[str],
-        target: str,
-        activations: Mapping[str, str] | None,
+        inputs: Sequence[str] | str = ("x",),
+        target: str = "y",
+        activations: Mapping[str, str] | None = None,
     ):
+        inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)
         self.backend, self.layout, self.dtype = backend, layout, state.dtype
         self.framework = bind(model, layout)
         own = {k: v for k, v in self.observed().items() if k in layout.state}
@@ -309,24 +317,5 @@ class Port(support.Trainer):
         support.load_optimizer(self.optimizer, self.named, slots, resume.step)
 
 
-def port(
-    state: CaseState,
-    backend: KerasBackend,
-    model: keras.Model,
-    *,
-    layout: Layout,
-    loss: Callable,
-    optimizer: Callable[[], keras.optimizers.Optimizer],
-    inputs: Sequence[str] = ("x",),
-    target: str = "y",
-    activations: Mapping[str, str] | None = None,
-) -> Port:
-    """A Keras port's trainer: ``model`` (built with the cell's dtype) loaded with
-    ``state.params`` through ``layout`` (its framework names ``f"{layer.name}/{local}"``, its
-    canonical names the case's), trained with ``loss(y_true, y_pred)`` and the optimizer that
-    ``optimizer()`` makes (called under the cell's floatx) on ``state.data[inputs]`` (the
-    model's inputs, in order) against ``state.data[target]``. Every layer the layout maps
-    records its output under its canonical name; ``activations`` adds or overrides
-    (canonical name -> Keras layer name: a parameterless ``Activation`` layer)."""
-    inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)
-    return Port(state, backend, model, layout, loss, optimizer, inputs, target, activations)
+#: ``port(state, backend, model, layout=..., loss=..., optimizer=...)``: a Keras port's trainer
+port = Port
