@@ -358,6 +358,7 @@ IN_JAX = [
 ]
 
 
+@pytest.mark.slow  # a subprocess of Keras on jax (pyproject.toml's slow extras)
 @pytest.mark.skipif(BACKEND != "keras.tensorflow", reason="runs from the in-process suite")
 def test_the_custom_model_checks_pass_on_keras_jax():
     if reason := get_backend("keras.jax").availability():

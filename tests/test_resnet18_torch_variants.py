@@ -89,11 +89,15 @@ def assert_agree(ours, theirs, fields=("grads", "params", "state"), loss=True) -
                 )
 
 
+# resnet18's numpy reference steps (its 1.7 GB reference, twice per variant) are the slow part:
+# `pytest -m slow`, as test_resnet18_torch.py's heavy checks are
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", [(), BIASED, BOTH], ids=["plain", "biased", "biased_one_pass"])
 def test_the_port_agrees_with_the_reference_under_the_variant(variant):
     assert_agree(stepped_port(variant)[1], reference_records(variant))
 
 
+@pytest.mark.slow
 def test_planted_the_plain_port_misses_the_biased_running_variance():
     """The plain port against the biased-variance reference: the forward, the gradients and
     the parameters do not see the running statistics in training mode and agree; the running
