@@ -16,7 +16,12 @@ def declared_explanation(spec, backend: Backend, dtype: str) -> Explanation | No
     return combine_explanations(found)
 
 
-def decide(result: CellResult, checks: list[Check], explanation: Explanation | None) -> None:
+def decide(
+    result: CellResult,
+    checks: list[Check],
+    explanation: Explanation | None,
+    strict: bool = False,
+) -> None:
     """The cell's status and reason from its checks: ``pass`` without a divergence; ``fail``
     with one; ``explained`` when a declared explanation's reference variant matches where the
     reference does not (the proof goes into ``result.explanation``)."""
@@ -24,10 +29,14 @@ def decide(result: CellResult, checks: list[Check], explanation: Explanation | N
     if main.first_divergence is None:
         result.status, result.reason = "pass", ""
         if explanation:
-            result.warnings.append(
+            stale = (
                 "a difference is declared for this backend but it matches the reference: "
-                "the declaration may be out of date"
+                f"the declaration may be out of date ({explanation.reason})"
             )
+            if strict:  # --strict-declarations: the day a framework fixes it is news
+                result.status, result.reason = "fail", f"stale declaration: {stale}"
+            else:
+                result.warnings.append(stale)
         return
     result.status = "fail"
     result.reason = describe(main.first_divergence)

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("list", "run", "selftest", "sweep", "report")
+COMMANDS = ("list", "run", "diagnose", "selftest", "sweep", "report")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -170,6 +170,9 @@ class CellResult:
     explanation: ExplanationProof | None = None
     #: where a failing cell first goes wrong (``equiv.checking.diagnosis``)
     localization: Localization | None = None
+    #: why a failing cell differs, searched in the catalogue of known differences
+    #: (``equiv.checking.causes.Diagnosis.to_json``; None: not diagnosed)
+    diagnosis: dict[str, Any] | None = None
     #: whether a fresh run repeats the first steps bit for bit (None: not checked)
     reproducible: bool | None = None
     #: quantity groups the implementation cannot expose (``model.fit``'s gradients), each with
@@ -231,6 +234,7 @@ class CellResult:
             "peak_rss_mb": self.peak_rss_mb,
             **({"explanation": self.explanation.to_json()} if self.explanation else {}),
             **({"localization": self.localization.to_json()} if self.localization else {}),
+            **({"diagnosis": self.diagnosis} if self.diagnosis else {}),
             "reproducible": self.reproducible,
             "not_observed": self.not_observed,
             **({"layers": self.layers} if self.layers else {}),

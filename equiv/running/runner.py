@@ -88,6 +88,15 @@ class RunOptions:
     #: a backend id whose port is every case's reference instead of its numpy one
     #: (``--reference torch.eager``; ``equiv.backends.reference_port``); None: each case's own
     reference: str | None = None
+    #: search the catalogue of known differences for why each failing cell differs
+    #: (``equiv.checking.causes``): the cell stays ``fail``, with the set found
+    diagnose: bool = False
+    #: honour the cases' and backends' declared explanations; False runs every cell as if
+    #: nothing were declared (what diagnosis finds then is what a declaration should say)
+    declarations: bool = True
+    #: a declaration whose cell matches the plain reference fails the cell instead of warning
+    #: (a project that wants to know the day a framework fixes a difference)
+    strict_declarations: bool = False
 
     @classmethod
     def verdict_only(cls, **overrides: Any) -> RunOptions:
@@ -211,7 +220,7 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
         raise CellSkip(
             f"the numpy reference is not run: the reference is the port {spec.reference_port}"
         )
-    explanation = declared_explanation(spec, backend, cell.dtype)
+    explanation = declared_explanation(spec, backend, cell.dtype) if options.declarations else None
     if explanation and (why := variant_refusal(spec, explanation.variant_key())):
         raise CellSkip(why)
     with clock("imports"):  # the first cell of a process imports its framework here
@@ -281,7 +290,7 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
             f"{main.compared} steps): it may have run eagerly, and then its verdict says "
             "nothing about compiled code",
         )
-    decide(result, checks, explanation)
+    decide(result, checks, explanation, strict=options.strict_declarations)
     result.benchmark = {"first_call_s": timing["first_call"]}
     if bench.enabled:
 
@@ -305,11 +314,83 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
                 result.benchmark["gflops"] = flops / timed["median_s"] / 1e9
     with clock("extras"), threadpool_limits(limits=1, user_api="blas"):
         if result.status == "fail":
-            result.localization = localize(spec, backend, module, state, main, trainer)
+            # a declaration that does not account for the cell: the bug is what the declared
+            # variant does not explain, so it is localized (and diagnosed) against the variant
+            against = checks[1] if explanation and checks[1].comparison.first_divergence else None
+            if against is None:
+                result.localization = localize(spec, backend, module, state, main, trainer)
+            else:
+                result.first_divergence = against.comparison.first_divergence
+                result.localization = localize(
+                    spec, backend, module, against.start, against.comparison, trainer
+                )
+            if options.diagnose:
+                with clock("diagnosis"):
+                    result.diagnosis = _diagnose(
+                        spec,
+                        backend,
+                        module,
+                        state,
+                        options,
+                        steps,
+                        store,
+                        result,
+                        explanation,
+                        derived,
+                    )
         if options.check_reproducible:
             result.reproducible = reproducible(spec, backend, module, state, early)
         if options.keep_trajectories:
             result.trajectory = _trajectory(state, losses, main, snapshots)
+
+
+def _diagnose(spec, backend, module, state, options, steps, store, result, explanation, derived):
+    """The catalogue search for a failing cell (``equiv.checking.causes``), from the declared
+    variant where one is declared; its checks are made as the cell's are."""
+    from equiv.checking.causes import Cell as SearchCell
+    from equiv.checking.causes import diagnose
+
+    def make_check(variant: tuple, own_calibration: bool) -> Check:
+        if own_calibration:
+            return _check("variant", spec, state, options.seed, steps, variant, store)
+        # ranking only: every candidate is held to the cell's own tolerance (or the float32
+        # one, for a compute_dtype candidate)
+        precision = tuple((k, v) for k, v in variant if k == "compute_dtype")
+        calibration = calibrate(spec, options.seed, steps, state.dtype, precision, store)
+        start = spec.make_state(options.seed, state.dtype, variant)
+        return Check(
+            "candidate",
+            reference_trainer(spec, start.astype("float64")),
+            Comparison(spec, calibration, state.dtype),
+            variant=variant,
+            start=start,
+        )
+
+    localization = result.localization
+    limit = None
+    if localization is not None:
+        if localization.step == 0:
+            limit = localization.phase
+        elif localization.forced and localization.forced_divergence is not None:
+            limit = localization.forced_divergence.phase
+    cell = SearchCell(
+        spec,
+        backend,
+        module,
+        state,
+        options.seed,
+        steps,
+        make_check,
+        result.not_observed,
+        derived,
+    )
+    found = diagnose(
+        cell,
+        result.first_divergence,
+        dict(explanation.variant) if explanation else {},
+        phase_limit=limit,
+    )
+    return found.to_json(backend.id, state.dtype)
 
 
 def _build(backend, spec, state, module):

@@ -88,6 +88,7 @@ def register(sub) -> None:
         "(default: on)",
     )
     add_reference_option(p)
+    add_declaration_options(p)
     p.add_argument(
         "-v",
         "--verbose",
@@ -109,6 +110,29 @@ def add_reference_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_declaration_options(p: argparse.ArgumentParser, diagnose_flag: bool = True) -> None:
+    if diagnose_flag:
+        p.add_argument(
+            "--diagnose",
+            action="store_true",
+            help="for each failing cell, search the catalogue of known framework differences "
+            "for the set that explains it (docs/verdicts.md, Diagnosis; the cell stays fail)",
+        )
+    p.add_argument(
+        "--no-declarations",
+        dest="declarations",
+        action="store_false",
+        help="run every cell as if its case and backend declared no explanation (with "
+        "--diagnose: what a declaration should say)",
+    )
+    p.add_argument(
+        "--strict-declarations",
+        action="store_true",
+        help="a declared difference that no longer shows (the cell matches the plain "
+        "reference) fails the cell instead of warning",
+    )
+
+
 def reference_problem(port: str | None, cells: list) -> str | None:
     """Why ``--reference port`` cannot run, in one line; None where it can."""
     from equiv.backends.reference_port import refusal
@@ -126,7 +150,8 @@ DEFAULTS: dict[str, object] = {}
 #: what --resume takes from the journal; given again beside it, they are a usage error
 RESUMED_SETTINGS = (
     "case", "backend", "dtype", "steps", "seed", "out", "jobs", "threads", "cache_dir",
-    "no_cache", "bench_rounds", "timeout", "isolate", "resync", "reference",
+    "no_cache", "bench_rounds", "timeout", "isolate", "resync", "reference", "diagnose",
+    "declarations", "strict_declarations",
 )  # fmt: skip
 
 
@@ -329,6 +354,9 @@ def execute(
             calibration_dir=str(cache_dir),
             resync=bool(settings.get("resync")),  # a journal from before the flag: off
             reference=settings.get("reference"),
+            diagnose=bool(settings.get("diagnose")),
+            declarations=settings.get("declarations", True),
+            strict_declarations=bool(settings.get("strict_declarations")),
         )
         history = Durations(
             None if settings["no_cache"] else cache_dir, options.seed, options.steps

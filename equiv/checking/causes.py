@@ -1,0 +1,397 @@
+"""Diagnosis: why a failing cell differs from its reference, found in the catalogue of known
+framework differences (``equiv.catalogue``) rather than declared by someone who knew.
+
+The search is greedy over the catalogue's entries. Each round runs the implementation once, in
+lockstep with one reference variant per candidate (the set so far plus one entry), and keeps
+the candidate that moves the first divergence furthest: to a later step or quantity, or the
+same one ``SHRINK`` times smaller. A candidate's reference stops at its own first divergence,
+so most rounds cost a few steps. What prunes and orders the candidates:
+
+- the case's config: an entry applies only where the config has its keys (and, under a
+  reference port, only where that port can express them);
+- the phase: a divergence at step 0 (or a one-step bug found by teacher forcing) in phase P
+  cannot come from an entry that acts after P (an optimizer setting cannot change step 0's
+  loss);
+- the cell's framework only orders the candidates (its own defaults first, which also breaks
+  ties); it never filters them: a torch port with Keras's Adam epsilon is a porting mistake
+  to find;
+- ``compute_dtype`` (a precision, not a difference) is tried only when no named entry moves the
+  search on: it lowers the yardstick and would otherwise swallow small named differences.
+
+During the search every candidate is held to the cell's own tolerance (the plain reference's
+calibration, or the float32 one for a ``compute_dtype`` candidate): it only ranks. The proof is
+that of a declared explanation: the merged variant, with its own calibration, matches over the
+whole run (up to a float32 horizon), and each member is needed (without it the variant
+diverges; a member that is not is dropped and the rest proven again). Found is not a pass: the
+cell stays ``fail``, with the declaration to paste into the spec.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from equiv.backends.reference_port import variant_refusal
+from equiv.catalogue.entries import ENTRIES, PHASES, Difference
+from equiv.checking.compare import Check, Comparison
+from equiv.contract.divergence import Divergence, as_json, describe
+from equiv.contract.trainer import check_trainer
+
+#: a candidate that leaves the first divergence where it was must shrink it this many times
+SHRINK = 10.0
+#: the most entries a found set may have (the largest declared set today has 7 keys)
+MAX_MEMBERS = 8
+#: candidate references stepped side by side in one round are bounded in memory: a float64
+#: reference holds about this many times its parameters' bytes (resnet18's numpy reference:
+#: 1.7 GB for 90 MB of parameters)
+REFERENCE_BYTES_PER_PARAMETER_BYTE = 20
+MAX_ROUND_BYTES = 2 * 1024**3
+
+#: where a divergence's phase sits among the catalogue's phases
+PHASE_ORDER = {
+    "control flow": 0,
+    "forward": 0,
+    "backward": 1,
+    "update": 2,
+    "state update": 3,
+    "evaluation forward": 3,
+}
+
+
+@dataclass
+class Member:
+    entry: Difference
+    overrides: dict[str, Any]
+    #: the first divergence of the variant without this member: what it accounts for
+    without: Divergence | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.entry.id,
+            "what": self.entry.what,
+            "sources": list(self.entry.sources),
+            "phase": self.entry.phase,
+            "variant": _jsonable(self.overrides),
+            "without_it": as_json(self.without),
+        }
+
+
+@dataclass
+class Diagnosis:
+    #: "found", "partly" or "not found"
+    outcome: str
+    members: list[Member]
+    #: the declared variant the search started from (a declaration that did not account)
+    base: dict[str, Any]
+    #: the divergence to explain: the reference's, or the declared variant's
+    divergence: Divergence
+    #: where the best set's first divergence is (None: it matches)
+    reached: Divergence | None = None
+    proof: str = ""
+    rounds: int = 0
+    candidates: int = 0
+    seconds: float = 0.0
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def variant(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for m in self.members:
+            out.update(m.overrides)
+        return out
+
+    def sentence(self) -> str:
+        if self.outcome == "found":
+            causes = "; ".join(f"{m.entry.what} [{m.entry.id}]" for m in self.members)
+            return f"differs from the reference because: {causes}. {self.proof}"
+        if self.outcome == "partly":
+            names = ", ".join(m.entry.id for m in self.members)
+            return (
+                f"partly explained by {names}: with them the first divergence moves from "
+                f"{describe(self.divergence)} to {describe(self.reached)}; nothing in the "
+                "catalogue accounts for the rest"
+            )
+        return "no known difference in the catalogue accounts for it"
+
+    def declaration(self, backend_id: str, dtype: str) -> str:
+        """The ``Explanation`` that makes the cell ``explained``, to paste into the spec."""
+        if self.outcome != "found":
+            return ""
+        reason = "; ".join(m.entry.what for m in self.members)
+        return (
+            "Explanation(\n"
+            f"    backends={backend_id!r},\n"
+            f"    dtypes={dtype!r},\n"
+            f"    reason={reason!r},\n"
+            f"    variant={self.variant!r},\n"
+            ")"
+        )
+
+    def to_json(self, backend_id: str = "", dtype: str = "") -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "members": [m.to_json() for m in self.members],
+            "variant": _jsonable(self.variant),
+            "base": _jsonable(self.base),
+            "divergence": as_json(self.divergence),
+            "reached": as_json(self.reached),
+            "sentence": self.sentence(),
+            "declaration": self.declaration(backend_id, dtype),
+            "rounds": self.rounds,
+            "candidates": self.candidates,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _jsonable(variant: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in variant.items()}
+
+
+@dataclass
+class Cell:
+    """What the search needs of the failing cell: its spec and port, its start state, and how
+    its checks are made (the runner's, so that calibrations come from the same store)."""
+
+    spec: Any
+    backend: Any
+    module: Any
+    state: Any
+    seed: int
+    steps: int
+    #: (variant items, calibrate?) -> Check: the runner's check factory
+    make_check: Callable[[tuple, bool], Check]
+    not_observed: dict[str, str]
+    derived: dict[str, Any]
+
+
+@dataclass
+class Position:
+    """How far a variant matched: its first divergence's step and quantity index, and the
+    size of the miss there (ratio to tolerance). A match is past every step."""
+
+    step: float
+    key: int
+    ratio: float
+    divergence: Divergence | None
+
+    def later_than(self, other: Position) -> bool:
+        """Moved on: a later step or quantity, or the same one ``SHRINK`` times smaller."""
+        if (self.step, self.key) != (other.step, other.key):
+            return (self.step, self.key) > (other.step, other.key)
+        return self.ratio * SHRINK <= other.ratio
+
+    def rank(self) -> tuple:
+        return (self.step, self.key, -self.ratio)
+
+
+def position(comparison: Comparison) -> Position:
+    div = comparison.first_divergence
+    if div is None:
+        return Position(math.inf, 0, 0.0, None)
+    key = div.quantity if not div.name else f"{div.quantity}/{div.name}"
+    index = comparison.keys.index(key) if key in comparison.keys else len(comparison.keys)
+    ratio = (
+        div.error / div.tolerance
+        if div.error is not None and div.tolerance
+        else (math.inf if div.error else 0.0)
+    )
+    return Position(div.step, index, ratio, div)
+
+
+def diagnose(
+    cell: Cell,
+    divergence: Divergence,
+    base: dict[str, Any],
+    phase_limit: str | None = None,
+    emit: Callable[[str], None] | None = None,
+) -> Diagnosis:
+    """Search, then prove. ``divergence``: the cell's first divergence (against the declared
+    variant ``base`` where one is declared); ``phase_limit``: the phase of a one-step bug
+    (step 0, or teacher-forced), which prunes entries acting after it."""
+    say = emit or _stderr
+    started = time.perf_counter()
+    label = f"{cell.spec.name}-{cell.backend.id}-{cell.state.dtype}"
+    result = Diagnosis("not found", [], dict(base), divergence)
+    chosen: list[Member] = []
+    here = Position(divergence.step, -1, math.inf, divergence)
+    last_resort = False
+    while len(chosen) < MAX_MEMBERS:
+        config = _merged(cell.spec.config, base, chosen)
+        limit = phase_limit if not chosen else None
+        if here.divergence is not None and here.divergence.step == 0:
+            limit = here.divergence.phase
+        pool = _candidates(cell, config, chosen, limit, last_resort)
+        if not pool:
+            if last_resort or not _has_last_resort(cell, config, chosen):
+                break
+            last_resort = True
+            continue
+        result.rounds += 1
+        result.candidates += len(pool)
+        say(
+            f"equiv diagnose {label}: round {result.rounds}, {len(pool)} candidates "
+            f"({', '.join(m.entry.id for m in pool)})"
+        )
+        ranked = _try(cell, base, chosen, pool)
+        best, at = ranked[0]
+        if not at.later_than(here):
+            if last_resort or not _has_last_resort(cell, config, chosen):
+                break
+            last_resort = True  # named entries are exhausted: let compute_dtype in
+            continue
+        chosen.append(best)
+        here = at
+        moved = "matches" if at.divergence is None else f"reaches {describe(at.divergence)}"
+        result.log.append(f"round {result.rounds}: + {best.entry.id}: {moved}")
+        say(f"equiv diagnose {label}: + {best.entry.id}: {moved}")
+        if at.divergence is None:
+            break
+    result.members = chosen
+    if chosen and here.divergence is None:
+        _prove(cell, base, result, divergence, say, label)
+    elif chosen:
+        result.outcome, result.reached = "partly", here.divergence
+    result.seconds = time.perf_counter() - started
+    say(f"equiv diagnose {label}: {result.outcome} in {result.seconds:.1f} s")
+    return result
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _merged(config: dict, base: dict, members: list[Member]) -> dict:
+    out = {**config, **base}
+    for m in members:
+        out.update(m.overrides)
+    return out
+
+
+def _key(variant: dict[str, Any]) -> tuple:
+    return tuple(sorted(variant.items()))
+
+
+def _candidates(cell, config, chosen, limit, last_resort) -> list[Member]:
+    taken = {m.entry.id for m in chosen}
+    taken_keys = {k for m in chosen for k in m.overrides}
+    bound = PHASE_ORDER.get(limit, len(PHASES)) if limit else len(PHASES)
+    pool = []
+    for entry in ENTRIES:
+        if entry.id in taken or entry.last_resort != last_resort:
+            continue
+        if not entry.applies(config, cell.state.dtype, cell.spec.param_names):
+            continue
+        overrides = entry.overrides(config)
+        if set(overrides) & taken_keys:  # another value of a key already explained
+            continue
+        if not entry.last_resort and PHASES.index(entry.phase) > bound:
+            continue
+        if variant_refusal(cell.spec, _key({**config, **overrides})):
+            continue
+        pool.append(Member(entry, overrides))
+    # the cell's own framework's defaults first; the catalogue's order breaks ties
+    pool.sort(key=lambda m: not m.entry.native_to(cell.backend.id))
+    return pool
+
+
+def _has_last_resort(cell, config, chosen) -> bool:
+    return bool(_candidates(cell, config, chosen, None, True))
+
+
+def _try(cell: Cell, base: dict, chosen: list[Member], pool: list[Member]) -> list:
+    """Each candidate's position, best first: one lockstep run of the implementation per
+    batch of candidates that fits ``MAX_ROUND_BYTES``."""
+    ranked = []
+    for batch in _batches(cell, pool):
+        variants = [_merged({}, base, [*chosen, m]) for m in batch]
+        checks = [cell.make_check(_key(v), False) for v in variants]
+        _lockstep(cell, checks)
+        ranked += [(m, position(c.comparison)) for m, c in zip(batch, checks, strict=True)]
+    # a stable sort: among equal positions the earlier (own framework's) candidate wins
+    ranked.sort(key=lambda pair: pair[1].rank(), reverse=True)
+    return ranked
+
+
+def _lockstep(cell: Cell, checks: list[Check], to_the_end: bool = False) -> None:
+    """The implementation, once, against every check; a check stops at its first divergence
+    (where it is ranked), and the run stops when every check has. ``to_the_end``: one check
+    that runs every step whatever it finds (a proof's)."""
+    trainer = check_trainer(
+        cell.backend.build_trainer(cell.spec, cell.state, cell.module), cell.module.__name__
+    )
+    for check in checks:
+        check.comparison.leave_out(cell.not_observed)
+        check.comparison.observe(cell.derived)
+    for t in range(cell.steps):
+        trainer.run_step()
+        cell.backend.synchronize()
+        record = trainer.record()
+        for check in checks:
+            if not check.active:
+                continue
+            check.reference.run_step()
+            go_on = check.comparison.add(t, record, check.reference.record())
+            check.active = go_on and (to_the_end or check.comparison.first_divergence is None)
+        if not any(c.active for c in checks):
+            return
+
+
+def _batches(cell: Cell, items: list) -> list[list]:
+    """``items`` in groups whose float64 references fit ``MAX_ROUND_BYTES`` side by side."""
+    params = sum(v.nbytes for v in cell.state.astype("float64").params.values())
+    size = max(1, MAX_ROUND_BYTES // max(1, params * REFERENCE_BYTES_PER_PARAMETER_BYTE))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _prove(cell, base, result: Diagnosis, divergence: Divergence, say, label) -> None:
+    """The declared explanation's proof, with each variant's own calibration: the whole set
+    matches, and each member is needed. A member without which the rest still matches is
+    dropped, and the rest proven again."""
+    while result.members:
+        whole = cell.make_check(_key(_merged({}, base, result.members)), True)
+        _lockstep(cell, [whole], to_the_end=True)
+        matched = whole.comparison
+        if matched.first_divergence is not None or matched.compared <= divergence.step:
+            result.outcome, result.reached = "partly", matched.first_divergence
+            result.proof = "with its own calibration the merged variant does not match: " + (
+                describe(matched.first_divergence) if matched.first_divergence else ""
+            )
+            return
+        less = [
+            cell.make_check(
+                _key(_merged({}, base, [m for m in result.members if m is not one])), True
+            )
+            for one in result.members
+        ]
+        for batch in _batches(cell, less):
+            _lockstep(cell, batch)
+        unneeded = [
+            m
+            for m, c in zip(result.members, less, strict=True)
+            if c.comparison.first_divergence is None
+        ]
+        if unneeded:
+            dropped = unneeded[-1]
+            say(f"equiv diagnose {label}: {dropped.entry.id} is not needed; proving the rest")
+            result.log.append(f"dropped {dropped.entry.id}: the rest matches without it")
+            result.members = [m for m in result.members if m is not dropped]
+            continue
+        for m, c in zip(result.members, less, strict=True):
+            m.without = c.comparison.first_divergence
+        stopped = (
+            f", up to {matched.stopped_by} at step {matched.stopped_at}"
+            if matched.stopped_at is not None
+            else ""
+        )
+        result.outcome = "found"
+        result.proof = (
+            f"Proof: the reference variant {_jsonable(result.variant)} matches (max "
+            f"{max(matched.max_ratio.values(), default=0):.2g} of tolerance over "
+            f"{matched.compared} steps{stopped}) where the reference does not; without any one "
+            "member it diverges"
+        )
+        return
