@@ -2,10 +2,11 @@
 framework differences (``equiv.catalogue``) rather than declared by someone who knew.
 
 The search is greedy over the catalogue's entries. Each round runs the implementation once, in
-lockstep with one reference variant per candidate (the set so far plus one entry), and keeps
-the candidate that moves the first divergence furthest: to a later step or quantity, or the
-same one ``SHRINK`` times smaller. A candidate's reference stops at its own first divergence,
-so most rounds cost a few steps. What prunes and orders the candidates:
+lockstep with one reference variant per candidate (the set so far plus one entry, or two where
+no single one helps), and keeps the candidate that moves the first divergence furthest: to a
+later step or quantity, or the same one ``SHRINK`` times smaller. A candidate's reference stops
+at its own first divergence, so most rounds cost a few steps. What prunes and orders the
+candidates:
 
 - the case's config: an entry applies only where the config has its keys (and, under a
   reference port, only where that port can express them);
@@ -28,6 +29,7 @@ cell stays ``fail``, with the declaration to paste into the spec.
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
@@ -40,9 +42,14 @@ from equiv.catalogue.entries import ENTRIES, PHASES, Difference
 from equiv.checking.compare import Check, Comparison
 from equiv.contract.divergence import Divergence, as_json, describe
 from equiv.contract.trainer import check_trainer
+from equiv.tolerance.policy import quantity_keys
 
 #: a candidate that leaves the first divergence where it was must shrink it this many times
-SHRINK = 10.0
+#: to be taken into the set
+SHRINK = 2.0
+#: a set that does not match is reported ("partly") only where it moved the first divergence
+#: to a later step or quantity, or shrank it this many times: orders of magnitude, not noise
+PARTLY = 100.0
 #: the most entries a found set may have (the largest declared set today has 7 keys)
 MAX_MEMBERS = 8
 #: candidate references stepped side by side in one round are bounded in memory: a float64
@@ -189,11 +196,14 @@ class Position:
 
 
 def position(comparison: Comparison) -> Position:
-    div = comparison.first_divergence
+    return _position_of(comparison.first_divergence, comparison.keys)
+
+
+def _position_of(div: Divergence | None, keys: list[str]) -> Position:
     if div is None:
         return Position(math.inf, 0, 0.0, None)
     key = div.quantity if not div.name else f"{div.quantity}/{div.name}"
-    index = comparison.keys.index(key) if key in comparison.keys else len(comparison.keys)
+    index = keys.index(key) if key in keys else len(keys)
     ratio = (
         div.error / div.tolerance
         if div.error is not None and div.tolerance
@@ -211,53 +221,77 @@ def diagnose(
 ) -> Diagnosis:
     """Search, then prove. ``divergence``: the cell's first divergence (against the declared
     variant ``base`` where one is declared); ``phase_limit``: the phase of a one-step bug
-    (step 0, or teacher-forced), which prunes entries acting after it."""
+    (step 0, or teacher-forced), which prunes entries acting after it.
+
+    A round tries each candidate entry added to the set; where none moves the search on, each
+    pair of them (two differences can cancel each other's effect: Keras's epsilon 1e-7 alone
+    is further from Keras's Adam than torch's 1e-8 is, until the epsilon-hat form comes with
+    it); where no pair does, the last-resort entries (``compute_dtype``)."""
     say = emit or _stderr
     started = time.perf_counter()
     label = f"{cell.spec.name}-{cell.backend.id}-{cell.state.dtype}"
     result = Diagnosis("not found", [], dict(base), divergence)
     chosen: list[Member] = []
-    here = Position(divergence.step, -1, math.inf, divergence)
-    last_resort = False
-    while len(chosen) < MAX_MEMBERS:
+    start = here = _position_of(divergence, quantity_keys(cell.spec))
+    while len(chosen) < MAX_MEMBERS and here.divergence is not None:
         config = _merged(cell.spec.config, base, chosen)
         limit = phase_limit if not chosen else None
-        if here.divergence is not None and here.divergence.step == 0:
+        if here.divergence.step == 0:
             limit = here.divergence.phase
-        pool = _candidates(cell, config, chosen, limit, last_resort)
-        if not pool:
-            if last_resort or not _has_last_resort(cell, config, chosen):
+        named = _candidates(cell, config, chosen, limit, last_resort=False)
+        tiers = [
+            ("singles", [[m] for m in named]),
+            ("pairs", [list(p) for p in itertools.combinations(named, 2) if _compatible(p)]),
+            ("last resort", [[m] for m in _candidates(cell, config, chosen, None, True)]),
+        ]
+        moved = None
+        for tier, moves in tiers:
+            if not moves:
+                continue
+            result.rounds += 1
+            result.candidates += len(moves)
+            say(f"equiv diagnose {label}: round {result.rounds}, {len(moves)} {tier}")
+            best, at = _try(cell, base, chosen, moves)[0]
+            if at.later_than(here):
+                moved = best, at
                 break
-            last_resort = True
-            continue
-        result.rounds += 1
-        result.candidates += len(pool)
-        say(
-            f"equiv diagnose {label}: round {result.rounds}, {len(pool)} candidates "
-            f"({', '.join(m.entry.id for m in pool)})"
-        )
-        ranked = _try(cell, base, chosen, pool)
-        best, at = ranked[0]
-        if not at.later_than(here):
-            if last_resort or not _has_last_resort(cell, config, chosen):
-                break
-            last_resort = True  # named entries are exhausted: let compute_dtype in
-            continue
-        chosen.append(best)
-        here = at
-        moved = "matches" if at.divergence is None else f"reaches {describe(at.divergence)}"
-        result.log.append(f"round {result.rounds}: + {best.entry.id}: {moved}")
-        say(f"equiv diagnose {label}: + {best.entry.id}: {moved}")
-        if at.divergence is None:
+        if moved is None:
             break
+        best, here = moved
+        chosen += best
+        reached = "matches" if here.divergence is None else f"reaches {describe(here.divergence)}"
+        names = " + ".join(m.entry.id for m in best)
+        result.log.append(f"round {result.rounds}: + {names}: {reached}")
+        say(f"equiv diagnose {label}: + {names}: {reached}")
     result.members = chosen
-    if chosen and here.divergence is None:
+    if chosen:
+        if here.divergence is not None:
+            # the search ranks against the plain reference's tolerance; the variant's own (its
+            # Adam normalising other rounding, its float32 compute) may be wider: the proof
+            # decides
+            say(f"equiv diagnose {label}: no entry moves the search on; proving the set as is")
         _prove(cell, base, result, divergence, say, label)
-    elif chosen:
-        result.outcome, result.reached = "partly", here.divergence
+    if result.outcome != "found":
+        if (
+            chosen
+            and here.rank() > start.rank()
+            and (
+                (here.step, here.key) != (start.step, start.key)
+                or here.ratio * PARTLY <= start.ratio
+            )
+        ):
+            result.outcome, result.reached = "partly", here.divergence
+        else:  # moved too little to name anything
+            result.outcome, result.members = "not found", []
     result.seconds = time.perf_counter() - started
     say(f"equiv diagnose {label}: {result.outcome} in {result.seconds:.1f} s")
     return result
+
+
+def _compatible(members) -> bool:
+    """Two entries that set no key twice."""
+    keys = [k for m in members for k in m.overrides]
+    return len(keys) == len(set(keys))
 
 
 def _stderr(line: str) -> None:
@@ -298,20 +332,15 @@ def _candidates(cell, config, chosen, limit, last_resort) -> list[Member]:
     return pool
 
 
-def _has_last_resort(cell, config, chosen) -> bool:
-    return bool(_candidates(cell, config, chosen, None, True))
-
-
-def _try(cell: Cell, base: dict, chosen: list[Member], pool: list[Member]) -> list:
-    """Each candidate's position, best first: one lockstep run of the implementation per
-    batch of candidates that fits ``MAX_ROUND_BYTES``."""
+def _try(cell: Cell, base: dict, chosen: list[Member], moves: list[list[Member]]) -> list:
+    """Each move's (a list of entries to add) position, best first: one lockstep run of the
+    implementation per batch of moves that fits ``MAX_ROUND_BYTES``."""
     ranked = []
-    for batch in _batches(cell, pool):
-        variants = [_merged({}, base, [*chosen, m]) for m in batch]
-        checks = [cell.make_check(_key(v), False) for v in variants]
+    for batch in _batches(cell, moves):
+        checks = [cell.make_check(_key(_merged({}, base, [*chosen, *m])), False) for m in batch]
         _lockstep(cell, checks)
         ranked += [(m, position(c.comparison)) for m, c in zip(batch, checks, strict=True)]
-    # a stable sort: among equal positions the earlier (own framework's) candidate wins
+    # a stable sort: among equal positions the earlier (own framework's) move wins
     ranked.sort(key=lambda pair: pair[1].rank(), reverse=True)
     return ranked
 
@@ -356,7 +385,6 @@ def _prove(cell, base, result: Diagnosis, divergence: Divergence, say, label) ->
         _lockstep(cell, [whole], to_the_end=True)
         matched = whole.comparison
         if matched.first_divergence is not None or matched.compared <= divergence.step:
-            result.outcome, result.reached = "partly", matched.first_divergence
             result.proof = "with its own calibration the merged variant does not match: " + (
                 describe(matched.first_divergence) if matched.first_divergence else ""
             )
