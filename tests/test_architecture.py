@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: equiv's subpackages, lowest first: each may import only itself and those before it
 LAYERS = (
     "contract",
+    "catalogue",
     "layouts",
     "reference",
     "backends",

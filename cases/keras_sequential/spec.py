@@ -18,7 +18,15 @@ from equiv.case import CaseSpec, Explanation
 from equiv.flops import two_layer_step_flops
 from equiv.support.draws import glorot_uniform, regression_data
 
-CONFIG = {"N": 16, "D_in": 1000, "H": 100, "D_out": 10, "lr": 1e-3, "optimizer": "sgd"}
+CONFIG = {
+    "N": 16,
+    "D_in": 1000,
+    "H": 100,
+    "D_out": 10,
+    "lr": 1e-3,
+    "optimizer": "sgd",
+    "loss_reduction": "mean",
+}
 
 
 def draw(rng, cfg):

@@ -23,6 +23,7 @@ CONFIG = {
     "D_in": 1000,
     "H": 100,
     "D_out": 10,
+    "loss_reduction": "mean",
     "optimizer": "adam",
     "lr": 1e-4,
     "beta_1": 0.9,

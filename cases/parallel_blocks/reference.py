@@ -39,7 +39,7 @@ def forward_backward(params, data, cfg, prev_loss=None, numerics=EXACT):
         backs.append(back)
         x_from = f"{prefix}_w1"
     y_pred, out_back = layers.dense(h, params["out_w"], params["out_b"])
-    loss, loss_back = layers.mse(y_pred, data["y"])
+    loss, loss_back = layers.mse(y_pred, data["y"], cfg.get("loss_reduction", "mean"))
 
     grads = {}
     grad_h, grads["out_w"], grads["out_b"] = out_back(loss_back())

@@ -187,9 +187,15 @@ def softmax_attention(
     return out, back
 
 
-def mse(pred: Array, target: Array) -> tuple[Array, Callable]:
-    """Mean squared error over every element (Keras's and ``F.mse_loss``'s default).
-    ``back(g=1.0)`` returns the gradient of g * loss with respect to ``pred``."""
+def mse(pred: Array, target: Array, reduction: str = "mean") -> tuple[Array, Callable]:
+    """Mean squared error over every element (Keras's and ``F.mse_loss``'s default);
+    ``reduction="sum"``: the sum (the standard key ``loss_reduction``: torch's
+    ``reduction="sum"``, optax's per-element losses summed). ``back(g=1.0)`` returns the
+    gradient of g * loss with respect to ``pred``."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"loss_reduction must be 'mean' or 'sum', not {reduction!r}")
+    if reduction == "sum":
+        return sum_of_squares(pred, target)
     diff = pred - target
     loss = np.mean(diff**2)
 

@@ -38,6 +38,7 @@ CONFIG: dict[str, Any] = {
     "F": 3,
     "H": 5,
     "out": 2,
+    "loss_reduction": "mean",
     "optimizer": "sgd",
     "lr": 0.1,
     # for "adam": torch's defaults, passed by every port

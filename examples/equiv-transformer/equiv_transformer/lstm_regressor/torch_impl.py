@@ -9,13 +9,21 @@ g, o), the output at the last time step, ``nn.Linear(H, out)``, ``F.mse_loss`` (
 ``lstm`` and ``head`` modules record their outputs: ``nn.LSTM``'s first output, the sequence).
 Under ``torch.jit`` no activation is recorded (TorchScript hooks take one tensor out; the
 trainer says so in ``not_observed``).
+
+``VARIANT_KEYS``: the standard keys this port reads besides the optimizer's (which equiv's own
+update rule applies when it is the reference), so that a declared or diagnosed variant with
+them can be expressed on it: ``loss_reduction`` (``F.mse_loss``'s ``reduction``).
 """
+
+import functools
 
 import torch
 import torch.nn.functional as F
 from equiv import layouts
 from equiv.support.torch_port import port
 from torch import nn
+
+VARIANT_KEYS = ("loss_reduction",)
 
 
 class Regressor(nn.Module):
@@ -53,7 +61,7 @@ def build(state, backend):
         backend,
         Regressor(cfg),
         layout=layout(cfg),
-        loss=F.mse_loss,
+        loss=functools.partial(F.mse_loss, reduction=cfg["loss_reduction"]),
         optimizer=lambda params: make_optimizer(cfg, params),
         activation_names=("lstm", "head"),
     )

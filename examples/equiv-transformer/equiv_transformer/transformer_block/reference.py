@@ -55,7 +55,7 @@ def forward_backward(params, data, cfg, prev_loss=None, numerics=EXACT):
     u, dense1_back = layers.dense(h2, p["w1"], p["b1"])
     g, gelu_back = gelu(u, cfg)
     m, dense2_back = layers.dense(g, p["w2"], p["b2"])
-    loss, loss_back = layers.mse(x1 + m, data["y"])
+    loss, loss_back = layers.mse(x1 + m, data["y"], cfg.get("loss_reduction", "mean"))
 
     grads: dict[str, np.ndarray] = {}
     g_out = loss_back(1.0)

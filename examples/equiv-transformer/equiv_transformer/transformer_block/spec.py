@@ -56,6 +56,7 @@ CONFIG: dict[str, Any] = {
     "settings": "matched",
     "ln_eps": 1e-5,
     "gelu": "exact",
+    "loss_reduction": "mean",
     "optimizer": "adamw",
     "lr": 1e-2,
     "weight_decay": 0.01,
