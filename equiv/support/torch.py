@@ -111,6 +111,7 @@ def load_optimizer(
     gets none: its next step starts it afresh, as torch's first step does."""
     import torch
 
+    refuse_amsgrad(optimizer)
     step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
     for name, (param, is_kernel) in named.items():
         native = backend.linear_weight if is_kernel else backend.to_native
@@ -126,6 +127,18 @@ def load_optimizer(
             optimizer.state[param] = state
 
 
+def refuse_amsgrad(optimizer: Any) -> None:
+    """AMSGrad (``amsgrad=True``) keeps the running maximum of v, which the canonical state
+    (the reference's Adam) has no value for: such a port cannot be given a state."""
+    from equiv.contract.trainer import StateNotLoadable
+
+    if any(group.get("amsgrad") for group in optimizer.param_groups):
+        raise StateNotLoadable(
+            "the optimizer runs AMSGrad (amsgrad=True), whose running maximum of v has no "
+            "canonical state to load"
+        )
+
+
 def load_adam_state(
     optimizer: Any,
     to_torch: Callable[[Mapping[str, np.ndarray]], list[tuple[Any, Any]]],
@@ -138,6 +151,7 @@ def load_adam_state(
     (parameter, tensor) pairs, applied to each moment as to the parameters themselves."""
     import torch
 
+    refuse_amsgrad(optimizer)
     optimizer.state.clear()
     names = list(names)
     if f"m/{names[0]}" not in canonical:
