@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     results = run_cells(cells, options)
     out, unexplained = [], 0
     for result in results:
-        print(f"{result.cell.id}: {result.status}: {result.reason.splitlines()[0][:300]}")
+        reason = result.reason.split("\n", 1)[0][:300]
+        print(f"{result.cell.id}: {result.status}" + (f": {reason}" if reason else ""))
         found = result.diagnosis
         if found is None:
             if result.status in ("fail", "error", "timeout"):

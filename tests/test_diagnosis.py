@@ -1,0 +1,136 @@
+"""The catalogue of known differences and the diagnosis that searches it.
+
+The catalogue is data held to its generated page and to the standard keys; planted porting
+mistakes in equiv's own cases are diagnosed by their entry (the transformer's, and the
+diagnosis of every declared difference, are in the example package's tests); a stale
+declaration fails under --strict-declarations; ``equiv diagnose`` answers bad input in one line.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from equiv.backends.registry import all_backends
+from equiv.case import Explanation, all_cases
+from equiv.catalogue import ENTRIES, KEYS
+from equiv.catalogue.entries import DERIVED, PHASES
+from equiv.catalogue.page import render
+from equiv.checking.verdict import decide
+from equiv.quality.mistakes import MISTAKES, diagnose_mistake
+from equiv.records import Cell, CellResult
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_catalogue_page_is_generated_from_the_data():
+    page = (ROOT / "docs" / "known-differences.md").read_text(encoding="utf-8")
+    assert page == render(), "regenerate: python -m equiv.catalogue.page docs/known-differences.md"
+    for item in ENTRIES:  # one row per entry
+        assert sum(line.startswith(f"| `{item.id}` |") for line in page.splitlines()) == 1
+
+
+def test_every_entry_is_well_formed():
+    assert len({e.id for e in ENTRIES}) == len(ENTRIES)
+    for item in ENTRIES:
+        assert item.phase in PHASES, item.id
+        assert item.sources and item.what and item.frameworks, item.id
+        assert (item.variant is None) == bool(item.not_expressible), item.id
+        for key, value in (item.variant or {}).items():
+            assert key in KEYS, f"{item.id}: {key} is not a standard key"
+            if isinstance(value, DERIVED):
+                assert value.key in KEYS, item.id
+        for key in item.requires:  # a standard key, or a parameter name
+            assert key in KEYS or "." in key, f"{item.id} requires {key}"
+
+
+def _declarations() -> list[tuple[str, Explanation]]:
+    found = [(f"case {s.name}", e) for s in all_cases().values() for e in s.explanations]
+    for backend_id, backend in all_backends().items():
+        found += [(f"backend {backend_id}", e) for e in getattr(backend, "explanations", ())]
+    return found
+
+
+def test_every_declared_variant_uses_the_standard_keys():
+    """A declaration in a case or a backend (equiv's and the installed packages') speaks the
+    catalogue's vocabulary, so diagnosis can find what it declares."""
+    declared = _declarations()
+    assert declared
+    unknown = {f"{owner}: {key}" for owner, e in declared for key in e.variant if key not in KEYS}
+    assert not unknown
+
+
+def test_every_declared_value_is_a_catalogue_entry():
+    """What a built-in declaration sets is what some catalogue entry sets, so diagnosis can
+    find it (lstm_regressor's frozen bias is the Keras LSTM entry; resnet18's float32 momentum
+    the TensorFlow cast entry)."""
+    offered = {}
+    for item in ENTRIES:
+        for key, value in (item.variant or {}).items():
+            offered.setdefault(key, []).append(value)
+    missing = []
+    for owner, e in _declarations():
+        for key, value in e.variant.items():
+            values = offered.get(key, [])
+            if value not in values and not any(isinstance(v, DERIVED) for v in values):
+                missing.append(f"{owner}: {key}={value!r}")
+    assert not missing
+
+
+def test_a_stale_declaration_warns_and_under_strict_fails():
+    class Matching:  # a comparison that found no divergence
+        first_divergence = None
+
+    class Check:
+        comparison = Matching()
+
+    declared = Explanation(backends="*", reason="a framework default since changed", variant={})
+    loose = CellResult(cell=Cell("c", "b", "float32"), status="error")
+    decide(loose, [Check()], declared)
+    assert loose.status == "pass" and "out of date" in loose.warnings[0]
+    strict = CellResult(cell=Cell("c", "b", "float32"), status="error")
+    decide(strict, [Check()], declared, strict=True)
+    assert strict.status == "fail" and strict.reason.startswith("stale declaration")
+
+
+def _mistakes():
+    for m in MISTAKES:
+        marks = (pytest.mark.slow,) if m.case == "resnet18" else ()
+        yield pytest.param(m, marks=marks, id=m.id)
+
+
+@pytest.mark.parametrize("mistake", list(_mistakes()))
+def test_a_planted_porting_mistake_is_diagnosed_by_its_entry(mistake):
+    result = diagnose_mistake(mistake)
+    if isinstance(result, str):
+        pytest.skip(result)
+    assert mistake.judged(result) is None, mistake.judged(result)
+
+
+def equiv(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "equiv", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "name a cell"),
+        (("two_layer_mlp",), "is not a cell id"),
+        (("no_such_case-torch.eager-float64",), "unknown case"),
+        (("--from", "/no/such/parity.json"), "cannot read"),
+    ],
+)
+def test_diagnose_bad_input_is_one_line_and_exit_2(args, message):
+    done = equiv("diagnose", *args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def test_diagnose_a_passing_cell_says_so_and_exits_0():
+    done = equiv("diagnose", "two_layer_mlp-numpy-float64", "--steps", "2")
+    assert done.returncode == 0, done.stderr[-1000:]
+    assert "two_layer_mlp-numpy-float64: pass" in done.stdout
