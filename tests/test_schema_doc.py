@@ -72,7 +72,7 @@ def written(documents: list[dict]) -> dict[str, set[str]]:
 def numpy_cells() -> list[CellResult]:
     bug = ImplSource(
         "cases.two_layer_mlp.reference",
-        (Patch("grad_w2 = h_relu.T @ grad_y_pred", "grad_w2 = 2 * h_relu.T @ grad_y_pred"),),
+        (Patch("dense2_back(loss_back())", "dense2_back(2 * loss_back())"),),
     )
     crash = ImplSource(
         "cases.two_layer_mlp.reference",
@@ -83,7 +83,9 @@ def numpy_cells() -> list[CellResult]:
         run_cell(Cell("dynamic_branching", "numpy", "float64"), OPTIONS, impl=OTHER_BRANCH),
         run_cell(Cell("dynamic_branching", "numpy", "float32"), OPTIONS),
         run_cell(Cell("keras_sequential", "numpy", "float32"), OPTIONS),  # flops, gflops
-        run_cell(Cell("two_layer_mlp", "numpy", "float32"), OPTIONS, impl=bug),
+        run_cell(
+            Cell("two_layer_mlp", "numpy", "float32"), replace(OPTIONS, diagnose=True), impl=bug
+        ),
         run_cell(Cell("two_layer_mlp", "numpy", "float64"), OPTIONS, impl=crash),
         resnet18_cell(),
     ]

@@ -63,6 +63,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="hold every cell to this backend's port (float64, equiv's update rule) instead of "
         "the case's numpy reference (e.g. torch.eager)",
     )
+    group.addoption(
+        "--equiv-diagnose",
+        action="store_true",
+        help="for each failing cell, search the catalogue of known framework differences for "
+        "the set that explains it (the cell stays failed; the set is in its message)",
+    )
+    group.addoption(
+        "--equiv-strict-declarations",
+        action="store_true",
+        help="a declared difference that no longer shows fails its cell instead of warning",
+    )
     parser.addini(
         "equiv_steps",
         "steps per cell when --equiv-steps is not given; empty: each case's own (the seed's)",
@@ -160,6 +171,8 @@ def _options(config: pytest.Config):
         cap_matrix_steps=capped,
         resync=not config.getoption("--equiv-no-resync"),
         reference=_reference(config),
+        diagnose=config.getoption("--equiv-diagnose"),
+        strict_declarations=config.getoption("--equiv-strict-declarations"),
     )
 
 

@@ -57,6 +57,7 @@ KNOWN_CELL_FIELDS = {
     "conflicts",
     "superseded",
     "localization",
+    "diagnosis",
     "explanation",
     "reproducible",
     "not_observed",
@@ -263,6 +264,7 @@ def cell_view(
         }
     view["plot"] = plotdata.error_data(cell.get("series"), div, view["resynchronised_from"])
     view["localization"] = _localization(cell.get("localization"))
+    view["cause"] = _cause(cell.get("diagnosis"))
     view["layers"] = _layers(cell.get("layers"))
     view["state"] = _state(cell.get("state"))
     view["explanation"] = explanation
@@ -362,6 +364,35 @@ def _localization(loc: Any) -> dict[str, Any] | None:
         "phase": loc.get("phase"),
         "forced_from": forced.get("from_step") if forced else None,
         "forced_divergence": sentence(forced.get("first_divergence")) if forced else "",
+    }
+
+
+def _cause(found: Any) -> dict[str, Any] | None:
+    """``diagnosis`` of a failing cell (docs/verdicts.md, Diagnosis): the outcome, each known
+    difference found with its sources and what the variant does without it, and the
+    declaration to paste."""
+    if not isinstance(found, dict):
+        return None
+    members = []
+    for m in _list(found.get("members")):
+        if not isinstance(m, dict):
+            continue
+        variant = m.get("variant") if isinstance(m.get("variant"), dict) else {}
+        members.append(
+            {
+                "id": str(m.get("id") or ""),
+                "what": str(m.get("what") or ""),
+                "sources": "; ".join(str(x) for x in _list(m.get("sources"))),
+                "variant": ", ".join(f"{k} = {v}" for k, v in variant.items()),
+                "without": sentence(m.get("without_it")),
+            }
+        )
+    return {
+        "outcome": str(found.get("outcome") or ""),
+        "sentence": str(found.get("sentence") or ""),
+        "members": members,
+        "declaration": str(found.get("declaration") or ""),
+        "seconds": found.get("seconds"),
     }
 
 

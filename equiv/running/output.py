@@ -44,6 +44,9 @@ def run_settings(options: RunOptions, jobs: int = 1, bench_disabled_by: str | No
         "timeout_s": options.timeout_s,
         "resync": options.resync,
         "reference": options.reference,
+        "diagnose": options.diagnose,
+        "declarations": options.declarations,
+        "strict_declarations": options.strict_declarations,
     }
 
 

@@ -338,6 +338,7 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
                         explanation,
                         derived,
                     )
+                result.reason += f". Diagnosis: {result.diagnosis['sentence']}"
         if options.check_reproducible:
             result.reproducible = reproducible(spec, backend, module, state, early)
         if options.keep_trajectories:
