@@ -20,7 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 #: folders of the repository whose paths a text may cite
 TOP = ("docs", "equiv", "cases", "tests", "plugins", "examples", "benchmarks")
 #: notes that were never part of the repository (split so that this file does not cite them)
-FORBIDDEN = ("known-" + "differences", "DESIGN" + ".md", "shared" + "/seed", "../" + "shared")
+#: (docs/known-differences.md, generated from equiv's own catalogue, is the product's page)
+FORBIDDEN = (
+    "shared/known-" + "differences",
+    "DESIGN" + ".md",
+    "shared" + "/seed",
+    "../" + "shared",
+)
 #: paths that name a file the reader writes in a package of their own
 READERS_OWN = {("docs/adding-a-backend.md", "tests/test_conformance.py")}
 TEXT = (".py", ".md", ".toml", ".ini", ".j2", ".txt", ".cfg", ".yml", ".yaml")
