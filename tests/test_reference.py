@@ -176,8 +176,8 @@ def test_a_reordered_loss_gradient_changes_the_bits(monkeypatch):
     state = all_cases()["keras_sequential"].make_state(2, "float64")
     right = layers.mse
 
-    def reordered_mse(pred, target):
-        loss, _ = right(pred, target)
+    def reordered_mse(pred, target, reduction="mean"):
+        loss, _ = right(pred, target, reduction)
         diff = pred - target
         return loss, lambda g=1.0: diff * (2.0 * g / diff.size)
 

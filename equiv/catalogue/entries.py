@@ -425,6 +425,33 @@ ENTRIES: tuple[Difference, ...] = (
         "minibatch_partial case checks it",
     ),
     Difference(
+        "coupled_weight_decay",
+        "torch's Adam(weight_decay=) and SGD(weight_decay=) add wd * p to the gradient "
+        "(coupled, an L2 penalty); AdamW and Keras's weight_decay for every optimizer decay "
+        "the weights apart from the gradient (decoupled); a Keras L2 regularizer adds 2 wd p",
+        ("keras.*", "torch.*"),
+        KERAS + "; torch.optim",
+        "update",
+        (
+            "torch.optim.Adam docs",
+            "keras/src/optimizers/base_optimizer.py",
+            "keras/src/regularizers/regularizers.py",
+        ),
+        not_expressible="no reference implements the coupled form yet (equiv.optim's "
+        "weight_decay is AdamW's decoupled decay)",
+    ),
+    Difference(
+        "keras_fit_defaults",
+        "Keras's fit batches 32 and shuffles by default; a torch DataLoader batches 1 and "
+        "does not shuffle",
+        ("keras.fit",),
+        KERAS,
+        "forward",
+        ("keras/src/trainers/trainer.py (fit)", "torch.utils.data.DataLoader docs"),
+        not_expressible="a different sequence of batches, not a setting of one step: the "
+        "keras.fit backend passes the case's batch size and shuffle=False",
+    ),
+    Difference(
         "tf32",
         "TF32 matmuls on NVIDIA GPUs (TensorFlow and JAX on by default; torch off for matmul)",
         ("tf.*", "keras.*", "jax.*"),
