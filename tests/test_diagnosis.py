@@ -81,6 +81,8 @@ def test_every_declared_value_is_a_catalogue_entry():
 def test_a_stale_declaration_warns_and_under_strict_fails():
     class Matching:  # a comparison that found no divergence
         first_divergence = None
+        compared = 5
+        warnings: list[str] = []
 
     class Check:
         comparison = Matching()
@@ -134,3 +136,19 @@ def test_diagnose_a_passing_cell_says_so_and_exits_0():
     done = equiv("diagnose", "two_layer_mlp-numpy-float64", "--steps", "2")
     assert done.returncode == 0, done.stderr[-1000:]
     assert "two_layer_mlp-numpy-float64: pass" in done.stdout
+
+
+def test_a_cell_that_compared_no_step_is_not_a_pass():
+    """A verdict on nothing is an error, with why (the comparison's own warnings)."""
+
+    class Nothing:
+        first_divergence = None
+        compared = 0
+        warnings = ["steps from 0 on are not compared: the float32 horizon"]
+
+    class Check:
+        comparison = Nothing()
+
+    result = CellResult(cell=Cell("c", "b", "float32"), status="pass")
+    decide(result, [Check()], None)
+    assert result.status == "error" and "no step was compared" in result.reason

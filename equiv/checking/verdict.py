@@ -26,6 +26,12 @@ def decide(
     with one; ``explained`` when a declared explanation's reference variant matches where the
     reference does not (the proof goes into ``result.explanation``)."""
     main = checks[0].comparison
+    if main.first_divergence is None and main.compared == 0:
+        # a verdict on nothing: the comparison stopped before its first step (a float32
+        # horizon at step 0 with a port that could not be resynchronised there, say)
+        result.status = "error"
+        result.reason = "no step was compared: " + "; ".join(main.warnings or ["no reason given"])
+        return
     if main.first_divergence is None:
         result.status, result.reason = "pass", ""
         if explanation:
