@@ -182,10 +182,10 @@ ENTRIES: tuple[Difference, ...] = (
     Difference(
         "loss_reduction_sum",
         "a loss summed over elements where the original takes the mean: optax's losses are "
-        "per element (a port that sums them), torch's reduction='sum', Keras's reduction="
-        "'sum'",
-        ("jax.*",),
-        "optax (l2_loss, squared_error), torch, " + KERAS,
+        "per element (a port that sums them), torch's reduction='sum' (Keras's "
+        "reduction='sum' is not this: it sums per-sample means over the batch)",
+        ("jax.*", "torch.*"),
+        "optax (l2_loss, squared_error), torch",
         "forward",
         ("optax/_src/loss.py (squared_error)", "torch.nn.MSELoss docs (reduction)"),
         variant={"loss_reduction": "sum"},

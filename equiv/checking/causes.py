@@ -309,6 +309,9 @@ def _key(variant: dict[str, Any]) -> tuple:
     return tuple(sorted(variant.items()))
 
 
+_ANY = object()
+
+
 def _candidates(cell, config, chosen, limit, last_resort) -> list[Member]:
     taken = {m.entry.id for m in chosen}
     taken_keys = {k for m in chosen for k in m.overrides}
@@ -324,7 +327,11 @@ def _candidates(cell, config, chosen, limit, last_resort) -> list[Member]:
             continue
         if not entry.last_resort and PHASES.index(entry.phase) > bound:
             continue
-        if variant_refusal(cell.spec, _key({**config, **overrides})):
+        # what the variant changes of the case's own config (the set so far and this entry)
+        changed = {
+            k: v for k, v in {**config, **overrides}.items() if cell.spec.config.get(k, _ANY) != v
+        }
+        if variant_refusal(cell.spec, _key(changed)):
             continue
         pool.append(Member(entry, overrides))
     # the cell's own framework's defaults first; the catalogue's order breaks ties

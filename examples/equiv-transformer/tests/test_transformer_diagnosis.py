@@ -82,17 +82,17 @@ MISTAKES = (
         'torch.optim.AdamW(params, lr=cfg["lr"], amsgrad=True, **opt)',
         (),
     ),
-    # without a numpy reference (the torch port is the reference) and under the declaration
-    # of Keras's single LSTM bias: the summed loss is found on top of it
+    # without a numpy reference: the torch.eager port is the reference (built from the
+    # unmodified source), the mistake is planted into the port under test only
     _mistake(
-        "keras-lstm-mse-summed",
-        "keras.tensorflow",
-        "float32",
-        "loss=keras.losses.MeanSquaredError(dtype=dtype)",
-        'loss=keras.losses.MeanSquaredError(reduction="sum", dtype=dtype)',
+        "torch-lstm-mse-summed",
+        "torch.jit",
+        "float64",
+        'reduction=cfg["loss_reduction"]',
+        'reduction="sum"',
         ("loss_reduction_sum",),
         case="lstm_regressor",
-        module="equiv_transformer.lstm_regressor.keras_impl",
+        module="equiv_transformer.lstm_regressor.torch_impl",
     ),
 )
 
