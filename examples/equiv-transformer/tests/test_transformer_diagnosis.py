@@ -94,6 +94,19 @@ MISTAKES = (
         case="lstm_regressor",
         module="equiv_transformer.lstm_regressor.torch_impl",
     ),
+    # another near miss, under the declaration of Keras's single LSTM bias: Keras's own
+    # reduction="sum" sums per-sample means (N times the mean, not N * out times): not the
+    # summed-loss entry
+    _mistake(
+        "keras-lstm-keras-sum-reduction",
+        "keras.tensorflow",
+        "float32",
+        "loss=keras.losses.MeanSquaredError(dtype=dtype)",
+        'loss=keras.losses.MeanSquaredError(reduction="sum", dtype=dtype)',
+        (),
+        case="lstm_regressor",
+        module="equiv_transformer.lstm_regressor.keras_impl",
+    ),
 )
 
 
