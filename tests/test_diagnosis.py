@@ -45,10 +45,13 @@ def test_every_entry_is_well_formed():
             assert key in KEYS or "." in key, f"{item.id} requires {key}"
 
 
-def _declarations() -> list[tuple[str, Explanation]]:
-    found = [(f"case {s.name}", e) for s in all_cases().values() for e in s.explanations]
+def _declarations() -> list[tuple[str, dict, Explanation]]:
+    """Every declaration, with the config it applies to (a backend's: every case's)."""
+    cases = list(all_cases().values())
+    found = [(f"case {s.name}", s.config, e) for s in cases for e in s.explanations]
     for backend_id, backend in all_backends().items():
-        found += [(f"backend {backend_id}", e) for e in getattr(backend, "explanations", ())]
+        for e in getattr(backend, "explanations", ()):
+            found += [(f"backend {backend_id} on {s.name}", s.config, e) for s in cases]
     return found
 
 
@@ -57,23 +60,26 @@ def test_every_declared_variant_uses_the_standard_keys():
     catalogue's vocabulary, so diagnosis can find what it declares."""
     declared = _declarations()
     assert declared
-    unknown = {f"{owner}: {key}" for owner, e in declared for key in e.variant if key not in KEYS}
+    unknown = {
+        f"{owner}: {key}" for owner, _, e in declared for key in e.variant if key not in KEYS
+    }
     assert not unknown
 
 
 def test_every_declared_value_is_a_catalogue_entry():
-    """What a built-in declaration sets is what some catalogue entry sets, so diagnosis can
-    find it (lstm_regressor's frozen bias is the Keras LSTM entry; resnet18's float32 momentum
-    the TensorFlow cast entry)."""
-    offered = {}
-    for item in ENTRIES:
-        for key, value in (item.variant or {}).items():
-            offered.setdefault(key, []).append(value)
+    """What a declaration sets is what some catalogue entry sets for that case, derived values
+    resolved against its config, so diagnosis can find it (lstm_regressor's frozen bias is the
+    Keras LSTM entry; resnet18's float32 momentum the TensorFlow cast entry)."""
     missing = []
-    for owner, e in _declarations():
+    for owner, config, e in _declarations():
         for key, value in e.variant.items():
-            values = offered.get(key, [])
-            if value not in values and not any(isinstance(v, DERIVED) for v in values):
+            offered = [
+                v.value(config) if isinstance(v, DERIVED) else v
+                for item in ENTRIES
+                for k, v in (item.variant or {}).items()
+                if k == key and (not isinstance(v, DERIVED) or v.key in config)
+            ]
+            if value not in offered:
                 missing.append(f"{owner}: {key}={value!r}")
     assert not missing
 

@@ -442,3 +442,29 @@ def test_only_an_explained_cell_is_shown_against_its_variant():
     html = render_html({"schema": "equiv.parity/1", "cells": [unproved, old]})
     for cid in ("a", "b"):
         assert "4.2e+14× tol" in square(html, cid) and "variant" not in square(html, cid)
+
+
+def test_a_diagnosed_cell_shows_its_causes_and_the_declaration(document):
+    """A failing cell's ``diagnosis`` (docs/verdicts.md, Diagnosis): each known difference
+    found, with its sources and what the variant does without it, and the declaration."""
+    from equiv.catalogue import entry
+    from equiv.checking.causes import Diagnosis, Member
+    from equiv.contract.divergence import Divergence
+
+    doc = copy.deepcopy(document)
+    cell = next(c for c in doc["cells"] if c["id"] == "two_layer_mlp-torch.eager-float32")
+    without = Divergence(0, "params", "w1", "update", 3e-5, 1e-7)
+    found = Diagnosis(
+        "found",
+        [Member(entry("keras.adam_epsilon"), {"epsilon": 1e-7}, without)],
+        {},
+        Divergence(0, "params", "w1", "update", 3e-5, 1e-7),
+        proof="Proof: planted",
+    )
+    cell["diagnosis"] = found.to_json("torch.eager", "float32")
+    page = unescape(render_html(doc))
+    assert "Why, from the catalogue of known differences: found" in page
+    assert "keras.adam_epsilon" in page and "keras/src/optimizers/adam.py" in page
+    assert "without it: step 0: parameter after the update of w1" in page
+    assert "variant={'epsilon': 1e-07}" in page  # the declaration to paste
+    assert "Why, from the catalogue" not in render_html(document)

@@ -32,10 +32,7 @@ def _cell(text: str) -> str:
 def _variant(item: Difference) -> str:
     if item.variant is None:
         return "—"
-    return ", ".join(
-        f"`{k}: {v!s}`" if not isinstance(v, str) else f"`{k}: {v}`"
-        for k, v in item.variant.items()
-    )
+    return ", ".join(f"`{k}: {v}`" for k, v in item.variant.items())
 
 
 def _requires(item: Difference) -> str:

@@ -34,8 +34,10 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from equiv.backends.reference_port import variant_refusal
 from equiv.catalogue.entries import ENTRIES, PHASES, Difference
@@ -102,7 +104,6 @@ class Diagnosis:
     rounds: int = 0
     candidates: int = 0
     seconds: float = 0.0
-    log: list[str] = field(default_factory=list)
 
     @property
     def variant(self) -> dict[str, Any]:
@@ -159,7 +160,7 @@ def _jsonable(variant: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
-class Cell:
+class FailingCell:
     """What the search needs of the failing cell: its spec and port, its start state, and how
     its checks are made (the runner's, so that calibrations come from the same store)."""
 
@@ -167,7 +168,6 @@ class Cell:
     backend: Any
     module: Any
     state: Any
-    seed: int
     steps: int
     #: (variant items, calibrate?) -> Check: the runner's check factory
     make_check: Callable[[tuple, bool], Check]
@@ -213,7 +213,7 @@ def _position_of(div: Divergence | None, keys: list[str]) -> Position:
 
 
 def diagnose(
-    cell: Cell,
+    cell: FailingCell,
     divergence: Divergence,
     base: dict[str, Any],
     phase_limit: str | None = None,
@@ -261,7 +261,6 @@ def diagnose(
         chosen += best
         reached = "matches" if here.divergence is None else f"reaches {describe(here.divergence)}"
         names = " + ".join(m.entry.id for m in best)
-        result.log.append(f"round {result.rounds}: + {names}: {reached}")
         say(f"equiv diagnose {label}: + {names}: {reached}")
     result.members = chosen
     if chosen:
@@ -286,6 +285,19 @@ def diagnose(
     result.seconds = time.perf_counter() - started
     say(f"equiv diagnose {label}: {result.outcome} in {result.seconds:.1f} s")
     return result
+
+
+def phase_limit(localization) -> str | None:
+    """The phase of a one-step bug a localization found (step 0 is one by construction; a later
+    step where teacher forcing still disagrees), or None: no entry acting after it can be
+    the cause."""
+    if localization is None:
+        return None
+    if localization.step == 0:
+        return localization.phase
+    if localization.forced and localization.forced_divergence is not None:
+        return localization.forced_divergence.phase
+    return None
 
 
 def _compatible(members) -> bool:
@@ -339,7 +351,7 @@ def _candidates(cell, config, chosen, limit, last_resort) -> list[Member]:
     return pool
 
 
-def _try(cell: Cell, base: dict, chosen: list[Member], moves: list[list[Member]]) -> list:
+def _try(cell: FailingCell, base: dict, chosen: list[Member], moves: list[list[Member]]) -> list:
     """Each move's (a list of entries to add) position, best first: one lockstep run of the
     implementation per batch of moves that fits ``MAX_ROUND_BYTES``."""
     ranked = []
@@ -352,7 +364,7 @@ def _try(cell: Cell, base: dict, chosen: list[Member], moves: list[list[Member]]
     return ranked
 
 
-def _lockstep(cell: Cell, checks: list[Check], to_the_end: bool = False) -> None:
+def _lockstep(cell: FailingCell, checks: list[Check], to_the_end: bool = False) -> None:
     """The implementation, once, against every check; a check stops at its first divergence
     (where it is ranked), and the run stops when every check has. ``to_the_end``: one check
     that runs every step whatever it finds (a proof's)."""
@@ -376,9 +388,9 @@ def _lockstep(cell: Cell, checks: list[Check], to_the_end: bool = False) -> None
             return
 
 
-def _batches(cell: Cell, items: list) -> list[list]:
+def _batches(cell: FailingCell, items: list) -> list[list]:
     """``items`` in groups whose float64 references fit ``MAX_ROUND_BYTES`` side by side."""
-    params = sum(v.nbytes for v in cell.state.astype("float64").params.values())
+    params = 8 * sum(np.size(v) for v in cell.state.params.values())  # float64 bytes
     size = max(1, MAX_ROUND_BYTES // max(1, params * REFERENCE_BYTES_PER_PARAMETER_BYTE))
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -412,7 +424,6 @@ def _prove(cell, base, result: Diagnosis, divergence: Divergence, say, label) ->
         if unneeded:
             dropped = unneeded[-1]
             say(f"equiv diagnose {label}: {dropped.entry.id} is not needed; proving the rest")
-            result.log.append(f"dropped {dropped.entry.id}: the rest matches without it")
             result.members = [m for m in result.members if m is not dropped]
             continue
         for m, c in zip(result.members, less, strict=True):

@@ -65,7 +65,13 @@ def localize(spec, backend, module, state, main: Comparison, trainer=None) -> Lo
     check = Check(
         "teacher-forced",
         reference_trainer(spec, forced.astype("float64")),
-        Comparison(spec, calibrate_state(spec, forced, 1), state.dtype),
+        # at the precision the state's config holds its cell to: a declared variant's
+        # compute_dtype (localized against that variant), else the cell's own dtype
+        Comparison(
+            spec,
+            calibrate_state(spec, forced, 1, forced.config.get("compute_dtype", "")),
+            state.dtype,
+        ),
     )
     check.comparison.leave_out(main.not_observed)
     trainer.run_step()

@@ -22,7 +22,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -348,49 +348,21 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
 def _diagnose(spec, backend, module, state, options, steps, store, result, explanation, derived):
     """The catalogue search for a failing cell (``equiv.checking.causes``), from the declared
     variant where one is declared; its checks are made as the cell's are."""
-    from equiv.checking.causes import Cell as SearchCell
-    from equiv.checking.causes import diagnose
+    from equiv.checking.causes import FailingCell, diagnose, phase_limit
 
     def make_check(variant: tuple, own_calibration: bool) -> Check:
         if own_calibration:
             return _check("variant", spec, state, options.seed, steps, variant, store)
-        # ranking only: every candidate is held to the cell's own tolerance (or the float32
-        # one, for a compute_dtype candidate)
+        # ranking only: the cell's own tolerance (the float32 one for a compute_dtype candidate)
         precision = tuple((k, v) for k, v in variant if k == "compute_dtype")
-        calibration = calibrate(spec, options.seed, steps, state.dtype, precision, store)
-        start = spec.make_state(options.seed, state.dtype, variant)
-        return Check(
-            "candidate",
-            reference_trainer(spec, start.astype("float64")),
-            Comparison(spec, calibration, state.dtype),
-            variant=variant,
-            start=start,
-        )
+        yardstick = calibrate(spec, options.seed, steps, state.dtype, precision, store)
+        return _check("candidate", spec, state, options.seed, steps, variant, None, yardstick)
 
-    localization = result.localization
-    limit = None
-    if localization is not None:
-        if localization.step == 0:
-            limit = localization.phase
-        elif localization.forced and localization.forced_divergence is not None:
-            limit = localization.forced_divergence.phase
-    cell = SearchCell(
-        spec,
-        backend,
-        module,
-        state,
-        options.seed,
-        steps,
-        make_check,
-        result.not_observed,
-        derived,
+    cell = FailingCell(
+        spec, backend, module, state, steps, make_check, result.not_observed, derived
     )
-    found = diagnose(
-        cell,
-        result.first_divergence,
-        dict(explanation.variant) if explanation else {},
-        phase_limit=limit,
-    )
+    base = dict(explanation.variant) if explanation else {}
+    found = diagnose(cell, result.first_divergence, base, phase_limit(result.localization))
     return found.to_json(backend.id, state.dtype)
 
 
@@ -404,16 +376,21 @@ def _build(backend, spec, state, module):
         raise LayoutError(f"case {spec.name}, {where}: {exc}") from None
 
 
-def _check(label, spec, state, seed, steps, variant, store=None) -> Check:
-    start = state if not variant else spec.make_state(seed, state.dtype, variant)
-    calibration = calibrate(spec, seed, steps, state.dtype, variant, store)
+def _check(label, spec, state, seed, steps, variant, store=None, ranked_by=None) -> Check:
+    """The cell held to the reference under ``variant`` (config overrides; () for the plain
+    reference), with that variant's own calibration, or with ``ranked_by`` (a calibration
+    that only ranks: diagnosis holds its candidates to the cell's own tolerance), which then
+    follows no branch."""
+    # the variant's start is the cell's: a draw reads the case's own config, never a variant's
+    start = replace(state, config={**state.config, **dict(variant)}) if variant else state
+    calibration = ranked_by or calibrate(spec, seed, steps, state.dtype, variant, store)
     recalibrate = functools.partial(calibrate_on_path, spec, seed, steps, state.dtype, variant)
     return Check(
         label,
         reference_trainer(spec, start.astype("float64")),
         Comparison(spec, calibration, state.dtype),
         # a reference port cannot be made to take a branch: an ambiguous step is not followed
-        recalibrate=recalibrate if spec.reference_port is None else None,
+        recalibrate=recalibrate if spec.reference_port is None and ranked_by is None else None,
         variant=variant,
         start=start,
     )

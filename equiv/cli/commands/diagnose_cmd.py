@@ -49,10 +49,14 @@ def _fail(message: str) -> int:
 
 def _cells_from(args) -> tuple[list, dict] | str:
     """The cells to diagnose and the run settings, or why not, in one line."""
-    from equiv.contract.records import Cell
     from equiv.running.matrix import SelectionError, select_cells
 
-    settings = {"seed": args.seed, "steps": args.steps, "reference": args.reference}
+    settings = {
+        "seed": args.seed,
+        "steps": args.steps,
+        "reference": args.reference,
+        "declarations": args.declarations,
+    }
     ids = list(args.cells)
     if args.document:
         try:
@@ -61,9 +65,11 @@ def _cells_from(args) -> tuple[list, dict] | str:
             failing = [c["id"] for c in listed if c["status"] == "fail"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return f"cannot read {args.document!r} as a parity document: {exc}"
-        for key in settings:  # the run's own settings, unless given
+        for key in ("seed", "steps", "reference"):  # the run's own settings, unless given
             if settings[key] is None:
                 settings[key] = run_info.get(key)
+        # a run without declarations is diagnosed without them too
+        settings["declarations"] = args.declarations and run_info.get("declarations", True)
         ids += failing
         if not ids:
             return f"{args.document} has no failing cell"
@@ -76,10 +82,9 @@ def _cells_from(args) -> tuple[list, dict] | str:
         if not (case and backend and dtype):
             return f"{cell_id!r} is not a cell id (case-backend-dtype)"
         try:
-            (found,) = select_cells([case], [backend], [dtype])
+            cells += select_cells([case], [backend], [dtype])
         except SelectionError as exc:
             return f"{cell_id}: {exc}"
-        cells.append(Cell(found.case, found.backend, found.dtype))
     settings["seed"] = settings["seed"] or 0
     return cells, settings
 
@@ -99,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         steps=settings["steps"],
         reference=settings["reference"],
         diagnose=True,
-        declarations=args.declarations,
+        declarations=settings["declarations"],
         strict_declarations=args.strict_declarations,
     )
     results = run_cells(cells, options)
