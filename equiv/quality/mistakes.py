@@ -67,19 +67,15 @@ def run_diagnosed(cell: Cell, impl: ImplSource | None = None, **options) -> Cell
     """One cell with diagnosis on and no benchmark (``options``: ``RunOptions``'s), in a
     process of its own where the backend needs one; a skip reason for a backend that is not
     installed."""
-    from equiv.running.runner import RunOptions, run_cell
-    from equiv.running.workers import run_group
+    from equiv.running.matrix import run_one
+    from equiv.running.runner import RunOptions
 
     backend = get_backend(cell.backend)
     if reason := backend.availability():
         return reason
     if impl is None:
         impl = ImplSource(backend.implementation_module(get_case(cell.case)))
-    run_options = RunOptions.verdict_only(diagnose=True, **options)
-    if backend.needs_own_process:
-        (result,) = run_group([(cell, impl)], run_options, env=dict(backend.worker_env))
-        return result
-    return run_cell(cell, run_options, impl=impl, benchmark=False)
+    return run_one(cell, RunOptions.verdict_only(diagnose=True, **options), impl)
 
 
 #: equiv's own cases' planted porting mistakes (the example package plants the transformer's)

@@ -17,8 +17,8 @@ from equiv.contract.case import get_case
 from equiv.contract.divergence import Divergence
 from equiv.contract.records import Cell, CellResult
 from equiv.quality.mutants import CATALOGUE, Mutant
-from equiv.running.runner import RunOptions, run_cell
-from equiv.running.workers import run_group
+from equiv.running.matrix import run_one
+from equiv.running.runner import RunOptions
 
 
 @dataclass
@@ -76,12 +76,7 @@ def run_mutant(mutant: Mutant, seed: int = 0, reference: str | None = None) -> O
     options = RunOptions.verdict_only(
         seed=seed, steps=mutant.steps, resync=mutant.resync, reference=reference
     )
-    cell = Cell(mutant.case, mutant.backend, mutant.dtype)
-    if backend.needs_own_process:
-        (result,) = run_group([(cell, impl)], options, env=dict(backend.worker_env))
-    else:
-        result = run_cell(cell, options, impl=impl, benchmark=False)
-    return Outcome(mutant, result)
+    return Outcome(mutant, run_one(Cell(mutant.case, mutant.backend, mutant.dtype), options, impl))
 
 
 def run_selftest(

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from equiv.backends.registry import all_backends
+from equiv.backends.implementations import ImplSource
+from equiv.backends.registry import all_backends, get_backend
 from equiv.contract.case import case_catalog, unavailable_cases
 from equiv.contract.records import DTYPES, Cell, CellResult
 from equiv.running.runner import RunOptions, run_cell
-from equiv.running.workers import Group, WorkerPool
+from equiv.running.workers import Group, WorkerPool, run_group
 
 
 class SelectionError(ValueError):
@@ -112,3 +113,13 @@ def _in_process(cells: list[Cell], options: RunOptions, progress) -> Iterable[Ce
         yield run_cell(
             cell, options, on_phase=(lambda p, c=cell: progress.phase(c, p)) if progress else None
         )
+
+
+def run_one(cell: Cell, options: RunOptions, impl: ImplSource) -> CellResult:
+    """One cell from ``impl`` (a planted bug's source, say), no benchmark: in a worker process
+    of its own where its backend needs one (Keras's backend is fixed per process), else here."""
+    backend = get_backend(cell.backend)
+    if backend.needs_own_process:
+        (result,) = run_group([(cell, impl)], options, env=dict(backend.worker_env))
+        return result
+    return run_cell(cell, options, impl=impl, benchmark=False)
