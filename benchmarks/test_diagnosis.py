@@ -23,10 +23,11 @@ from equiv.backends.implementations import ImplSource
 from equiv.quality.mistakes import MISTAKES, run_diagnosed
 from equiv.records import Cell
 
+MISTAKE = {m.id: m for m in MISTAKES}
 CELLS = {
     "resnet18": (
         Cell("resnet18", "keras.tensorflow", "float32"),
-        ImplSource("cases.resnet18.keras_impl", MISTAKES[2].patches),
+        ImplSource("cases.resnet18.keras_impl", MISTAKE["keras-resnet18-bn-eps"].patches),
         {"steps": 3},
     ),
     "transformer": (
