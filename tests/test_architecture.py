@@ -27,6 +27,7 @@ LAYERS = (
     "checking",
     "results",
     "report",
+    "drift",
     "running",
     "quality",
     "cli",

@@ -312,6 +312,17 @@ class Comparison:
             }
         return out
 
+    def errors(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Every compared step's error and tolerance, (steps, keys) each, from step 0."""
+        n = min((len(self._error[k]) for k in self.keys), default=0)
+        error = np.array([self._error[k][:n] for k in self.keys], dtype=np.float64).T
+        tolerance = np.array([self._tol[k][:n] for k in self.keys], dtype=np.float64).T
+        return (
+            list(self.keys),
+            error.reshape(n, len(self.keys)),
+            tolerance.reshape(n, len(self.keys)),
+        )
+
     def layer_drilldown(self) -> dict[str, Any] | None:
         """For a case that reports activations and a comparison that diverged: every layer's
         error and tolerance at the first diverging step, in forward order, with the first

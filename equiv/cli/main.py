@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("list", "run", "diagnose", "selftest", "sweep", "report")
+COMMANDS = ("list", "run", "diagnose", "selftest", "sweep", "report", "diff", "baseline")
 
 
 class OneLineParser(argparse.ArgumentParser):

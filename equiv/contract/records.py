@@ -188,6 +188,11 @@ class CellResult:
     extra: dict[str, Any] = field(default_factory=dict)
     #: arrays for DIR/trajectories/*.npz (not part of the JSON)
     trajectory: dict[str, np.ndarray] | None = None
+    #: one digest (16 hex digits) of every quantity of every step the port ran
+    #: (``equiv.checking.steplog``): equal digests, bitwise equal runs; None: not recorded
+    digest: str | None = None
+    #: arrays for DIR/steps/*.npz: per step and quantity, digests, scales, errors, tolerances
+    step_records: dict[str, np.ndarray] | None = None
 
     def add_caveat(self, code: str, message: str) -> None:
         """Record a caveat, and its message among the warnings for readers that know only
@@ -218,6 +223,7 @@ class CellResult:
             "steps": self.steps,
             "compared_steps": self.compared_steps,
             "resynchronised_from": self.resynchronised_from,
+            "digest": self.digest,
             "coverage": self.coverage,
             "max_error": self.max_error,
             "max_ratio": self.max_ratio,

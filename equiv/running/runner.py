@@ -22,7 +22,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from equiv.checking.compare import (
     derived_observables,
 )
 from equiv.checking.diagnosis import localize, reproducible
+from equiv.checking.steplog import StepLog
 from equiv.checking.verdict import decide, declared_explanation
 from equiv.contract.backend import CellSkip
 from equiv.contract.case import get_case, unavailable_cases
@@ -54,6 +55,7 @@ from equiv.tolerance.policy import (
     calibrate,
     calibrate_on_path,
     calibrate_resynced,
+    record_values,
 )
 from equiv.tolerance.store import CalibrationStore
 
@@ -70,7 +72,13 @@ class RunOptions:
     bench_rounds: int = 30
     bench_warmup: int = 3
     timeout_s: float = 900.0
+    #: write the cell's files (``DIR/steps``, and ``DIR/trajectories`` where arrays are kept)
     keep_trajectories: bool = True
+    #: keep every cell's arrays (data, initial, first and last step's parameters and gradients);
+    #: without it only a failing cell's, at its first divergence (docs/parity-json.md)
+    keep_arrays: bool = False
+    #: a digest of every quantity of every step (``equiv.checking.steplog``), for ``equiv diff``
+    digests: bool = True
     #: where calibrations are shared (``equiv.tolerance.store``); None: this process only
     calibration_dir: str | None = None
     #: re-run each cell's first steps on a fresh build and record whether the bits repeat
@@ -102,7 +110,12 @@ class RunOptions:
     def verdict_only(cls, **overrides: Any) -> RunOptions:
         """Options for a run read only for its verdict (tests, mutants, sweeps): no timing, no
         trajectories, no reproducibility re-run, each a cost nothing would read."""
-        quiet = {"bench_rounds": 0, "keep_trajectories": False, "check_reproducible": False}
+        quiet = {
+            "bench_rounds": 0,
+            "keep_trajectories": False,
+            "check_reproducible": False,
+            "digests": False,
+        }
         return cls(**{**quiet, **overrides})
 
     def steps_for(self, case: str) -> int:
@@ -239,6 +252,9 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
     snapshots: dict[str, StepRecord] = {}
     early: list[StepRecord] = []
     timing = {"first_call": 0.0}
+    log = StepLog() if options.digests else None
+    #: per check, the port's and the reference's records of the step it first diverged at
+    at_divergence: dict[str, tuple[StepRecord, StepRecord]] = {}
     # numpy's BLAS threads and the framework's OpenMP threads spin-wait on each other when they
     # alternate step by step (measured: 13x slower); the parity phase gives numpy one thread.
     with clock("lockstep"):
@@ -252,7 +268,13 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
         with threadpool_limits(limits=1, user_api="blas"):
             resync = Resync.plan(spec, state, options, checks, trainer, store)
             _lockstep(
-                trainer, checks, backend, steps, losses, snapshots, early, timing, resync, clock
+                trainer,
+                checks,
+                backend,
+                steps,
+                Keep(losses, snapshots, early, timing, log, at_divergence),
+                resync,
+                clock,
             )
     result.traces = backend.traces - traces_before if backend.compiled else None
 
@@ -268,6 +290,8 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
     result.series = main.series()
     result.layers = main.layer_drilldown()
     result.state = main.state_summary()
+    if log is not None:
+        result.digest = log.cell_digest()
     result.warnings = list(main.warnings)
     if resync is not None and resync.warning:
         result.warnings.append(resync.warning)
@@ -312,11 +336,11 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
             if flops:
                 result.benchmark["flops_per_step"] = flops
                 result.benchmark["gflops"] = flops / timed["median_s"] / 1e9
+    # a declaration that does not account for the cell: the bug is what the declared variant
+    # does not explain, so it is localized (and diagnosed) against the variant
+    against = checks[1] if explanation and checks[1].comparison.first_divergence else None
     with clock("extras"), threadpool_limits(limits=1, user_api="blas"):
         if result.status == "fail":
-            # a declaration that does not account for the cell: the bug is what the declared
-            # variant does not explain, so it is localized (and diagnosed) against the variant
-            against = checks[1] if explanation and checks[1].comparison.first_divergence else None
             if against is None:
                 result.localization = localize(spec, backend, module, state, main, trainer)
             else:
@@ -342,7 +366,15 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
         if options.check_reproducible:
             result.reproducible = reproducible(spec, backend, module, state, early)
         if options.keep_trajectories:
-            result.trajectory = _trajectory(state, losses, main, snapshots)
+            if log is not None:
+                result.step_records = log.arrays([c for c in checks if c.comparison.keys])
+            if options.keep_arrays:
+                result.trajectory = _trajectory(state, losses, main, snapshots)
+            elif result.status == "fail":
+                label = "variant" if against is not None else "reference"
+                result.trajectory = _divergence_arrays(
+                    state, losses, result.first_divergence, at_divergence.get(label)
+                )
 
 
 def _diagnose(spec, backend, module, state, options, steps, store, result, explanation, derived):
@@ -489,9 +521,22 @@ class Resync:
         return "the port is resynchronised to the plain reference from here, not to this variant"
 
 
-def _lockstep(
-    trainer, checks, backend, steps, losses, snapshots, early, timing, resync=None, clock=None
-) -> None:
+@dataclass
+class Keep:
+    """What the lockstep keeps beside the comparisons: the port's losses, its first and last
+    records, its early records (the reproducibility check), the first step's time, the step
+    log (digests) and each check's records at its first divergence."""
+
+    losses: np.ndarray
+    snapshots: dict[str, StepRecord]
+    early: list[StepRecord]
+    timing: dict[str, float]
+    log: StepLog | None = None
+    at_divergence: dict[str, tuple[StepRecord, StepRecord]] = field(default_factory=dict)
+
+
+def _lockstep(trainer, checks, backend, steps, keep: Keep, resync=None, clock=None) -> None:
+    losses, snapshots, early, timing = keep.losses, keep.snapshots, keep.early, keep.timing
     for t in range(steps):
         one_step = None
         if resync is not None:
@@ -508,13 +553,19 @@ def _lockstep(
         snapshots["last"] = record
         if t < REPRODUCIBILITY_STEPS:
             early.append(record)
+        if keep.log is not None:
+            keep.log.add(record)
         for check in checks:
             if check.active:
                 check.reference.run_step()
+                ref = check.reference.record()
                 if one_step is not None and check is resync.followed:
-                    check.comparison.add_resynced(t, record, check.reference.record(), one_step)
+                    check.comparison.add_resynced(t, record, ref, one_step)
                 else:
-                    check.active = check.comparison.add(t, record, check.reference.record())
+                    check.active = check.comparison.add(t, record, ref)
+                div = check.comparison.first_divergence
+                if div is not None and div.step == t and check.label not in keep.at_divergence:
+                    keep.at_divergence[check.label] = (record, ref)
         if not any(c.active for c in checks):
             return
 
@@ -523,6 +574,25 @@ def _lockstep(
 #: gradients: five copies) of models up to this many parameters; resnet18's 11.2M would make
 #: 450 MB a float64 cell, 11 GB a run
 TRAJECTORY_MAX_PARAMETERS = 1_000_000
+
+
+def _divergence_arrays(state, losses, div, records) -> dict[str, np.ndarray]:
+    """A failing cell's arrays where a person needs them: the data, the losses, and the port's
+    and the reference's values of every quantity at the first diverging step (of the
+    diverging quantity alone in a model past ``TRAJECTORY_MAX_PARAMETERS``)."""
+    out: dict[str, np.ndarray] = {f"data/{k}": v for k, v in state.data.items()}
+    out["losses"] = losses
+    if div is None or records is None:
+        return out
+    got, want = (record_values(r) for r in records)
+    keys = [k for k in got if k in want]
+    if sum(v.size for v in state.params.values()) > TRAJECTORY_MAX_PARAMETERS:
+        key = div.quantity if div.name is None else f"{div.quantity}/{div.name}"
+        keys = [k for k in keys if k == key]
+    out["divergence/step"] = np.array(div.step)
+    out.update({f"divergence/implementation/{k}": np.asarray(got[k]) for k in keys})
+    out.update({f"divergence/reference/{k}": np.asarray(want[k]) for k in keys})
+    return out
 
 
 def _trajectory(state, losses, comparison, snapshots) -> dict[str, np.ndarray]:
