@@ -71,7 +71,7 @@ def test_small_run_writes_parity_json(tmp_path):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     doc = json.loads((tmp_path / "parity.json").read_text())
-    assert doc["schema"] == "equiv.parity/1"
+    assert doc["schema"] == "equiv.parity/2"
     assert {"python", "platform", "versions", "threads", "seed"} <= doc["environment"].keys()
     cell = doc["cells"][0]
     for key in (
@@ -88,7 +88,10 @@ def test_small_run_writes_parity_json(tmp_path):
         assert key in cell
     assert {"median_s", "first_call_s", "rounds"} <= cell["benchmark"].keys()
     assert cell["status"] == "pass"
-    assert (tmp_path / "trajectories" / "two_layer_mlp__numpy__float64.npz").exists()
+    assert len(cell["digest"]) == 16
+    assert (tmp_path / "steps" / "two_layer_mlp__numpy__float64.npz").exists()
+    # a passing cell keeps no arrays unless asked (--keep-arrays)
+    assert not (tmp_path / "trajectories").exists()
 
 
 @pytest.mark.parametrize(

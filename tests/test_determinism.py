@@ -7,7 +7,7 @@ from equiv.contract.records import Cell
 from equiv.running.matrix import run_cells, select_cells
 from equiv.running.runner import RunOptions, run_cell
 
-OPTIONS = RunOptions(seed=5, steps=12, bench_rounds=0)
+OPTIONS = RunOptions(seed=5, steps=12, bench_rounds=0, keep_arrays=True)
 
 
 def test_two_runs_give_identical_verdicts_and_bitwise_identical_reference_trajectories():
@@ -16,6 +16,7 @@ def test_two_runs_give_identical_verdicts_and_bitwise_identical_reference_trajec
     second = run_cells(cells, OPTIONS, isolate="none")
     assert [(r.cell, r.status) for r in first] == [(r.cell, r.status) for r in second]
     for a, b in zip(first, second, strict=True):
+        assert a.digest == b.digest is not None, a.cell.id  # every quantity of every step
         if a.cell.backend == "numpy":
             assert a.trajectory.keys() == b.trajectory.keys()
             for key in a.trajectory:

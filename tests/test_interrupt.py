@@ -147,7 +147,7 @@ def test_a_cut_off_run_keeps_its_cells_and_resume_completes_it(tmp_path, uninter
     assert complete["summary"] == uninterrupted["summary"]
     assert "Incomplete run" not in (out / "parity.html").read_text()
     assert not (out / JOURNAL).exists()
-    assert len(list((out / "trajectories").glob("*.npz"))) == len(complete["cells"])
+    assert len(list((out / "steps").glob("*.npz"))) == len(complete["cells"])
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")

@@ -64,8 +64,10 @@ def test_a_hanging_cell_times_out_and_the_group_goes_on():
 
 
 def test_worker_records_are_float64_bit_exact():
-    (in_worker,) = run_group([(CELL, None)], RunOptions(steps=3, bench_rounds=0))
-    here = run_cell(CELL, RunOptions(steps=3, bench_rounds=0))
+    options = RunOptions(steps=3, bench_rounds=0, keep_arrays=True)
+    (in_worker,) = run_group([(CELL, None)], options)
+    here = run_cell(CELL, options)
+    assert in_worker.digest == here.digest is not None
     for key, value in here.trajectory.items():
         assert in_worker.trajectory[key].dtype == value.dtype
         assert in_worker.trajectory[key].tobytes() == value.tobytes(), key

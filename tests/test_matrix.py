@@ -6,7 +6,6 @@ is marked as an expected failure.
 """
 
 import functools
-import json
 import math
 import warnings
 from pathlib import Path
@@ -17,11 +16,13 @@ import pytest
 from equiv.backends.registry import all_backends
 from equiv.contract.divergence import describe
 from equiv.contract.records import Cell
+from equiv.drift.labels import DRIFT, IDENTICAL, UNCHANGED, label_pair
+from equiv.drift.sides import Side, load_side
 from equiv.running.environment import cpu_features, cpu_name, environment
 
 pytestmark = pytest.mark.matrix
 
-#: full runs' statuses and max_ratio values (tests/fixtures/matrix/make_stored.py): at the
+#: full runs' baselines (``equiv baseline``; tests/fixtures/matrix/README.md): at the
 #: seed's step counts, at 30 steps, and at the 10 steps of the default test run (pyproject's
 #: equiv_steps); each is compared only on the CPU and packages that made it
 STORED_DIR = Path(__file__).parent / "fixtures" / "matrix"
@@ -49,15 +50,15 @@ def test_parity(equiv_cell, equiv_run_cell, equiv_options):
 
 
 @functools.cache
-def stored_result(steps: int | None) -> tuple[dict | None, list[str]]:
-    """The stored document for these steps, and what of this machine differs from the one
-    that made it."""
+def stored_result(steps: int | None) -> tuple[Side | None, list[str]]:
+    """The stored baseline for these steps (``equiv baseline``), and what of this machine
+    differs from the one that made it."""
     path = stored_path(steps)
     if not path.exists():
         warnings.warn(f"no stored result for {steps} steps ({path.name})", stacklevel=2)
         return None, ["steps"]
-    doc = json.loads(path.read_text())
-    stored_env = doc["environment"]
+    stored = load_side(path, "stored")
+    stored_env = stored.environment
     differs = [] if stored_env["cpu"] == cpu_name() else [f"cpu {cpu_name()!r}"]
     if stored_env["cpu_features"] != cpu_features():
         differs.append(
@@ -65,7 +66,7 @@ def stored_result(steps: int | None) -> tuple[dict | None, list[str]]:
         )
     backends = [b for b in all_backends().values() if b.availability() is None]
     versions = environment(0, 1, backends)["versions"]  # as a run records them
-    for name, wanted in doc["environment"]["versions"].items():
+    for name, wanted in stored_env["versions"].items():
         here = versions.get(name)
         if here != wanted:
             differs.append(f"{name} {here} (stored: {wanted})")
@@ -75,7 +76,7 @@ def stored_result(steps: int | None) -> tuple[dict | None, list[str]]:
             + ", ".join(differs),
             stacklevel=2,
         )
-    return doc, differs
+    return stored, differs
 
 
 def stored_cell(result, options) -> dict | None:
@@ -84,11 +85,11 @@ def stored_cell(result, options) -> dict | None:
     instructions (XLA compiles for the host's: AVX-512 rounds float64 differently), and the
     cell's own step count where the stored file has it (a case's ``matrix_steps`` caps the
     suite's cells, not an explicit ``--equiv-steps``)."""
-    doc, differs = stored_result(options.steps)
-    if doc is None or differs:
+    stored, differs = stored_result(options.steps)
+    if stored is None or differs:
         return None
-    want = doc["cells"].get(result.cell.id)
-    run = doc["settings"]
+    want = stored.cells.get(result.cell.id)
+    run = stored.settings
     if want is None or (options.seed, options.steps, options.threads) != (
         run["seed"],
         run["steps"],
@@ -101,11 +102,17 @@ def stored_cell(result, options) -> dict | None:
 
 
 def assert_same_as_stored(result, options) -> None:
-    """Same status and max_ratio (1e-12 relative) as the stored run (``stored_cell``)."""
+    """``equiv diff``'s label of the cell against the stored baseline is no change of verdict
+    (no regression, fix or changed explanation: labels of ``equiv.drift.labels``), and its
+    max_ratio is the stored one (1e-12 relative)."""
     want = stored_cell(result, options)
     if want is None:
         return
-    assert result.status == want["status"], f"stored status {want['status']}"
+    stored, _ = stored_result(options.steps)
+    here = Side("NEW", Path("this run"), stored.schema, stored.settings, {}, {})
+    here.cells[result.cell.id] = {"id": result.cell.id, **result.to_json()}
+    pair = label_pair(result.cell.id, stored, here, [])
+    assert pair.label in (IDENTICAL, UNCHANGED, DRIFT), f"{pair.label}: {pair.why}"
     for group, stored_ratio in want["max_ratio"].items():
         got, expected = float(result.max_ratio[group]), float(stored_ratio)
         assert math.isclose(got, expected, rel_tol=1e-12, abs_tol=0.0), (
@@ -121,7 +128,7 @@ def test_a_cell_of_another_length_than_the_stored_one_is_not_compared():
     doc, differs = stored_result(10)
     if doc is None or differs:
         pytest.skip("the 10-step stored run is another machine's")
-    stored = doc["cells"][cell.id]
+    stored = doc.cells[cell.id]
     assert stored["steps"] == 2
     assert stored_cell(SimpleNamespace(cell=cell, steps=2), options) is stored
     assert stored_cell(SimpleNamespace(cell=cell, steps=10), options) is None

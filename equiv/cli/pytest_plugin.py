@@ -110,6 +110,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--equiv-report", default=None, metavar="DIR", help="write parity.json here")
     group.addoption(
+        "--equiv-keep-arrays",
+        action="store_true",
+        help="with --equiv-report: every cell's arrays in DIR/trajectories (default: a failing "
+        "cell's at its first divergence)",
+    )
+    group.addoption(
         "--equiv-cache-dir",
         default=None,
         metavar="DIR",
@@ -173,6 +179,9 @@ def _options(config: pytest.Config):
         reference=_reference(config),
         diagnose=config.getoption("--equiv-diagnose"),
         strict_declarations=config.getoption("--equiv-strict-declarations"),
+        keep_arrays=config.getoption("--equiv-keep-arrays"),
+        # digests only where a report keeps them
+        digests=bool(config.getoption("--equiv-report")),
     )
 
 
@@ -383,9 +392,8 @@ def equiv_run_cell(request: pytest.FixtureRequest, equiv_options):
             if equiv_options.bench_rounds > 0 and usable:
                 fixture = _BenchmarkOnUse(request)
             result = run_cell(cell, equiv_options, impl=impl, bench_fixture=fixture)
-        result.trajectory = (
-            result.trajectory if request.config.getoption("--equiv-report") else None
-        )
+        if not request.config.getoption("--equiv-report"):
+            result.trajectory = result.step_records = None
         request.config._equiv_results.append(result)
         return result
 

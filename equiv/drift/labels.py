@@ -161,13 +161,19 @@ def run_differences(old: Side, new: Side) -> list[str]:
 
 
 def cell_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """How two cells were run differently (a field one side lacks, an older baseline's, is
+    not held against it)."""
     out = []
-    if a.get("dtype") != b.get("dtype"):
-        out.append(f"dtype {a.get('dtype')} in OLD, {b.get('dtype')} in NEW")
-    if a.get("steps") != b.get("steps"):
-        out.append(f"{a.get('steps')} steps in OLD, {b.get('steps')} in NEW")
-    ra, rb = a.get("resynchronised_from"), b.get("resynchronised_from")
-    if ra != rb:
+
+    def both(key: str) -> bool:
+        return key in a and key in b and a[key] != b[key]
+
+    if both("dtype"):
+        out.append(f"dtype {a['dtype']} in OLD, {b['dtype']} in NEW")
+    if both("steps"):
+        out.append(f"{a['steps']} steps in OLD, {b['steps']} in NEW")
+    if both("resynchronised_from"):
+        ra, rb = a["resynchronised_from"], b["resynchronised_from"]
         out.append(f"{_compared(ra)} in OLD, {_compared(rb)} in NEW")
     return out
 

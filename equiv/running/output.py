@@ -47,6 +47,7 @@ def run_settings(options: RunOptions, jobs: int = 1, bench_disabled_by: str | No
         "diagnose": options.diagnose,
         "declarations": options.declarations,
         "strict_declarations": options.strict_declarations,
+        "keep_arrays": options.keep_arrays,
     }
 
 

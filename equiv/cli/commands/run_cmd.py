@@ -87,6 +87,12 @@ def register(sub) -> None:
         "(ports that can load it; docs/tolerances.md); --no-resync stops comparing there "
         "(default: on)",
     )
+    p.add_argument(
+        "--keep-arrays",
+        action="store_true",
+        help="write every cell's arrays to DIR/trajectories (data, initial, first and last "
+        "step's parameters and gradients); default: a failing cell's at its first divergence",
+    )
     add_reference_option(p)
     add_declaration_options(p)
     p.add_argument(
@@ -151,7 +157,7 @@ DEFAULTS: dict[str, object] = {}
 RESUMED_SETTINGS = (
     "case", "backend", "dtype", "steps", "seed", "out", "jobs", "threads", "cache_dir",
     "no_cache", "bench_rounds", "timeout", "isolate", "resync", "reference", "diagnose",
-    "declarations", "strict_declarations",
+    "declarations", "strict_declarations", "keep_arrays",
 )  # fmt: skip
 
 
@@ -357,6 +363,7 @@ def execute(
             diagnose=bool(settings.get("diagnose")),
             declarations=settings.get("declarations", True),
             strict_declarations=bool(settings.get("strict_declarations")),
+            keep_arrays=bool(settings.get("keep_arrays")),
         )
         history = Durations(
             None if settings["no_cache"] else cache_dir, options.seed, options.steps
