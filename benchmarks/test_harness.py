@@ -11,8 +11,11 @@
 - ``test_full_matrix``: the README's main job (``equiv run --out DIR``: every installed backend,
   both dtypes, benchmarks on) once, with its wall time per phase summed over cells (imports,
   calibration, lockstep, benchmark, extras, worker startup), the peak memory of its largest
-  process and the size of the report. Takes minutes: select it with ``-k full`` or skip it
-  with ``-k 'not full'``.
+  process and the size of everything it writes (the folder, its step records, its
+  trajectories). Takes minutes: select it with ``-k full`` or skip it with ``-k 'not full'``.
+- ``test_step_log_cost``: what the step log (a digest and a scale of every array of every
+  step, ``equiv.checking.steplog``) adds to a cell's lockstep, on and off, in process, with a
+  warm calibration: a small cell and resnet18 (11M parameters, the largest arrays).
 """
 
 from __future__ import annotations
@@ -90,8 +93,58 @@ def test_full_matrix(benchmark, tmp_path):
         "peak_rss_mb_of_any_process": round(peak_kb / 1024),
         "parity_html_mb": round((out / "parity.html").stat().st_size / 1e6, 2),
         "parity_json_mb": round((out / "parity.json").stat().st_size / 1e6, 2),
+        "output_mb": round(folder_bytes(out) / 1e6, 1),
+        "steps_mb": round(folder_bytes(out / "steps") / 1e6, 1),
+        "trajectories_mb": round(folder_bytes(out / "trajectories") / 1e6, 1),
         "jobs": doc["run"].get("jobs"),
         "cpu_count": os.cpu_count(),
     }
     benchmark.extra_info.update(info)
     print("\n" + json.dumps(info, indent=1))
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+
+
+LOG_CELLS = {
+    "transformer_block-torch.eager-float32-20steps": (
+        ("transformer_block", "torch.eager", "float32"),
+        20,
+    ),
+    "resnet18-torch.eager-float32-2steps": (("resnet18", "torch.eager", "float32"), 2),
+}
+LOCKSTEP: dict[str, float] = {}
+
+
+@pytest.mark.parametrize("digests", [False, True], ids=["log-off", "log-on"])
+@pytest.mark.parametrize("cell", list(LOG_CELLS), ids=lambda c: c)
+def test_step_log_cost(benchmark, cell, digests, tmp_path):
+    from equiv.contract.records import Cell
+    from equiv.running.runner import RunOptions, run_cell
+
+    (case, backend, dtype), steps = LOG_CELLS[cell]
+    options = RunOptions(
+        steps=steps,
+        bench_rounds=0,
+        check_reproducible=False,
+        keep_trajectories=digests,
+        digests=digests,
+        calibration_dir=str(tmp_path / "cache"),
+    )
+    run_cell(Cell(case, backend, dtype), options)  # the calibration, not timed
+    phases: list[float] = []
+
+    def one():
+        result = run_cell(Cell(case, backend, dtype), options)
+        assert result.status == "pass", result.reason
+        phases.append(result.phases_s["lockstep"])
+
+    benchmark.group = f"step log: {cell}"
+    benchmark.pedantic(one, rounds=3, iterations=1)
+    LOCKSTEP[f"{cell}-{digests}"] = sorted(phases)[1]
+    benchmark.extra_info["lockstep_median_s"] = round(sorted(phases)[1], 3)
+    if digests and f"{cell}-False" in LOCKSTEP:
+        ratio = LOCKSTEP[f"{cell}-True"] / LOCKSTEP[f"{cell}-False"]
+        benchmark.extra_info["lockstep_ratio_log_on_to_off"] = round(ratio, 3)
+        print(f"\n{cell}: lockstep with the step log {ratio:.3f}x without")

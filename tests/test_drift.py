@@ -194,3 +194,26 @@ def test_the_step_log_keeps_every_step_and_quantity():
     d = log.digests()
     assert d.shape == (3, 3) and len(set(d[:, 0])) == 3 and len(set(d[:, 2])) == 1
     assert log.cell_digest() != StepLog().cell_digest()
+
+
+STORED = Path(__file__).parent / "fixtures" / "drift"
+
+
+def test_two_stored_runs_of_real_jax_releases_are_labelled_as_measured(tmp_path):
+    """jax/jaxlib 0.9.2 and 0.10.2, the same cells (tests/fixtures/drift/README.md): the dense
+    MLP's steps and the LSTM's float64 ones are bitwise the same; the transformer's and the
+    LSTM's float32 ones moved within tolerance (docs/upgrades.md has the whole runs)."""
+    old, new = STORED / "jax-0.9.2", STORED / "jax-0.10.2"
+    assert main(["diff", str(old), str(new), "--out", str(tmp_path)]) == 0
+    diff = json.loads((tmp_path / "diff.json").read_text())
+    assert diff["versions_changed"]["jax"] == {"old": "0.9.2", "new": "0.10.2"}
+    labels = {c["id"]: c["label"] for c in diff["cells"]}
+    for cell_id, label in labels.items():
+        case, dtype = cell_id.split("-")[0], cell_id.rsplit("-", 1)[1]
+        moved = case == "transformer_block" or (case == "lstm_regressor" and dtype == "float32")
+        assert label == (DRIFT if moved else IDENTICAL), cell_id
+    for cell in diff["cells"]:
+        if cell["label"] == DRIFT:
+            size = cell["drift"]
+            assert size["from"] == "step records" and 0 < size["tolerance_fraction"] < 0.5
+            assert size["first_changed"]["step"] == 0

@@ -5,6 +5,7 @@ its binary from GitHub when it is built, which this project's machines cannot re
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import re
 import shutil
@@ -84,3 +85,41 @@ def test_the_merge_step_runs_a_real_command(tmp_path):
     assert out.returncode == 0, out.stderr
     merged = (tmp_path / "reports" / "merged" / "parity.json").read_text()
     assert '"status":"pass"' in merged.replace(" ", "")
+
+
+DRIFT_RUNS = ROOT / "tests" / "fixtures" / "drift"
+
+
+def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        command,
+        shell=True,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{Path(tool('equiv')).parent}:{os.environ['PATH']}"},
+    )
+
+
+def test_the_diff_steps_run_real_commands(tmp_path):
+    """The drift job's two diffs, as it runs them, on stored runs of two real jax versions
+    laid out as its download step lays out the two sides' artifacts: the pinned run against
+    the candidate, and the pinned run against a committed baseline made from it."""
+    text = WORKFLOW.read_text()
+    command = "equiv diff runs/drift-pinned runs/drift-candidate --out reports/drift"
+    against = "equiv diff baselines/drift-pinned.json runs/drift-pinned --out reports/baseline"
+    assert command in text and against in text
+    shutil.copytree(DRIFT_RUNS / "jax-0.10.2", tmp_path / "runs" / "drift-pinned")
+    shutil.copytree(DRIFT_RUNS / "jax-0.9.2", tmp_path / "runs" / "drift-candidate")
+    out = _shell(command, tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr  # no regression between these two
+    diff = json.loads((tmp_path / "reports" / "drift" / "diff.json").read_text())
+    assert diff["versions_changed"]["jax"] == {"old": "0.10.2", "new": "0.9.2"}
+    assert (tmp_path / "reports" / "drift" / "diff.html").exists()
+    (tmp_path / "baselines").mkdir()
+    made = _shell("equiv baseline runs/drift-pinned --out baselines/drift-pinned.json", tmp_path)
+    assert made.returncode == 0, made.stderr
+    out = _shell(against, tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    same = json.loads((tmp_path / "reports" / "baseline" / "diff.json").read_text())
+    assert same["summary"]["identical"] + same["summary"]["skipped"] == same["summary"]["total"]
