@@ -12,7 +12,7 @@ from equiv.backends.registry import get_backend
 from equiv.contract.divergence import Divergence
 from equiv.contract.records import Cell
 from equiv.running.runner import RunOptions, run_cell
-from equiv.running.workers import run_group
+from equiv.running.workers import Recycle, WorkerSession, run_group
 
 MODULE = "cases.two_layer_mlp.torch_impl"
 OPTIONS = RunOptions.verdict_only(steps=4, timeout_s=60)
@@ -138,3 +138,38 @@ def test_a_crashing_backend_in_a_full_run_gives_exit_1_and_a_complete_report(tmp
     assert status[("numpy", "float64")] == "pass"
     assert status[("toy.crash", "float64")] == "error"
     assert status[("toy.crash", "float32")] == "error"
+
+
+LIGHT = [
+    (Cell("two_layer_mlp", "numpy", "float64"), None),
+    (Cell("two_layer_mlp", "numpy", "float32"), None),
+    (Cell("sigmoid_custom_op", "numpy", "float64"), None),
+]
+
+
+@pytest.mark.parametrize(
+    "recycle, fresh",
+    [
+        (None, [True, False, False]),
+        (Recycle(max_cells=2), [True, False, True]),
+        (Recycle(max_rss_mb=1), [True, True, True]),  # every worker is past 1 MB
+        (Recycle(max_rss_mb=1e6), [True, False, False]),
+    ],
+    ids=["no-limit", "two-cells", "past-rss", "under-rss"],
+)
+def test_a_worker_is_replaced_when_its_limit_is_reached(recycle, fresh):
+    """A fresh process is a cell with a ``startup`` phase; the verdicts do not change."""
+    options = RunOptions.verdict_only(steps=2)
+    results = list(run_group(LIGHT, options, recycle=recycle))
+    assert ["startup" in r.phases_s for r in results] == fresh
+    assert [r.status for r in results] == ["pass"] * 3
+
+
+def test_a_session_worker_past_its_limit_is_closed_before_the_next_cell():
+    session = WorkerSession(RunOptions.verdict_only(steps=2), recycle=Recycle(max_cells=1))
+    try:
+        first = session.run(LIGHT[0])
+        assert session.worker is None and first.status == "pass"
+        assert session.run(LIGHT[1]).status == "pass"
+    finally:
+        session.close()

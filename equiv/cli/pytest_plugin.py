@@ -110,6 +110,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--equiv-report", default=None, metavar="DIR", help="write parity.json here")
     group.addoption(
+        "--equiv-worker-max-rss",
+        type=int,
+        default=None,
+        metavar="MB",
+        help="a backend's worker process (Keras's backends, --equiv-isolate backend) whose peak "
+        "memory has passed MB is replaced by a fresh one before its next cell",
+    )
+    group.addoption(
         "--equiv-keep-arrays",
         action="store_true",
         help="with --equiv-report: every cell's arrays in DIR/trajectories (default: a failing "
@@ -372,7 +380,7 @@ def equiv_run_cell(request: pytest.FixtureRequest, equiv_options):
     from equiv.backends.registry import get_backend
     from equiv.contract.case import unavailable_cases
     from equiv.running.runner import run_cell
-    from equiv.running.workers import WorkerSession
+    from equiv.running.workers import Recycle, WorkerSession
 
     isolate = request.config.getoption("--equiv-isolate") == "backend"
     sessions = request.config._equiv_sessions
@@ -384,7 +392,10 @@ def equiv_run_cell(request: pytest.FixtureRequest, equiv_options):
             # one worker per backend for the whole session: its framework is imported once
             if backend.id not in sessions:
                 sessions[backend.id] = WorkerSession(
-                    equiv_options, dict(backend.worker_env), backend.worker_hides
+                    equiv_options,
+                    dict(backend.worker_env),
+                    backend.worker_hides,
+                    recycle=Recycle(max_rss_mb=request.config.getoption("--equiv-worker-max-rss")),
                 )
             result = sessions[backend.id].run((cell, impl))
         else:

@@ -10,7 +10,7 @@ from equiv.backends.registry import all_backends, get_backend
 from equiv.contract.case import case_catalog, unavailable_cases
 from equiv.contract.records import DTYPES, Cell, CellResult
 from equiv.running.runner import RunOptions, run_cell
-from equiv.running.workers import Group, WorkerPool, run_group
+from equiv.running.workers import Group, Recycle, WorkerPool, run_group
 
 
 class SelectionError(ValueError):
@@ -57,6 +57,7 @@ def run_cells(
     jobs: int = 1,
     estimate: Callable[[Cell], float] | None = None,
     on_result: Callable[[CellResult], None] | None = None,
+    recycle: Recycle | None = None,
 ) -> list[CellResult]:
     """Run every cell; cells of a backend that needs its own process always get one.
 
@@ -98,6 +99,7 @@ def run_cells(
     pool = WorkerPool(
         options,
         jobs=jobs,
+        recycle=recycle,
         on_start=progress.start if progress else None,
         on_phase=progress.phase if progress else None,
         on_output=progress.worker_output if progress else None,

@@ -217,6 +217,28 @@ class Group:
     hides: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Recycle:
+    """When a worker is replaced by a fresh one before its next cell: memory grows with the
+    cells a worker has run (TensorFlow's graphs and kernels, XLA's compiled executables,
+    Keras's models are not all released), so a long group is split over several processes.
+    None: no limit of that kind."""
+
+    #: cells a worker runs at most
+    max_cells: int | None = None
+    #: a worker whose peak resident memory has passed this (MB) runs no further cell
+    max_rss_mb: float | None = None
+
+    def due(self, cells: int, peak_rss_mb: float | None) -> bool:
+        if self.max_cells is not None and cells >= self.max_cells:
+            return True
+        return (
+            self.max_rss_mb is not None
+            and peak_rss_mb is not None
+            and peak_rss_mb > self.max_rss_mb
+        )
+
+
 @dataclass(eq=False)
 class _Worker:
     group: Group
@@ -230,6 +252,8 @@ class _Worker:
     started: float = 0.0
     paused_since: float | None = None
     stopped: bool = False
+    #: cells this process has finished
+    cells: int = 0
 
     def pause(self, now: float) -> None:
         if self.paused_since is None:
@@ -305,9 +329,11 @@ class WorkerPool:
         on_start: Callable[[Cell], None] | None = None,
         on_phase: Callable[[Cell, str], None] | None = None,
         on_output: Callable[[str], None] | None = None,
+        recycle: Recycle | None = None,
     ):
         self.options = options
         self.jobs = max(1, jobs if CAN_PAUSE else 1)
+        self.recycle = recycle or Recycle()
         self.on_start = on_start
         self.on_phase = on_phase
         #: each line the workers write to stderr, banners left out (default: to stderr)
@@ -411,7 +437,9 @@ class WorkerPool:
                             worker.startup_s = None
                         worker.group.jobs.pop(0)
                         worker.current = None
-                        if worker.group.jobs:
+                        worker.cells += 1
+                        due = self.recycle.due(worker.cells, result.peak_rss_mb)
+                        if worker.group.jobs and not due:
                             _send_next(worker)
                         else:
                             with contextlib.suppress(OSError):
@@ -439,11 +467,16 @@ class WorkerSession:
     matrix runs a backend that needs its own process this way, paying its imports once."""
 
     def __init__(
-        self, options: RunOptions, env: dict[str, str] | None = None, hides: tuple[str, ...] = ()
+        self,
+        options: RunOptions,
+        env: dict[str, str] | None = None,
+        hides: tuple[str, ...] = (),
+        recycle: Recycle | None = None,
     ):
         self.options = options
         self.env = dict(env or {})
         self.hides = hides
+        self.recycle = recycle or Recycle()
         self.worker: _Worker | None = None
 
     def run(self, job: Job) -> CellResult:
@@ -477,6 +510,9 @@ class WorkerSession:
             elif kind == "result":
                 worker.group.jobs.pop(0)
                 worker.current = None
+                worker.cells += 1
+                if self.recycle.due(worker.cells, payload[0].peak_rss_mb):
+                    self.close()  # the next cell starts a fresh process
                 return payload[0]
 
     def close(self, kill: bool = False) -> None:
@@ -494,7 +530,9 @@ def run_group(
     env: dict[str, str] | None = None,
     on_start: Callable[[Cell], None] | None = None,
     hides: tuple[str, ...] = (),
+    recycle: Recycle | None = None,
 ) -> Iterable[CellResult]:
-    """Run ``jobs`` in one worker; yield each result as it arrives, in job order."""
-    pool = WorkerPool(options, jobs=1, on_start=on_start)
+    """Run ``jobs`` in one worker (one at a time, fresh ones as ``recycle`` says); yield each
+    result as it arrives, in job order."""
+    pool = WorkerPool(options, jobs=1, on_start=on_start, recycle=recycle)
     yield from pool.run([Group(list(jobs), dict(env or {}), hides)])

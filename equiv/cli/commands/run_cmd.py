@@ -88,6 +88,21 @@ def register(sub) -> None:
         "(default: on)",
     )
     p.add_argument(
+        "--worker-max-cells",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="replace a worker process by a fresh one after N cells (default: no limit)",
+    )
+    p.add_argument(
+        "--worker-max-rss",
+        type=positive_int,
+        default=None,
+        metavar="MB",
+        help="replace a worker process whose peak memory has passed MB before its next cell "
+        "(default: no limit)",
+    )
+    p.add_argument(
         "--keep-arrays",
         action="store_true",
         help="write every cell's arrays to DIR/trajectories (data, initial, first and last "
@@ -157,7 +172,8 @@ DEFAULTS: dict[str, object] = {}
 RESUMED_SETTINGS = (
     "case", "backend", "dtype", "steps", "seed", "out", "jobs", "threads", "cache_dir",
     "no_cache", "bench_rounds", "timeout", "isolate", "resync", "reference", "diagnose",
-    "declarations", "strict_declarations", "keep_arrays",
+    "declarations", "strict_declarations", "keep_arrays", "worker_max_cells",
+    "worker_max_rss",
 )  # fmt: skip
 
 
@@ -339,6 +355,7 @@ def execute(
     from equiv.running.matrix import run_cells
     from equiv.running.output import write_outputs
     from equiv.running.runner import RunOptions
+    from equiv.running.workers import Recycle
 
     jobs = _jobs(settings)
     finished = []
@@ -382,6 +399,9 @@ def execute(
                         jobs=jobs,
                         estimate=history.estimate,
                         on_result=keep,
+                        recycle=Recycle(
+                            settings.get("worker_max_cells"), settings.get("worker_max_rss")
+                        ),
                     )
             except Interrupted as exc:
                 stopped_by = exc.signum
