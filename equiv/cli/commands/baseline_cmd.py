@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from equiv.cli.commands import fail
 
 
 def register(sub) -> None:
@@ -34,14 +35,19 @@ def register(sub) -> None:
 
 
 def _fail(message: str) -> int:
-    print(f"equiv baseline: error: {message}", file=sys.stderr)
-    return 2
+    return fail("baseline", message)
 
 
 def run(args: argparse.Namespace) -> int:
+    from equiv.cli.commands.run_cmd import check_writable
     from equiv.drift.baseline import CannotMerge, make_baseline, merge_baselines
     from equiv.drift.sides import BASELINE
-    from equiv.results.document import InvalidResults, atomic_write_bytes, load_document
+    from equiv.results.document import (
+        InvalidResults,
+        atomic_write_bytes,
+        load_document,
+        read_json,
+    )
 
     source = Path(args.run)
     try:
@@ -49,17 +55,21 @@ def run(args: argparse.Namespace) -> int:
     except InvalidResults as exc:
         return _fail(str(exc))
     target = Path(args.out or args.into)
+    if problem := check_writable(target.parent):
+        return _fail(problem)
     if args.into:
         try:
-            base = json.loads(target.read_text())
-        except (OSError, ValueError) as exc:
-            return _fail(f"cannot read the baseline {target}: {exc}")
+            base = read_json(target)
+        except InvalidResults as exc:
+            return _fail(f"the baseline {exc}")
         if not isinstance(base, dict) or base.get("schema") != BASELINE:
             return _fail(f"{target} is not an equiv baseline (expected schema {BASELINE!r})")
         try:
             made = merge_baselines(base, made)
         except CannotMerge as exc:
             return _fail(f"cannot merge into {target}: {exc}")
+        except (KeyError, TypeError) as exc:
+            return _fail(f"cannot merge into {target}: malformed baseline ({exc!r:.200})")
     # indented and sorted: a baseline is committed, and its diffs are read in review
     atomic_write_bytes(target, (json.dumps(made, indent=1, sort_keys=True) + "\n").encode())
     print(f"Wrote {target} ({len(made['cells'])} cells)")

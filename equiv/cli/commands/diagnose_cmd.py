@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from equiv.cli.commands import fail
 from equiv.cli.commands.run_cmd import (
     add_declaration_options,
     add_reference_option,
@@ -43,8 +43,7 @@ def register(sub) -> None:
 
 
 def _fail(message: str) -> int:
-    print(f"equiv diagnose: error: {message}", file=sys.stderr)
-    return 2
+    return fail("diagnose", message)
 
 
 def _cells_from(args) -> tuple[list, dict] | str:

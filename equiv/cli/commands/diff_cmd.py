@@ -12,8 +12,9 @@ DIR/diff.html. Exit status 1 on a regression, 2 on bad input (one line), else 0.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from equiv.cli.commands import fail
 
 
 def register(sub) -> None:
@@ -32,8 +33,7 @@ def register(sub) -> None:
 
 
 def _fail(message: str) -> int:
-    print(f"equiv diff: error: {message}", file=sys.stderr)
-    return 2
+    return fail("diff", message)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,12 +48,11 @@ def run(args: argparse.Namespace) -> int:
         check_compatible(old, new)
     except InvalidResults as exc:
         return _fail(str(exc))
-    for target in (
-        Path(args.out) if args.out else None,
-        Path(args.json).parent if args.json else None,
-    ):
-        problem = check_writable(target) if target is not None else None
-        if problem:
+    folders = [Path(args.out)] if args.out else []
+    if args.json:
+        folders.append(Path(args.json).parent)
+    for folder in folders:
+        if problem := check_writable(folder):
             return _fail(problem)
     try:
         result = diff_sides(old, new)

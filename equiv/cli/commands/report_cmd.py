@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from equiv.cli.commands import fail
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -35,8 +37,7 @@ def register(sub) -> None:
 
 
 def _fail(message: str) -> int:
-    print(f"equiv report: error: {message}", file=sys.stderr)
-    return 2
+    return fail("report", message)
 
 
 def run(args: argparse.Namespace) -> int:
