@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from equiv.checking.compare import error_ratios
 from equiv.drift.sides import Side
+from equiv.report.model import OK_STATUSES, largest_ratio, severity
 
 IDENTICAL = "identical"
 DRIFT = "drift"
@@ -44,9 +46,8 @@ LABELS = (
     IDENTICAL,
     SKIPPED,
 )
-#: the report's order of severity (``equiv.report.merge``): a move right is a regression
-SEVERITY = {"pass": 0, "explained": 0, "fail": 1, "timeout": 2, "error": 3}
-WITHIN = ("pass", "explained")
+#: within tolerance of what the verdict rests on: a move between these is no regression
+WITHIN = OK_STATUSES
 EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
 
 
@@ -122,19 +123,8 @@ def worst(cell: dict[str, Any]) -> float | None:
     """The cell's largest error ÷ tolerance against what its verdict rests on: the reference
     (pass, fail), the declared variant (explained)."""
     if cell.get("status") == "explained" and cell.get("explanation"):
-        ratios = (cell["explanation"].get("variant_result") or {}).get("max_ratio") or {}
-    else:
-        ratios = cell.get("max_ratio") or {}
-    values = [float(v) for v in ratios.values() if _number(v)]
-    return max(values) if values else None
-
-
-def _number(v: Any) -> bool:
-    try:
-        float(v)
-    except (TypeError, ValueError):
-        return False
-    return True
+        return largest_ratio(cell["explanation"].get("variant_result") or {})
+    return largest_ratio(cell)
 
 
 def explanation_of(cell: dict[str, Any]) -> dict[str, Any] | None:
@@ -168,8 +158,6 @@ def cell_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     def both(key: str) -> bool:
         return key in a and key in b and a[key] != b[key]
 
-    if both("dtype"):
-        out.append(f"dtype {a['dtype']} in OLD, {b['dtype']} in NEW")
     if both("steps"):
         out.append(f"{a['steps']} steps in OLD, {b['steps']} in NEW")
     if both("resynchronised_from"):
@@ -232,8 +220,9 @@ def label_pair(cell_id: str, old: Side, new: Side, settings: list[str]) -> PairD
     same_bits = a.get("digest") is not None and a.get("digest") == b.get("digest")
     if not same_bits:
         pair.drift = drift_size(old, new, a, b)
-    if not (sa in WITHIN and sb in WITHIN) and SEVERITY[sa] != SEVERITY[sb]:
-        pair.label = REGRESSION if SEVERITY[sb] > SEVERITY[sa] else FIXED
+    # the report's order of severity (``equiv.report.model.SEVERITY``): most severe first
+    if not (sa in WITHIN and sb in WITHIN) and severity(sa) != severity(sb):
+        pair.label = REGRESSION if severity(sb) < severity(sa) else FIXED
         pair.why = f"{sa} in OLD, {sb} in NEW" + _about(b if pair.label == REGRESSION else a)
         return pair
     ea, eb = explanation_of(a), explanation_of(b)
@@ -283,31 +272,33 @@ def drift_size(old: Side, new: Side, a: dict[str, Any], b: dict[str, Any]) -> di
     return {**found, "from": "step records", **_from_steps(ra, rb, a)}
 
 
+def _aligned(ra: dict, rb: dict, keys: str, *names: str) -> tuple[list[str], list, list]:
+    """Both sides' ``names`` arrays (steps, keys) on the keys and steps they share."""
+    ka, kb = list(ra[keys]), list(rb[keys])
+    common = [k for k in ka if k in kb]
+    ia, ib = [ka.index(k) for k in common], [kb.index(k) for k in common]
+    n = min(min(len(ra[name]), len(rb[name])) for name in names)
+    return common, [ra[x][:n, ia] for x in names], [rb[x][:n, ib] for x in names]
+
+
 def _from_steps(ra: dict, rb: dict, cell: dict[str, Any]) -> dict[str, Any]:
-    keys_a, keys_b = list(ra["keys"]), list(rb["keys"])
-    common = [k for k in keys_a if k in keys_b]
-    rows = min(len(ra["digest"]), len(rb["digest"]))
-    ia, ib = [keys_a.index(k) for k in common], [keys_b.index(k) for k in common]
-    da, db = ra["digest"][:rows, ia], rb["digest"][:rows, ib]
+    keys, (da,), (db,) = _aligned(ra, rb, "keys", "digest")
     changed = np.argwhere(da != db)
     first = None
     if len(changed):
         step, col = changed[0]
-        first = {"step": int(step), "quantity": common[col]}
+        first = {"step": int(step), "quantity": keys[col]}
     label = (
         "variant" if cell.get("status") == "explained" and "variant/error" in ra else "reference"
     )
     if f"{label}/error" not in ra or f"{label}/error" not in rb:
         return {"first_changed": first, "tolerance_fraction": None, "ulps": None}
-    ka, kb = list(ra[f"{label}/keys"]), list(rb[f"{label}/keys"])
-    both = [k for k in ka if k in kb]
-    n = min(len(ra[f"{label}/error"]), len(rb[f"{label}/error"]))
-    ja, jb = [ka.index(k) for k in both], [kb.index(k) for k in both]
-    ea, eb = ra[f"{label}/error"][:n, ja], rb[f"{label}/error"][:n, jb]
-    tol = ra[f"{label}/tolerance"][:n, ja]
+    both, (ea, tol), (eb, _) = _aligned(
+        ra, rb, f"{label}/keys", f"{label}/error", f"{label}/tolerance"
+    )
+    n = len(ea)
     move = np.abs(eb - ea)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fraction = np.where(tol > 0, move / tol, np.where(move > 0, np.inf, 0.0))
+    fraction = error_ratios(move, tol)
     out: dict[str, Any] = {"first_changed": first, "steps_compared": int(n)}
     if not fraction.size:
         return {**out, "tolerance_fraction": 0.0, "ulps": None, "largest_at": None}
@@ -317,8 +308,9 @@ def _from_steps(ra: dict, rb: dict, cell: dict[str, Any]) -> dict[str, Any]:
     step, col = np.unravel_index(int(np.argmax(fraction)), fraction.shape)
     key = both[col]
     ulps = None
-    if key in keys_a:
-        scale = float(ra["scale"][step, keys_a.index(key)])
+    logged = list(ra["keys"])
+    if key in logged:
+        scale = float(ra["scale"][step, logged.index(key)])
         if scale > 0:
             ulps = float(move[step, col]) / (EPS[cell["dtype"]] * scale)
     return {

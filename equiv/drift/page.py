@@ -13,6 +13,7 @@ from typing import Any
 
 import jinja2
 
+from equiv.checking.compare import error_ratio
 from equiv.drift.labels import (
     DRIFT,
     IDENTICAL,
@@ -112,9 +113,8 @@ def error_curve(cell: dict[str, Any] | None) -> tuple[list[int], list[float]] | 
             continue
         pairs = zip(values["error"], values["tolerance"], strict=True)
         for i, (err, tol) in enumerate(pairs):
-            err, tol = float(err), float(tol)  # "inf" is written as a string
-            ratio = err / tol if tol else (0.0 if err == 0 else float("inf"))
-            worst[i] = max(worst[i], ratio)
+            # "inf" is written as a string
+            worst[i] = max(worst[i], error_ratio(float(err), float(tol)))
     return list(steps), worst
 
 

@@ -15,6 +15,7 @@ from equiv.contract.divergence import as_float, fmt_ratio, sentence
 from equiv.contract.records import NO_TRACE, STATUSES
 from equiv.report import plotdata
 from equiv.report.labels import CAVEAT_LABELS, GROUP_TITLES
+from equiv.results.document import cell_file
 
 #: which status stands first when several results of one cell disagree (a merge's conflict):
 #: the worst, so that a merged summary never hides a failure.
@@ -117,8 +118,8 @@ def quantity_label(div: dict[str, Any]) -> str:
 
 
 def trajectory_name(cell: dict[str, Any]) -> str:
-    """The file that ``equiv.results.document.write_trajectories`` writes for this cell."""
-    return f"{cell.get('case')}__{cell.get('backend')}__{cell.get('dtype')}.npz"
+    """The file that ``equiv.results.document.write_trajectory`` writes for this cell."""
+    return cell_file(cell.get("case"), cell.get("backend"), cell.get("dtype"))
 
 
 def runs_text(values: list[Any], limit: int = 12) -> str:
