@@ -8,14 +8,13 @@ a document cut off mid-write or of a schema this equiv does not read is one line
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from equiv.results.document import InvalidResults, cell_file, load_document
+from equiv.results.document import InvalidResults, cell_file, read_json, validate_document
 
 #: a stored baseline's schema (``equiv.drift.baseline``)
 BASELINE = "equiv.baseline/1"
@@ -70,15 +69,14 @@ def load_side(path: str | Path, label: str) -> Side:
     else:
         raise InvalidResults(f"{label} {path}: no such file or folder")
     try:
-        head = json.loads(target.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidResults(f"{label} {target} is not valid JSON ({exc})") from exc
-    if isinstance(head, dict) and head.get("schema") == BASELINE:
-        return _baseline_side(head, target, label)
-    try:
-        document = load_document(target)
+        document = read_json(target)  # read once: a full run's document is megabytes
+        baseline = isinstance(document, dict) and document.get("schema") == BASELINE
+        if not baseline:
+            document = validate_document(document, target)
     except InvalidResults as exc:
         raise InvalidResults(f"{label} {exc}") from None
+    if baseline:
+        return _baseline_side(document, target, label)
     steps = target.parent / "steps"
     return Side(
         label=label,

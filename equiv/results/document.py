@@ -162,12 +162,22 @@ class InvalidResults(ValueError):
 
 def load_document(path: Path) -> dict[str, Any]:
     """Read and minimally validate a parity.json; one-line errors for anything foreign."""
+    return validate_document(read_json(path), path)
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's contents; a file that cannot be read or is not JSON (one cut off mid-write
+    included) is one line (``InvalidResults``)."""
     try:
-        document = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except OSError as exc:
         raise InvalidResults(f"cannot read {path}: {exc.strerror or exc}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidResults(f"{path} is not valid JSON ({exc})") from exc
+
+
+def validate_document(document: Any, path: Path) -> dict[str, Any]:
+    """``document`` (read from ``path``), checked as ``load_document`` checks it."""
     if not isinstance(document, dict) or document.get("schema") not in READABLE:
         found = document.get("schema") if isinstance(document, dict) else None
         what = f"schema {found!r}" if isinstance(found, str) else "no equiv schema"
