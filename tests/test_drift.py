@@ -217,3 +217,35 @@ def test_two_stored_runs_of_real_jax_releases_are_labelled_as_measured(tmp_path)
             size = cell["drift"]
             assert size["from"] == "step records" and 0 < size["tolerance_fraction"] < 0.5
             assert size["first_changed"]["step"] == 0
+
+
+def test_arrays_are_kept_for_the_failing_cell_at_its_first_divergence(runs):
+    """Only the failing cell writes arrays: the port's and the reference's at the step where it
+    first diverged, where the diverging quantity is out of tolerance."""
+    document = json.loads((runs["new"] / "parity.json").read_text())
+    div = _labels(document)[ADAM.id]["first_divergence"]
+    folder = runs["new"] / "trajectories"
+    assert [p.name for p in folder.iterdir()] == [f"{ADAM.case}__{ADAM.backend}__{ADAM.dtype}.npz"]
+    with np.load(folder / f"{ADAM.case}__{ADAM.backend}__{ADAM.dtype}.npz") as z:
+        assert int(z["divergence/step"]) == div["step"]
+        key = f"{div['quantity']}/{div['name']}"
+        got, want = z[f"divergence/implementation/{key}"], z[f"divergence/reference/{key}"]
+        assert np.abs(got.astype(np.float64) - want).max() == pytest.approx(div["error"])
+        assert {"data/x", "losses", "divergence/implementation/loss"} <= set(z.files)
+
+
+@pytest.mark.parametrize(
+    "into, message",
+    [
+        ('{"schema": "equiv.baseline/1", "cells": {}}', "malformed baseline"),
+        ('{"schema": "equiv.baseline/1", "cel', "not valid JSON"),
+        ('{"schema": "equiv.parity/2", "cells": []}', "is not an equiv baseline"),
+    ],
+)
+def test_baseline_into_a_bad_file_is_one_line_and_exit_2(runs, tmp_path, capsys, into, message):
+    target = tmp_path / "baseline.json"
+    target.write_text(into)
+    assert main(["baseline", str(runs["old"]), "--into", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert target.read_text() == into  # untouched
