@@ -13,9 +13,9 @@
   calibration, lockstep, benchmark, extras, worker startup), the peak memory of its largest
   process and the size of everything it writes (the folder, its step records, its
   trajectories). Takes minutes: select it with ``-k full`` or skip it with ``-k 'not full'``.
-- ``test_step_log_cost``: what the step log (a digest and a scale of every array of every
-  step, ``equiv.checking.steplog``) adds to a cell's lockstep, on and off, in process, with a
-  warm calibration: a small cell and resnet18 (11M parameters, the largest arrays).
+- ``test_step_log_cost``: the step log's share of a cell's lockstep (a digest and a scale of
+  every array of every step, ``equiv.checking.steplog``), in process, with a warm
+  calibration: a small cell and resnet18 (11M parameters, the largest arrays).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,12 +115,16 @@ LOG_CELLS = {
     ),
     "resnet18-torch.eager-float32-2steps": (("resnet18", "torch.eager", "float32"), 2),
 }
-LOCKSTEP: dict[str, float] = {}
+#: rounds of the cell with the log on
+ROUNDS = 7
 
 
-@pytest.mark.parametrize("digests", [False, True], ids=["log-off", "log-on"])
 @pytest.mark.parametrize("cell", list(LOG_CELLS), ids=lambda c: c)
-def test_step_log_cost(benchmark, cell, digests, tmp_path):
+def test_step_log_cost(benchmark, cell, tmp_path, monkeypatch):
+    """The time spent in the step log, as a share of the lockstep it is part of. (A ratio of
+    lockstep times, log on against off, was measured first: resnet18's 2-step lockstep is
+    bimodal here, 0.55 or 1.1 s whatever the log, and drowned the log's own 0.02 s.)"""
+    from equiv.checking.steplog import StepLog
     from equiv.contract.records import Cell
     from equiv.running.runner import RunOptions, run_cell
 
@@ -128,23 +133,28 @@ def test_step_log_cost(benchmark, cell, digests, tmp_path):
         steps=steps,
         bench_rounds=0,
         check_reproducible=False,
-        keep_trajectories=digests,
-        digests=digests,
         calibration_dir=str(tmp_path / "cache"),
     )
     run_cell(Cell(case, backend, dtype), options)  # the calibration, not timed
-    phases: list[float] = []
+    spent = [0.0]
+    add = StepLog.add
+
+    def timed_add(self, record):
+        tick = time.perf_counter()
+        add(self, record)
+        spent[0] += time.perf_counter() - tick
+
+    monkeypatch.setattr(StepLog, "add", timed_add)
+    shares: list[float] = []
 
     def one():
+        spent[0] = 0.0
         result = run_cell(Cell(case, backend, dtype), options)
         assert result.status == "pass", result.reason
-        phases.append(result.phases_s["lockstep"])
+        shares.append(spent[0] / result.phases_s["lockstep"])
 
     benchmark.group = f"step log: {cell}"
-    benchmark.pedantic(one, rounds=3, iterations=1)
-    LOCKSTEP[f"{cell}-{digests}"] = sorted(phases)[1]
-    benchmark.extra_info["lockstep_median_s"] = round(sorted(phases)[1], 3)
-    if digests and f"{cell}-False" in LOCKSTEP:
-        ratio = LOCKSTEP[f"{cell}-True"] / LOCKSTEP[f"{cell}-False"]
-        benchmark.extra_info["lockstep_ratio_log_on_to_off"] = round(ratio, 3)
-        print(f"\n{cell}: lockstep with the step log {ratio:.3f}x without")
+    benchmark.pedantic(one, rounds=ROUNDS, iterations=1)
+    share = sorted(shares)[len(shares) // 2]
+    benchmark.extra_info["step_log_share_of_lockstep_median"] = round(share, 4)
+    print(f"\n{cell}: the step log is {100 * share:.1f}% of the lockstep (median of {ROUNDS})")

@@ -9,6 +9,7 @@ run twice, as bitwise identical.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +250,18 @@ def test_baseline_into_a_bad_file_is_one_line_and_exit_2(runs, tmp_path, capsys,
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert target.read_text() == into  # untouched
+
+
+def test_digests_of_different_algorithms_are_not_compared(tmp_path, capsys):
+    """The stored runs' digests were SHA-1's (a run that records no algorithm); the same
+    document saying XXH3 must not come out bitwise identical to itself: its digests tell
+    nothing about the other's, so the cells are sized by their errors (unchanged here)."""
+    side = STORED / "jax-0.10.2"
+    shutil.copytree(side, tmp_path / "new")
+    document = json.loads((side / "parity.json").read_text())
+    document["run"]["digest"] = "xxh3_64"
+    (tmp_path / "new" / "parity.json").write_text(json.dumps(document))
+    assert main(["diff", str(side), str(tmp_path / "new"), "--json", str(tmp_path / "d.json")]) == 0
+    labels = {c["label"] for c in json.loads((tmp_path / "d.json").read_text())["cells"]}
+    assert labels == {"unchanged"}
+    assert "digests were made by different algorithms" in capsys.readouterr().out

@@ -13,7 +13,7 @@ from typing import Any
 from equiv.drift.sides import BASELINE
 
 #: run settings a baseline keeps: what makes two runs' cells comparable
-SETTINGS = ("seed", "steps", "threads", "resync", "reference", "declarations")
+SETTINGS = ("seed", "steps", "threads", "resync", "reference", "declarations", "digest")
 #: a cell's fields a baseline keeps
 CELL_FIELDS = (
     "case",

@@ -186,6 +186,12 @@ def diff_sides(old: Side, new: Side) -> DiffResult:
                 f"{side.label} is a run that was cut off ({why}): compared on the cells it "
                 "has; the others are labelled missing"
             )
+    if old.digest_algorithm != new.digest_algorithm:
+        result.notes.append(
+            f"the runs' digests were made by different algorithms ({old.digest_algorithm} / "
+            f"{new.digest_algorithm}, an equiv upgrade): bitwise identity cannot be told, and "
+            "changes are sized from the errors against the reference"
+        )
     settings = run_differences(old, new)
     for cell_id in sorted(old.cells.keys() | new.cells.keys()):
         result.pairs.append(label_pair(cell_id, old, new, settings))
@@ -217,9 +223,10 @@ def label_pair(cell_id: str, old: Side, new: Side, settings: list[str]) -> PairD
     if differs:
         pair.label, pair.why = INCOMPARABLE, "; ".join(differs)
         return pair
-    same_bits = a.get("digest") is not None and a.get("digest") == b.get("digest")
+    bits = old.digest_algorithm == new.digest_algorithm  # else digests tell nothing
+    same_bits = bits and a.get("digest") is not None and a.get("digest") == b.get("digest")
     if not same_bits:
-        pair.drift = drift_size(old, new, a, b)
+        pair.drift = drift_size(old, new, a, b, bits)
     # the report's order of severity (``equiv.report.model.SEVERITY``): most severe first
     if not (sa in WITHIN and sb in WITHIN) and severity(sa) != severity(sb):
         pair.label = REGRESSION if severity(sb) < severity(sa) else FIXED
@@ -237,7 +244,8 @@ def label_pair(cell_id: str, old: Side, new: Side, settings: list[str]) -> PairD
         pair.label = STILL_FAILING
         pair.why = f"{sa} on both sides" + _about(b)
         return pair
-    if (a.get("digest") is None or b.get("digest") is None) and worst(a) == worst(b):
+    no_digests = not bits or a.get("digest") is None or b.get("digest") is None
+    if no_digests and worst(a) == worst(b):
         pair.label = UNCHANGED
         pair.why = "same status and largest error ÷ tolerance; no digests to tell the bits"
         return pair
@@ -259,9 +267,11 @@ def _explanation_change(ea: dict | None, eb: dict | None) -> str:
     return f"declared difference {ea['variant']} in OLD, {eb['variant']} in NEW"
 
 
-def drift_size(old: Side, new: Side, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def drift_size(
+    old: Side, new: Side, a: dict[str, Any], b: dict[str, Any], bits: bool = True
+) -> dict[str, Any]:
     """How far a changed cell moved: from the step records where both runs kept them, else
-    from the largest error ÷ tolerance alone."""
+    from the largest error ÷ tolerance alone; ``bits``: the two sides' digests are alike."""
     found = {"worst_old": worst(a), "worst_new": worst(b)}
     ra, rb = old.step_records(a), new.step_records(b)
     if ra is None or rb is None:
@@ -269,7 +279,7 @@ def drift_size(old: Side, new: Side, a: dict[str, Any], b: dict[str, Any]) -> di
         if found["worst_old"] is not None and found["worst_new"] is not None:
             change = abs(found["worst_new"] - found["worst_old"])
         return {**found, "from": "largest ratios", "tolerance_fraction": change, "ulps": None}
-    return {**found, "from": "step records", **_from_steps(ra, rb, a)}
+    return {**found, "from": "step records", **_from_steps(ra, rb, a, bits)}
 
 
 def _aligned(ra: dict, rb: dict, keys: str, *names: str) -> tuple[list[str], list, list]:
@@ -281,11 +291,11 @@ def _aligned(ra: dict, rb: dict, keys: str, *names: str) -> tuple[list[str], lis
     return common, [ra[x][:n, ia] for x in names], [rb[x][:n, ib] for x in names]
 
 
-def _from_steps(ra: dict, rb: dict, cell: dict[str, Any]) -> dict[str, Any]:
+def _from_steps(ra: dict, rb: dict, cell: dict[str, Any], bits: bool) -> dict[str, Any]:
     keys, (da,), (db,) = _aligned(ra, rb, "keys", "digest")
     changed = np.argwhere(da != db)
     first = None
-    if len(changed):
+    if bits and len(changed):
         step, col = changed[0]
         first = {"step": int(step), "quantity": keys[col]}
     label = (

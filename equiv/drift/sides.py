@@ -38,6 +38,12 @@ class Side:
     _records: dict[str, dict[str, np.ndarray] | None] = field(default_factory=dict)
 
     @property
+    def digest_algorithm(self) -> str:
+        """How its digests were made: recorded since XXH3 replaced SHA-1 (a run without the
+        setting took SHA-1's first 8 bytes)."""
+        return self.settings.get("digest") or "sha1-64"
+
+    @property
     def family(self) -> str:
         """The schema's data version: a baseline is made from a parity/2 document."""
         return "equiv.parity/2" if self.schema == BASELINE else self.schema

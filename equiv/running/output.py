@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from equiv.backends.registry import all_backends
+from equiv.checking.steplog import ALGORITHM
 from equiv.contract.records import CellResult
 from equiv.results.document import document_from_entries, write_json, write_trajectories
 from equiv.running.environment import environment
@@ -48,6 +49,7 @@ def run_settings(options: RunOptions, jobs: int = 1, bench_disabled_by: str | No
         "declarations": options.declarations,
         "strict_declarations": options.strict_declarations,
         "keep_arrays": options.keep_arrays,
+        "digest": ALGORITHM if options.digests else None,
     }
 
 
