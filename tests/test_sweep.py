@@ -42,7 +42,7 @@ def test_a_sweep_leaves_out_what_no_verdict_uses(monkeypatch):
 
     seen, isolations = [], []
 
-    def run_cells(cells, options, isolate):
+    def run_cells(cells, options, isolate, executor="local"):
         seen.append(options)
         isolations.append(isolate)
         return []
@@ -65,7 +65,7 @@ def test_the_cli_passes_isolate_on(monkeypatch, tmp_path):
 
     isolations = []
 
-    def run_cells(cells, options, isolate):
+    def run_cells(cells, options, isolate, executor="local"):
         isolations.append(isolate)
         return []
 

@@ -166,6 +166,9 @@ class CellResult:
     phases_s: dict[str, float] = field(default_factory=dict)
     #: the peak resident memory of the process that ran the cell, up to the cell's end (MB)
     peak_rss_mb: float | None = None
+    #: times the cell was submitted again because the process or machine running it was lost
+    #: (the Ray executor, ``equiv.running.ray_executor``)
+    retries: int = 0
     #: a declared difference's proof (``equiv.checking.verdict``), where one is declared and needed
     explanation: ExplanationProof | None = None
     #: where a failing cell first goes wrong (``equiv.checking.diagnosis``)
@@ -238,6 +241,7 @@ class CellResult:
             "duration_s": round(self.duration_s, 3),
             "phases_s": {k: round(v, 3) for k, v in self.phases_s.items()},
             "peak_rss_mb": self.peak_rss_mb,
+            **({"retries": self.retries} if self.retries else {}),
             **({"explanation": self.explanation.to_json()} if self.explanation else {}),
             **({"localization": self.localization.to_json()} if self.localization else {}),
             **({"diagnosis": self.diagnosis} if self.diagnosis else {}),

@@ -44,6 +44,7 @@ def run_sweep(
     isolate: str = "backend",
     resync: bool = True,
     reference: str | None = None,
+    executor: str = "local",
 ) -> dict[str, Any]:
     """``checkpoint`` gets the report so far after every seed: a long sweep that is stopped
     keeps what it measured. ``calibration_dir``: a calibration store shared with the cells'
@@ -53,7 +54,9 @@ def run_sweep(
     frameworks' caches (traced functions, compiled executables) go with it after every seed;
     run in one process, a resnet18 sweep grew to 6 GB by its seventh seed and was killed for
     memory. ``"none"``: every cell in this process (no imports per seed; small cases).
-    ``resync``: ``RunOptions.resync``, as in ``equiv run`` (on by default there too)."""
+    ``resync``: ``RunOptions.resync``, as in ``equiv run`` (on by default there too).
+    ``executor="ray"``: each cell a task on the Ray cluster already joined
+    (``equiv.running.ray_executor``)."""
     cells = select_cells(cases, backends, dtypes)
     rows: list[dict[str, Any]] = []
     done: list[int] = []
@@ -68,7 +71,7 @@ def run_sweep(
             resync=resync,
             reference=reference,
         )
-        results = run_cells(cells, options, isolate=isolate)
+        results = run_cells(cells, options, isolate=isolate, executor=executor)
         bad = [r for r in results if r.status not in ACCEPTED]
         emit(f"seed {seed}: {len(results)} cells, {len(bad)} not passing")
         for r in bad:
@@ -88,6 +91,7 @@ def run_sweep(
                 "coverage": r.coverage,
                 "resynchronised_from": r.resynchronised_from,
                 "duration_s": round(r.duration_s, 1),
+                "retries": r.retries,
             }
             for r in results
         ]

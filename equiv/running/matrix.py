@@ -58,11 +58,14 @@ def run_cells(
     estimate: Callable[[Cell], float] | None = None,
     on_result: Callable[[CellResult], None] | None = None,
     recycle: Recycle | None = None,
+    executor: str = "local",
 ) -> list[CellResult]:
     """Run every cell; cells of a backend that needs its own process always get one.
 
     Each backend's cells form a group run by one worker; up to ``jobs`` groups run at once,
-    the longest first (by ``estimate``), so that a long group does not start last."""
+    the longest first (by ``estimate``), so that a long group does not start last.
+    ``executor="ray"``: every cell is a task on the Ray cluster ``ray_executor.connect``
+    joined, the longest first; ``jobs`` and ``isolate`` do not apply there."""
     backends = all_backends()
     results: list[CellResult] = []
 
@@ -88,11 +91,21 @@ def run_cells(
         reason = backend.availability()
         if reason:  # no need to start a process to learn that
             collect(CellResult(cell=c, status="skip", reason=reason) for c in group)
-        elif isolate == "backend" or backend.needs_own_process:
+        elif executor == "ray" or isolate == "backend" or backend.needs_own_process:
             jobs_of = [(c, None) for c in group]
             groups.append(Group(jobs_of, dict(backend.worker_env), backend.worker_hides))
         else:
             in_process.extend(group)
+    if executor == "ray":
+        from equiv.running.ray_executor import run_on_ray
+
+        tasks = [(c, impl, g.env, g.hides) for g in groups for c, impl in g.jobs]
+        if estimate:
+            tasks.sort(key=lambda t: -estimate(t[0]))
+        on_start = progress.start if progress else None
+        max_cells = recycle.max_cells if recycle else None
+        collect(run_on_ray(tasks, options, on_start=on_start, max_cells=max_cells))
+        return results
     if estimate:
         groups.sort(key=lambda g: -sum(estimate(c) for c, _ in g.jobs))
     collect(_in_process(in_process, options, progress))

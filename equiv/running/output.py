@@ -14,7 +14,9 @@ from equiv.running.environment import environment
 from equiv.running.runner import RunOptions
 
 
-def benchmark_method(options: RunOptions, jobs: int, disabled_by: str | None = None) -> str:
+def benchmark_method(
+    options: RunOptions, jobs: int, disabled_by: str | None = None, executor: str = "local"
+) -> str:
     """How the step timings were taken, in words for the report."""
     if disabled_by:
         return f"not taken: {disabled_by}"
@@ -25,6 +27,11 @@ def benchmark_method(options: RunOptions, jobs: int, disabled_by: str | None = N
         f"{options.bench_warmup} warm-up rounds (pytest-benchmark), on the trainer of the "
         f"cell's parity run, right after it, with {options.threads} thread(s)"
     )
+    if executor == "ray":
+        return (
+            f"{how}; as Ray tasks, each on {options.threads} CPU(s) of its own beside other "
+            "cells (nothing paused while a cell was timed: compare timings of local runs)"
+        )
     if jobs > 1:
         return (
             f"{how}; {jobs} workers ran cells side by side, and every other worker was paused "
@@ -33,7 +40,12 @@ def benchmark_method(options: RunOptions, jobs: int, disabled_by: str | None = N
     return f"{how}; one cell at a time, nothing else running"
 
 
-def run_settings(options: RunOptions, jobs: int = 1, bench_disabled_by: str | None = None) -> dict:
+def run_settings(
+    options: RunOptions,
+    jobs: int = 1,
+    bench_disabled_by: str | None = None,
+    executor: str = "local",
+) -> dict:
     return {
         "seed": options.seed,
         "steps": options.steps,
@@ -41,7 +53,8 @@ def run_settings(options: RunOptions, jobs: int = 1, bench_disabled_by: str | No
         "jobs": jobs,
         "bench_rounds": options.bench_rounds,
         "bench_warmup": options.bench_warmup,
-        "benchmark_method": benchmark_method(options, jobs, bench_disabled_by),
+        "benchmark_method": benchmark_method(options, jobs, bench_disabled_by, executor),
+        "executor": executor,
         "timeout_s": options.timeout_s,
         "resync": options.resync,
         "reference": options.reference,
@@ -62,6 +75,7 @@ def write_outputs(
     bench_disabled_by: str | None = None,
     earlier: list[dict[str, Any]] | None = None,
     incomplete: dict[str, Any] | None = None,
+    executor: str = "local",
 ) -> list[Path]:
     """``earlier``: cells' entries an interrupted run finished (its journal), for --resume;
     ``incomplete``: this document is a cut-off run's (docs/parity-json.md)."""
@@ -69,7 +83,7 @@ def write_outputs(
     used = {e["backend"] for e in entries}
     backends = [b for b in all_backends().values() if b.id in used]
     env = environment(options.seed, options.threads, backends, argv)
-    settings = run_settings(options, jobs, bench_disabled_by)
+    settings = run_settings(options, jobs, bench_disabled_by, executor)
     document = document_from_entries(entries, env, settings, incomplete)
     write_trajectories(out, results)
     html = _render(document, out)  # rendered before anything is replaced

@@ -109,6 +109,7 @@ def register(sub) -> None:
         "step's parameters and gradients); default: a failing cell's at its first divergence",
     )
     add_reference_option(p)
+    add_executor_options(p)
     add_declaration_options(p)
     p.add_argument(
         "-v",
@@ -129,6 +130,37 @@ def add_reference_option(p: argparse.ArgumentParser) -> None:
         "equiv's update rule), instead of the case's numpy reference, which is then not run "
         "at all (e.g. torch.eager; docs/port-reference.md)",
     )
+
+
+def add_executor_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: worker processes on this machine (default); ray: each cell a task on a "
+        "Ray cluster (docs/ray.md)",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        default=None,
+        help="with --executor ray: the cluster's address (default: $RAY_ADDRESS, else a "
+        "cluster started on this machine with `ray start`, else a new local one)",
+    )
+
+
+def executor_problem(executor: str, address: str | None) -> str | None:
+    """Why the cells cannot run on ``executor``, in one line; None where they can (for Ray:
+    the cluster has been joined)."""
+    if executor != "ray":
+        return None
+    from equiv.running.ray_executor import ExecutorError, connect
+
+    try:
+        connect(address)
+    except ExecutorError as exc:
+        return str(exc)
+    return None
 
 
 def add_declaration_options(p: argparse.ArgumentParser, diagnose_flag: bool = True) -> None:
@@ -173,7 +205,7 @@ RESUMED_SETTINGS = (
     "case", "backend", "dtype", "steps", "seed", "out", "jobs", "threads", "cache_dir",
     "no_cache", "bench_rounds", "timeout", "isolate", "resync", "reference", "diagnose",
     "declarations", "strict_declarations", "keep_arrays", "worker_max_cells",
-    "worker_max_rss",
+    "worker_max_rss", "executor",
 )  # fmt: skip
 
 
@@ -286,6 +318,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     settings = {name: getattr(args, name) for name in RESUMED_SETTINGS}
     settings["threads"] = args.threads or max(1, (os.cpu_count() or 1) // _jobs(settings))
+    if problem := executor_problem(args.executor, args.ray_address):
+        print(f"equiv run: error: {problem}", file=sys.stderr)
+        return 2
     journal = Journal.start(out, settings, [c.id for c in cells])
     return execute(out, cells, settings, journal, earlier=[], verbose=args.verbose)
 
@@ -333,6 +368,9 @@ def resume(args: argparse.Namespace) -> int:
         print(f"equiv run: error: {problem}", file=sys.stderr)
         return 2
     cells = [known[cell_id] for cell_id in contents.missing]
+    if problem := executor_problem(settings.get("executor", "local"), args.ray_address):
+        print(f"equiv run: error: {problem}", file=sys.stderr)
+        return 2
     print(f"equiv run: resuming {out}: {len(contents.done)} cells done, {len(cells)} to run")
     return execute(
         out,
@@ -402,6 +440,7 @@ def execute(
                         recycle=Recycle(
                             settings.get("worker_max_cells"), settings.get("worker_max_rss")
                         ),
+                        executor=settings.get("executor", "local"),
                     )
             except Interrupted as exc:
                 stopped_by = exc.signum
@@ -426,6 +465,7 @@ def execute(
                 jobs=jobs,
                 earlier=earlier,
                 incomplete=incomplete,
+                executor=settings.get("executor", "local"),
             )
             if incomplete is None:
                 journal.remove()

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 from equiv.cli.commands.run_cmd import (
+    add_executor_options,
     add_reference_option,
     calibration_directory,
     check_writable,
+    executor_problem,
     positive_int,
     reference_problem,
     seed_int,
@@ -69,6 +71,7 @@ def register(sub) -> None:
         "equiv run does (default: on)",
     )
     add_reference_option(p)
+    add_executor_options(p)
     p.set_defaults(func=run)
 
 
@@ -105,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
         if problem := reference_problem(args.reference, cells):
             print(f"equiv sweep: error: {problem}", file=sys.stderr)
             return 2
+        if problem := executor_problem(args.executor, args.ray_address):
+            print(f"equiv sweep: error: {problem}", file=sys.stderr)
+            return 2
         seeds = range(args.first_seed, args.first_seed + args.seeds)
         settings = {"cache_dir": args.cache_dir, "no_cache": args.no_cache}
         with calibration_directory(settings) as cache_dir:
@@ -120,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
                 isolate=args.isolate,
                 resync=args.resync,
                 reference=args.reference,
+                executor=args.executor,
             )
     write(report)
     atomic_write_bytes(out / "sweep-margins.svg", margin_plot(report["rows"]).encode())

@@ -1,0 +1,272 @@
+"""``--executor ray``: the same statuses and margins as local workers, a lost worker's cell
+retried once, and bad input in one line.
+
+The cluster tests start a local Ray cluster (``ray start --head``) and need Ray: they carry
+the ``ray`` marker and run with ``pytest -m ray`` (``tox -e ray``), not in the default run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from equiv.cli.main import main
+
+SWEEP = [
+    "sweep", "--seeds", "2", "--case", "two_layer_mlp", "--case", "minibatch",
+    "--backend", "numpy", "--backend", "torch.eager",
+]  # fmt: skip
+
+#: a backend whose steps are slow enough to be killed mid-cell, on the workers' path
+SLOW_PLUGIN = """
+import time
+from equiv.backends.numpy import NumpyBackend
+from equiv.reference.trainer import ReferenceTrainer
+
+class Slow(ReferenceTrainer):
+    def run_step(self):
+        time.sleep(1.0)
+        super().run_step()
+
+class SlowBackend(NumpyBackend):
+    id = "toy.slow"
+    framework = "toy"
+    def build_trainer(self, spec, state, module):
+        return Slow(spec, state, module=module)
+
+def backends():
+    return [SlowBackend()]
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A local Ray cluster of 2 CPUs, started as a real one is (``ray start --head``), whose
+    workers see the slow toy backend; yields (address, environment for equiv's processes)."""
+    pytest.importorskip("ray")
+    site = tmp_path_factory.mktemp("site")
+    (site / "toy_slow-0.1.dist-info").mkdir()
+    (site / "toy_slow-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: toy-slow\nVersion: 0.1\n"
+    )
+    (site / "toy_slow-0.1.dist-info" / "entry_points.txt").write_text(
+        "[equiv.backends]\ntoy = toy_slow:backends\n"
+    )
+    (site / "toy_slow.py").write_text(textwrap.dedent(SLOW_PLUGIN))
+    paths = [str(site), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    # a throwaway cluster on this machine: without Ray's token authentication (a real
+    # cluster's token is the user's to set, as Ray's documentation says)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(paths),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+    }
+    env.pop("RAY_ADDRESS", None)
+    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+    port = _free_port()
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=false", "--object-store-memory=200000000"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not _answers(port):
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the local Ray cluster did not start (exit {head.poll()})")
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}", env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(10)
+
+
+def _sweep(args: list[str], env: dict, out: Path, timeout: float = 600) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "equiv", *args, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return json.loads((out / "sweep.json").read_text())
+
+
+def _by_cell(report: dict) -> dict:
+    return {(r["seed"], r["case"], r["backend"], r["dtype"]): r for r in report["rows"]}
+
+
+@pytest.mark.ray
+def test_a_sweep_on_ray_gives_the_local_statuses_and_margins(cluster, tmp_path):
+    address, env = cluster
+    ray_rows = _by_cell(_sweep([*SWEEP, "--executor", "ray", "--ray-address", address], env,
+                               tmp_path / "ray"))  # fmt: skip
+    local_rows = _by_cell(_sweep(SWEEP, env, tmp_path / "local"))
+    assert len(local_rows) == 16 and ray_rows.keys() == local_rows.keys()
+    for key, local in local_rows.items():
+        on_ray = ray_rows[key]
+        assert on_ray["retries"] == 0, key
+        for field in ("status", "margin", "max_ratio", "coverage", "resynchronised_from"):
+            assert on_ray[field] == local[field], (key, field, on_ray[field], local[field])
+
+
+def _process_titled(title: str, timeout: float) -> int:
+    """The pid of the Ray worker running the task named ``title`` (Ray sets the process
+    title to ``ray::<task name>`` while it runs one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.split(b"\0")[0].strip() == f"ray::{title}".encode():
+                return int(entry.name)
+        time.sleep(0.2)
+    pytest.fail(f"no Ray worker ran {title} within {timeout:g} s")
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker through /proc")
+def test_a_worker_killed_mid_cell_loses_only_that_cell_which_is_retried_once(cluster, tmp_path):
+    address, env = cluster
+    out = tmp_path / "out"
+    args = [
+        "sweep", "--seeds", "1", "--case", "two_layer_mlp", "--backend", "numpy",
+        "--backend", "toy.slow", "--dtype", "float64", "--steps", "6",
+        "--executor", "ray", "--ray-address", address, "--out", str(out),
+    ]  # fmt: skip
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "equiv", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        victim = _process_titled("two_layer_mlp-toy.slow-float64", timeout=120)
+        time.sleep(1.5)  # into its steps
+        os.kill(victim, signal.SIGKILL)
+        stdout, stderr = sweep.communicate(timeout=300)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    rows = _by_cell(json.loads((out / "sweep.json").read_text()))
+    assert set(rows) == {
+        (0, "two_layer_mlp", "numpy", "float64"),
+        (0, "two_layer_mlp", "toy.slow", "float64"),
+    }
+    killed = rows[(0, "two_layer_mlp", "toy.slow", "float64")]
+    assert (killed["status"], killed["retries"]) == ("pass", 1)
+    assert rows[(0, "two_layer_mlp", "numpy", "float64")]["retries"] == 0
+
+
+@pytest.mark.ray
+def test_an_address_where_no_cluster_answers_is_one_line_and_exit_2(tmp_path, capsys):
+    pytest.importorskip("ray")
+    port = _free_port()  # nothing listens there
+    out = tmp_path / "out"
+    code = main([*SWEEP, "--executor", "ray", "--ray-address", f"127.0.0.1:{port}",
+                 "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "no Ray cluster answers at 127.0.0.1" in err, err
+    assert not list(out.iterdir())
+
+
+@pytest.mark.parametrize("command", ["sweep", "run"])
+def test_executor_ray_without_ray_is_one_line_and_exit_2(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as where it is missing
+    out = tmp_path / "out"
+    args = [command, "--case", "two_layer_mlp", "--backend", "numpy", "--executor", "ray"]
+    code = main([*args, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "needs Ray, which is not installed" in err, err
+    assert not list(out.iterdir())
+
+
+def test_a_malformed_ray_address_is_one_line_and_exit_2(tmp_path, capsys):
+    pytest.importorskip("ray")
+    out = tmp_path / "out"
+    args = ["run", "--case", "two_layer_mlp", "--backend", "numpy", "--executor", "ray"]
+    code = main([*args, "--ray-address", "nowhere", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "not host:port" in err, err
+    assert not list(out.iterdir())
+
+
+@pytest.mark.ray
+def test_a_run_on_ray_cut_off_is_resumed_on_ray(cluster, tmp_path):
+    """SIGTERM after the first cell: the journal keeps it, and --resume runs the rest on the
+    executor the journal records, into one complete document."""
+    address, env = cluster
+    out = tmp_path / "out"
+    args = [
+        "run", "--case", "two_layer_mlp", "--backend", "numpy", "--backend", "toy.slow",
+        "--dtype", "float64", "--steps", "6", "--bench-rounds", "0", "--jobs", "1",
+        "--executor", "ray", "--out", str(out),
+    ]  # fmt: skip
+    env = {**env, "RAY_ADDRESS": address}
+    run = subprocess.Popen([sys.executable, "-m", "equiv", *args], env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        journal = out / "journal.jsonl"
+        deadline = time.monotonic() + 120
+        while not (journal.exists() and len(journal.read_text().splitlines()) >= 2):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.2)
+        run.send_signal(signal.SIGTERM)
+        _, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    partial = json.loads((out / "parity.json").read_text())
+    assert [c["id"] for c in partial["cells"]] == ["two_layer_mlp-numpy-float64"]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "equiv", "run", "--resume", str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    document = json.loads((out / "parity.json").read_text())
+    assert document["run"]["executor"] == "ray" and "incomplete" not in document
+    assert {c["id"]: c["status"] for c in document["cells"]} == {
+        "two_layer_mlp-numpy-float64": "pass",
+        "two_layer_mlp-toy.slow-float64": "pass",
+    }
