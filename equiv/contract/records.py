@@ -138,6 +138,23 @@ class Caveat:
 NO_TRACE = "no_trace"
 
 
+#: the phase of ``CellResult.phases_s`` that times the harness's own work inside the lockstep
+#: (the reference's steps, the comparisons, the step log, resynchronising)
+COMPARE = "compare"
+#: the phases that are the harness's work, not the port's: the float64 reference's runs
+#: (calibration; its steps and the comparisons beside the port's: compare) and what equiv
+#: adds after the verdict (localization, diagnosis, the reproducibility re-run, the step
+#: records: extras, diagnosis). The others (startup, imports, lockstep, benchmark) are the
+#: port's own: its framework's import, its build, steps, synchronisation and records.
+HARNESS_PHASES = ("calibration", COMPARE, "extras", "diagnosis")
+
+
+def harness_split(phases_s: dict[str, float]) -> tuple[float, float]:
+    """(the port's own seconds, the harness's seconds) of a cell's ``phases_s``."""
+    harness = sum(v for k, v in phases_s.items() if k in HARNESS_PHASES)
+    return sum(phases_s.values()) - harness, harness
+
+
 @dataclass
 class CellResult:
     """A cell's verdict and evidence; ``to_json`` is the cell's entry in ``parity.json``."""
@@ -241,7 +258,7 @@ class CellResult:
             "duration_s": round(self.duration_s, 3),
             "phases_s": {k: round(v, 3) for k, v in self.phases_s.items()},
             "peak_rss_mb": self.peak_rss_mb,
-            **({"retries": self.retries} if self.retries else {}),
+            "retries": self.retries,
             **({"explanation": self.explanation.to_json()} if self.explanation else {}),
             **({"localization": self.localization.to_json()} if self.localization else {}),
             **({"diagnosis": self.diagnosis} if self.diagnosis else {}),

@@ -18,7 +18,7 @@ from typing import Any
 
 import jinja2
 
-from equiv.contract.records import DTYPES, STATUSES
+from equiv.contract.records import COMPARE, DTYPES, STATUSES, harness_split
 from equiv.report import model, plotdata
 from equiv.results.document import atomic_write_bytes
 
@@ -136,6 +136,39 @@ def _benchmarks(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _harness_costs(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per backend, and for the run (last row): the seconds its cells spent in the port's own
+    work and in the harness's (``harness_split`` of their ``phases_s``). Empty for a document
+    recorded before the lockstep was split (no cell has a ``compare`` phase)."""
+    sums: dict[str, list[float]] = {}
+    split = False
+    for v in views:
+        phases = v["raw"].get("phases_s")
+        if not isinstance(phases, dict):
+            continue
+        phases = {k: float(x) for k, x in phases.items() if isinstance(x, (int, float))}
+        if not phases:
+            continue
+        split = split or COMPARE in phases
+        port, harness = harness_split(phases)
+        row = sums.setdefault(v["backend"], [0, 0.0, 0.0])
+        row[0], row[1], row[2] = row[0] + 1, row[1] + port, row[2] + harness
+    if not split:
+        return []
+    total = [sum(r[i] for r in sums.values()) for i in range(3)]
+    backends = model.ordered(list(sums), ("numpy",))
+    return [
+        {
+            "backend": name,
+            "cells": int(cells),
+            "port_s": port,
+            "harness_s": harness,
+            "share": harness / (port + harness) if port + harness > 0 else None,
+        }
+        for name, (cells, port, harness) in [*((b, sums[b]) for b in backends), ("run", total)]
+    ]
+
+
 def _headline(summary: dict[str, int]) -> str:
     total = summary.get("total", 0)
     bad = {s: summary.get(s, 0) for s in ("fail", "error", "timeout") if summary.get(s)}
@@ -207,6 +240,7 @@ def build_context(
         "caveated": [v for v in views if v["caveats"]],
         "resynced": [v for v in views if v["resynchronised_from"] is not None],
         "benchmarks": benchmarks,
+        "harness_costs": _harness_costs(views),
         "by_case": by_case,
         "plot_data": plotdata.pack(_plot_data(views, benchmarks)),
         "css": _static("uPlot.min.css") + "\n" + _static("report.css"),

@@ -46,7 +46,7 @@ from equiv.checking.verdict import decide, declared_explanation
 from equiv.contract.backend import CellSkip
 from equiv.contract.case import get_case, unavailable_cases
 from equiv.contract.divergence import Divergence
-from equiv.contract.records import NO_TRACE, Cell, CellResult, StepRecord
+from equiv.contract.records import COMPARE, NO_TRACE, Cell, CellResult, StepRecord
 from equiv.contract.trainer import StateNotLoadable, check_trainer
 from equiv.layouts.core import LayoutError
 from equiv.running.bench import benchmark_steps
@@ -266,7 +266,8 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
             check.comparison.leave_out(result.not_observed)
             check.comparison.observe(derived)
         with threadpool_limits(limits=1, user_api="blas"):
-            resync = Resync.plan(spec, state, options, checks, trainer, store)
+            with clock(COMPARE):
+                resync = Resync.plan(spec, state, options, checks, trainer, store)
             _lockstep(
                 trainer,
                 checks,
@@ -536,11 +537,16 @@ class Keep:
 
 
 def _lockstep(trainer, checks, backend, steps, keep: Keep, resync=None, clock=None) -> None:
+    """The port's steps, each followed by the reference's and the comparisons. Within the
+    lockstep phase, the harness's own work (reference steps, comparisons, the step log,
+    resynchronising) is timed as the ``compare`` phase, so that ``lockstep`` is the port's."""
     losses, snapshots, early, timing = keep.losses, keep.snapshots, keep.early, keep.timing
+    clock = clock or PhaseClock({})
     for t in range(steps):
         one_step = None
         if resync is not None:
-            one_step = resync.step(trainer, checks, t, clock or PhaseClock({}))
+            with clock(COMPARE):
+                one_step = resync.step(trainer, checks, t, clock)
         tick = time.perf_counter()
         trainer.run_step()
         backend.synchronize()
@@ -553,10 +559,12 @@ def _lockstep(trainer, checks, backend, steps, keep: Keep, resync=None, clock=No
         snapshots["last"] = record
         if t < REPRODUCIBILITY_STEPS:
             early.append(record)
-        if keep.log is not None:
-            keep.log.add(record)
-        for check in checks:
-            if check.active:
+        with clock(COMPARE):
+            if keep.log is not None:
+                keep.log.add(record)
+            for check in checks:
+                if not check.active:
+                    continue
                 check.reference.run_step()
                 ref = check.reference.record()
                 if one_step is not None and check is resync.followed:
