@@ -25,6 +25,7 @@ import functools
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,20 @@ import pytest
 #: take the outer session's spool for its own)
 SPOOL_KEY = "equiv_spool"
 XDIST_NO_BENCH = "pytest-xdist ran cells side by side (pytest-benchmark is disabled under xdist)"
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_auto_num_workers(config) -> int | None:
+    """``-n auto``: a worker per core, but no more than the available memory holds
+    (``equiv.running.capacity``); ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides where set."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    from equiv.running.capacity import default_jobs
+
+    capacity = default_jobs()
+    if capacity.limited_by_memory:
+        print(f"equiv: -n auto: {capacity.limited_by_memory}", file=sys.stderr)
+    return capacity.jobs
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

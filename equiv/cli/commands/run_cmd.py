@@ -44,8 +44,9 @@ def register(sub) -> None:
         "--jobs",
         "-j",
         type=positive_int,
-        default=os.cpu_count() or 1,
-        help="worker processes running cells at once (default: the number of cores)",
+        default=None,
+        help="worker processes running cells at once (default: the number of cores, fewer "
+        "where the available memory would not hold 4 GB per worker)",
     )
     p.add_argument(
         "--threads",
@@ -317,6 +318,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"equiv run: error: {problem}", file=sys.stderr)
         return 2
     settings = {name: getattr(args, name) for name in RESUMED_SETTINGS}
+    if settings["jobs"] is None:
+        from equiv.running.capacity import default_jobs
+
+        capacity = default_jobs()
+        settings["jobs"] = capacity.jobs
+        if capacity.limited_by_memory and settings["isolate"] == "backend":
+            print(f"equiv run: {capacity.limited_by_memory}", file=sys.stderr)
     settings["threads"] = args.threads or max(1, (os.cpu_count() or 1) // _jobs(settings))
     if problem := executor_problem(args.executor, args.ray_address):
         print(f"equiv run: error: {problem}", file=sys.stderr)
