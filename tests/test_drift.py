@@ -265,3 +265,17 @@ def test_digests_of_different_algorithms_are_not_compared(tmp_path, capsys):
     labels = {c["label"] for c in json.loads((tmp_path / "d.json").read_text())["cells"]}
     assert labels == {"unchanged"}
     assert "digests were made by different algorithms" in capsys.readouterr().out
+
+
+def test_a_declaration_in_memory_and_read_from_json_is_the_same_explanation():
+    """The test suite labels a cell still in memory (tuples) against a stored baseline (JSON
+    lists): the same declared variant must not read as a changed explanation."""
+    from equiv.drift.labels import explanation_of
+
+    def cell(variant):
+        return {"status": "explained", "explanation": {"reason": "r", "variant": variant}}
+
+    in_memory = explanation_of(cell({"frozen": ("lstm.bias_hh",), "compute_dtype": "float32"}))
+    stored = explanation_of(cell({"compute_dtype": "float32", "frozen": ["lstm.bias_hh"]}))
+    assert in_memory == stored
+    assert in_memory != explanation_of(cell({"frozen": ["lstm.bias_ih"]}))

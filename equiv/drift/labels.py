@@ -11,6 +11,7 @@ That movement is a lower bound on how far the arrays themselves moved (|‖n −
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,7 +133,10 @@ def explanation_of(cell: dict[str, Any]) -> dict[str, Any] | None:
     if cell.get("status") != "explained" or not cell.get("explanation"):
         return None
     e = cell["explanation"]
-    return {"reason": e.get("reason"), "variant": e.get("variant")}
+    # in JSON's form (lists, not tuples): a cell read from a document and one still in
+    # memory (``CellResult.to_json``, as the test suite compares) declare alike
+    variant = json.loads(json.dumps(e.get("variant")))
+    return {"reason": e.get("reason"), "variant": variant}
 
 
 def run_differences(old: Side, new: Side) -> list[str]:
