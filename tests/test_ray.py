@@ -270,3 +270,18 @@ def test_a_run_on_ray_cut_off_is_resumed_on_ray(cluster, tmp_path):
         "two_layer_mlp-numpy-float64": "pass",
         "two_layer_mlp-toy.slow-float64": "pass",
     }
+
+
+def test_bad_executor_input_is_one_line_even_where_memory_limits_the_workers(
+    tmp_path, capsys, monkeypatch
+):
+    """The line that says memory set the number of workers must not precede the error."""
+    from equiv.running import capacity
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setattr(capacity, "available_memory_mb", lambda: 1.0)
+    monkeypatch.setattr(capacity.os, "cpu_count", lambda: 4)
+    out = tmp_path / "out"
+    args = ["run", "--case", "two_layer_mlp", "--backend", "numpy", "--executor", "ray"]
+    assert main([*args, "--out", str(out)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

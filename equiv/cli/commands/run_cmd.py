@@ -317,6 +317,9 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"equiv run: error: {problem}", file=sys.stderr)
         return 2
+    if problem := executor_problem(args.executor, args.ray_address):
+        print(f"equiv run: error: {problem}", file=sys.stderr)
+        return 2
     settings = {name: getattr(args, name) for name in RESUMED_SETTINGS}
     if settings["jobs"] is None:
         from equiv.running.capacity import default_jobs
@@ -326,9 +329,6 @@ def run(args: argparse.Namespace) -> int:
         if capacity.limited_by_memory and settings["isolate"] == "backend":
             print(f"equiv run: {capacity.limited_by_memory}", file=sys.stderr)
     settings["threads"] = args.threads or max(1, (os.cpu_count() or 1) // _jobs(settings))
-    if problem := executor_problem(args.executor, args.ray_address):
-        print(f"equiv run: error: {problem}", file=sys.stderr)
-        return 2
     journal = Journal.start(out, settings, [c.id for c in cells])
     return execute(out, cells, settings, journal, earlier=[], verbose=args.verbose)
 
