@@ -142,9 +142,9 @@ def test_a_sweep_on_ray_gives_the_local_statuses_and_margins(cluster, tmp_path):
             assert on_ray[field] == local[field], (key, field, on_ray[field], local[field])
 
 
-def _process_titled(title: str, timeout: float) -> int:
+def _process_titled(title: str, timeout: float, other_than: set[int] = frozenset()) -> int:
     """The pid of the Ray worker running the task named ``title`` (Ray sets the process
-    title to ``ray::<task name>`` while it runs one)."""
+    title to ``ray::<task name>`` while it runs one), other than the pids given."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for entry in Path("/proc").iterdir():
@@ -154,6 +154,8 @@ def _process_titled(title: str, timeout: float) -> int:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
+            if int(entry.name) in other_than:
+                continue
             if cmdline.split(b"\0")[0].strip() == f"ray::{title}".encode():
                 return int(entry.name)
         time.sleep(0.2)
@@ -162,7 +164,14 @@ def _process_titled(title: str, timeout: float) -> int:
 
 @pytest.mark.ray
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker through /proc")
-def test_a_worker_killed_mid_cell_loses_only_that_cell_which_is_retried_once(cluster, tmp_path):
+@pytest.mark.parametrize(
+    ("kills", "status", "retries"),
+    [(1, "pass", 1), (2, "error", 1)],
+    ids=["killed-once-retried", "killed-twice-error"],
+)
+def test_a_worker_killed_mid_cell_loses_only_that_cell(cluster, tmp_path, kills, status, retries):
+    """Killed once, the cell is submitted again and passes; killed again on its retry, it is
+    an ``error`` that says so. Either way the sweep completes and the other cell is intact."""
     address, env = cluster
     out = tmp_path / "out"
     args = [
@@ -178,22 +187,49 @@ def test_a_worker_killed_mid_cell_loses_only_that_cell_which_is_retried_once(clu
         text=True,
     )
     try:
-        victim = _process_titled("two_layer_mlp-toy.slow-float64", timeout=120)
-        time.sleep(1.5)  # into its steps
-        os.kill(victim, signal.SIGKILL)
+        killed: set[int] = set()
+        for _ in range(kills):
+            victim = _process_titled("two_layer_mlp-toy.slow-float64", 120, other_than=killed)
+            time.sleep(1.5)  # into its steps
+            os.kill(victim, signal.SIGKILL)
+            killed.add(victim)
         stdout, stderr = sweep.communicate(timeout=300)
     finally:
         if sweep.poll() is None:
             sweep.kill()
-    assert sweep.returncode == 0, stdout[-2000:] + stderr[-3000:]
-    rows = _by_cell(json.loads((out / "sweep.json").read_text()))
+    report = json.loads((out / "sweep.json").read_text())
+    rows = _by_cell(report)
     assert set(rows) == {
         (0, "two_layer_mlp", "numpy", "float64"),
         (0, "two_layer_mlp", "toy.slow", "float64"),
-    }
-    killed = rows[(0, "two_layer_mlp", "toy.slow", "float64")]
-    assert (killed["status"], killed["retries"]) == ("pass", 1)
-    assert rows[(0, "two_layer_mlp", "numpy", "float64")]["retries"] == 0
+    }, stdout[-2000:] + stderr[-3000:]
+    victim_row = rows[(0, "two_layer_mlp", "toy.slow", "float64")]
+    assert (victim_row["status"], victim_row["retries"]) == (status, retries)
+    if status == "error":
+        assert "lost its Ray worker 2 times" in victim_row["reason"]
+    intact = rows[(0, "two_layer_mlp", "numpy", "float64")]
+    assert (intact["status"], intact["retries"]) == ("pass", 0)
+    assert sweep.returncode == (0 if status == "pass" else 1)
+
+
+@pytest.mark.ray
+def test_a_cell_past_its_timeout_on_ray_is_killed_and_the_run_goes_on(cluster, tmp_path):
+    address, env = cluster
+    out = tmp_path / "out"
+    args = [
+        "run", "--case", "two_layer_mlp", "--backend", "numpy", "--backend", "toy.slow",
+        "--dtype", "float64", "--steps", "60", "--bench-rounds", "0", "--timeout", "8",
+        "--executor", "ray", "--ray-address", address, "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "equiv", *args], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
+    cells = {c["id"]: c for c in json.loads((out / "parity.json").read_text())["cells"]}
+    assert cells["two_layer_mlp-toy.slow-float64"]["status"] == "timeout"
+    assert "Ray task was killed" in cells["two_layer_mlp-toy.slow-float64"]["reason"]
+    assert cells["two_layer_mlp-numpy-float64"]["status"] == "pass"
 
 
 @pytest.mark.ray

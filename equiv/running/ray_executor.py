@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from equiv.backends.implementations import ImplSource
 from equiv.contract.records import Cell, CellResult
 from equiv.running.runner import RunOptions, run_cell
+from equiv.running.workers import failure, hide_modules
 
 T = TypeVar("T")
 
@@ -42,8 +43,9 @@ T = TypeVar("T")
 RETRIES = 1
 #: seconds to wait for a cluster's address to answer before giving up
 CONNECT_TIMEOUT_S = 5.0
-#: what the Ray worker reads to hide modules (``Backend.worker_hides``); part of the task's
-#: environment, so that cells with different hidden modules never share a process
+#: the modules a task's process hides (``Backend.worker_hides``), comma-separated, in the
+#: task's environment: the task reads them there, and Ray's pools of worker processes, one
+#: per environment, keep cells that hide different modules apart
 HIDES_VARIABLE = "EQUIV_WORKER_HIDES"
 
 
@@ -91,14 +93,9 @@ def _check_answers(address: str) -> None:
         raise ExecutorError(f"no Ray cluster answers at {address}: {exc.strerror or exc}") from None
 
 
-def _cell_task(
-    cell: Cell, impl: ImplSource | None, options: RunOptions, hides: tuple[str, ...]
-) -> CellResult:
+def _cell_task(cell: Cell, impl: ImplSource | None, options: RunOptions) -> CellResult:
     """One cell, in a Ray worker process whose environment the task's ``runtime_env`` set."""
-    import sys
-
-    for name in hides:  # as the local workers do (Backend.worker_hides)
-        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+    hide_modules(filter(None, os.environ.get(HIDES_VARIABLE, "").split(",")))
     return run_cell(cell, options, impl=impl)
 
 
@@ -145,15 +142,13 @@ def run_on_ray(
             num_cpus=threads,
             max_retries=0,
             runtime_env={"env_vars": env},
-        ).remote(task.cell, task.impl, options, task.hides)
+        ).remote(task.cell, task.impl, options)
         running[ref] = (task, time.monotonic())
         if on_start is not None:
             on_start(task.cell)
 
     def failed(task: _Task, status: str, reason: str) -> CellResult:
-        return _with_retries(
-            CellResult(task.cell, status, reason, steps=options.steps_for(task.cell.case)), task
-        )
+        return _with_retries(failure(options, task.cell, status, reason), task)
 
     try:
         while pending or running:
@@ -212,7 +207,10 @@ def _unmasked(call: Callable[..., T], *args, **kwargs) -> T:
 
 
 def _with_retries(result: CellResult, task: _Task) -> CellResult:
-    result.retries = len(task.lost)
-    for attempt, why in enumerate(task.lost, 1):
+    """``result`` with the attempts that were lost and submitted again (a last lost attempt,
+    past ``RETRIES``, is the result's own reason, not a retry)."""
+    resubmitted = task.lost[:RETRIES]
+    result.retries = len(resubmitted)
+    for attempt, why in enumerate(resubmitted, 1):
         result.warnings.append(f"attempt {attempt} lost its Ray worker ({why}); submitted again")
     return result

@@ -152,6 +152,18 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="equiv-parent-watch", daemon=True).start()
 
 
+def hide_modules(names: Iterable[str]) -> None:
+    """Make ``names`` unimportable in this process (``Backend.worker_hides``): the import
+    fails fast instead of loading a framework the cells never use."""
+    for name in names:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
+def failure(options: RunOptions, cell: Cell, status: str, reason: str) -> CellResult:
+    """The record of a cell whose process gave no result (killed, dead, lost)."""
+    return CellResult(cell=cell, status=status, reason=reason, steps=options.steps_for(cell.case))
+
+
 def _worker_main(
     conn: Connection,
     options: RunOptions,
@@ -172,8 +184,7 @@ def _worker_main(
     if parent_pid is not None:
         _die_with_parent(parent_pid)
     os.environ.update(env)
-    for name in hides:  # see Backend.worker_hides
-        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+    hide_modules(hides)
 
     @contextlib.contextmanager
     def exclusive() -> Iterator[None]:
@@ -304,7 +315,7 @@ def _send_next(worker: _Worker) -> None:
 def _failed(options: RunOptions, worker: _Worker, status: str, reason: str) -> CellResult:
     cell = worker.current or worker.group.jobs[0][0]
     worker.group.jobs.pop(0)
-    return CellResult(cell=cell, status=status, reason=reason, steps=options.steps_for(cell.case))
+    return failure(options, cell, status, reason)
 
 
 def _end(worker: _Worker, kill: bool = False) -> None:
