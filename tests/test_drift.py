@@ -279,3 +279,12 @@ def test_a_declaration_in_memory_and_read_from_json_is_the_same_explanation():
     stored = explanation_of(cell({"compute_dtype": "float32", "frozen": ["lstm.bias_hh"]}))
     assert in_memory == stored
     assert in_memory != explanation_of(cell({"frozen": ["lstm.bias_ih"]}))
+
+
+def test_baseline_of_a_missing_or_empty_run_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for run, words in ((tmp_path / "nowhere", "no such file"), (tmp_path / "empty", "no parity")):
+        assert main(["baseline", str(run), "--out", str(tmp_path / "b.json")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, err
+    assert not (tmp_path / "b.json").exists()

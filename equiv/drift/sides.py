@@ -63,17 +63,22 @@ class Side:
         return self._records[name]
 
 
-def load_side(path: str | Path, label: str) -> Side:
-    """``path``: a run folder (its parity.json), a parity.json, or a baseline file."""
-    path = Path(path)
+def document_path(path: Path, label: str) -> Path:
+    """The file a run is read from: a run folder's parity.json, or the file given."""
     if path.is_dir():
         target = path / "parity.json"
         if not target.exists():
             raise InvalidResults(f"{label} {path}: no parity.json in this folder")
-    elif path.exists():
-        target = path
-    else:
+        return target
+    if not path.exists():
         raise InvalidResults(f"{label} {path}: no such file or folder")
+    return path
+
+
+def load_side(path: str | Path, label: str) -> Side:
+    """``path``: a run folder (its parity.json), a parity.json, or a baseline file."""
+    path = Path(path)
+    target = document_path(path, label)
     try:
         document = read_json(target)  # read once: a full run's document is megabytes
         baseline = isinstance(document, dict) and document.get("schema") == BASELINE

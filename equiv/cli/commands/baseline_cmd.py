@@ -41,7 +41,7 @@ def _fail(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from equiv.cli.commands.run_cmd import check_writable
     from equiv.drift.baseline import CannotMerge, make_baseline, merge_baselines
-    from equiv.drift.sides import BASELINE
+    from equiv.drift.sides import BASELINE, document_path
     from equiv.results.document import (
         InvalidResults,
         atomic_write_bytes,
@@ -49,9 +49,8 @@ def run(args: argparse.Namespace) -> int:
         read_json,
     )
 
-    source = Path(args.run)
     try:
-        made = make_baseline(load_document(source / "parity.json" if source.is_dir() else source))
+        made = make_baseline(load_document(document_path(Path(args.run), "RUN")))
     except InvalidResults as exc:
         return _fail(str(exc))
     target = Path(args.out or args.into)
