@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -140,32 +141,39 @@ def _harness_costs(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per backend, and for the run (last row): the seconds its cells spent in the port's own
     work and in the harness's (``harness_split`` of their ``phases_s``). Empty for a document
     recorded before the lockstep was split (no cell has a ``compare`` phase)."""
-    sums: dict[str, list[float]] = {}
+    cells: Counter[str] = Counter()
+    port: Counter[str] = Counter()
+    harness: Counter[str] = Counter()
     split = False
     for v in views:
         phases = v["raw"].get("phases_s")
-        if not isinstance(phases, dict):
-            continue
-        phases = {k: float(x) for k, x in phases.items() if isinstance(x, (int, float))}
+        phases = {
+            k: float(x)
+            for k, x in (phases.items() if isinstance(phases, dict) else ())
+            if isinstance(x, (int, float))
+        }
         if not phases:
             continue
         split = split or COMPARE in phases
-        port, harness = harness_split(phases)
-        row = sums.setdefault(v["backend"], [0, 0.0, 0.0])
-        row[0], row[1], row[2] = row[0] + 1, row[1] + port, row[2] + harness
+        name = v["backend"]
+        own, equivs = harness_split(phases)
+        cells[name] += 1
+        port[name] += own
+        harness[name] += equivs
     if not split:
         return []
-    total = [sum(r[i] for r in sums.values()) for i in range(3)]
-    backends = model.ordered(list(sums), ("numpy",))
+    names = model.ordered(list(cells), ("numpy",))
+    rows = [(name, cells[name], port[name], harness[name]) for name in names]
+    rows.append(("run", cells.total(), port.total(), harness.total()))
     return [
         {
             "backend": name,
-            "cells": int(cells),
-            "port_s": port,
-            "harness_s": harness,
-            "share": harness / (port + harness) if port + harness > 0 else None,
+            "cells": n,
+            "port_s": p,
+            "harness_s": h,
+            "share": h / (p + h) if p + h > 0 else None,
         }
-        for name, (cells, port, harness) in [*((b, sums[b]) for b in backends), ("run", total)]
+        for name, n, p, h in rows
     ]
 
 
