@@ -3,9 +3,9 @@
 import json
 import subprocess
 import sys
-import textwrap
 
 import pytest
+from toy_plugin import backend_plugin
 
 from equiv.backends.implementations import ImplSource, Patch
 from equiv.backends.registry import get_backend
@@ -96,15 +96,7 @@ def backends():
 
 
 def test_a_crashing_backend_in_a_full_run_gives_exit_1_and_a_complete_report(tmp_path):
-    site = tmp_path / "site"
-    (site / "toy_crash-0.1.dist-info").mkdir(parents=True)
-    (site / "toy_crash-0.1.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: toy-crash\nVersion: 0.1\n"
-    )
-    (site / "toy_crash-0.1.dist-info" / "entry_points.txt").write_text(
-        "[equiv.backends]\ntoy = toy_crash:backends\n"
-    )
-    (site / "toy_crash.py").write_text(textwrap.dedent(PLUGIN))
+    site = backend_plugin(tmp_path / "site", "toy_crash", PLUGIN)
     out = tmp_path / "out"
     env = {**__import__("os").environ, "PYTHONPATH": str(site)}
     proc = subprocess.run(

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from toy_plugin import backend_plugin
 
 from equiv.backends.registry import get_backend
 
@@ -49,13 +50,7 @@ def backends():
 
 
 def toy_site(tmp_path: Path) -> Path:
-    site = tmp_path / "site"
-    info = site / "toy_steps-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-steps\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[equiv.backends]\ntoy = toy_steps:backends\n")
-    (site / "toy_steps.py").write_text(textwrap.dedent(PLUGIN))
-    return site
+    return backend_plugin(tmp_path / "site", "toy_steps", PLUGIN)
 
 
 def test_workers_run_side_by_side_and_each_benchmark_runs_alone(tmp_path):

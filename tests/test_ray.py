@@ -13,11 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from toy_plugin import backend_plugin
 
 from equiv.cli.main import main
 
@@ -26,15 +26,17 @@ SWEEP = [
     "--backend", "numpy", "--backend", "torch.eager",
 ]  # fmt: skip
 
-#: a backend whose steps are slow enough to be killed mid-cell, on the workers' path
+#: a backend whose steps are slow enough to be killed mid-cell (a second each), on the
+#: workers' path; fast while the file $TOY_SLOW_FAST exists (the cluster's environment)
 SLOW_PLUGIN = """
-import time
+import os, time
 from equiv.backends.numpy import NumpyBackend
 from equiv.reference.trainer import ReferenceTrainer
 
 class Slow(ReferenceTrainer):
     def run_step(self):
-        time.sleep(1.0)
+        if not os.path.exists(os.environ["TOY_SLOW_FAST"]):
+            time.sleep(1.0)
         super().run_step()
 
 class SlowBackend(NumpyBackend):
@@ -67,15 +69,7 @@ def cluster(tmp_path_factory):
     """A local Ray cluster of 2 CPUs, started as a real one is (``ray start --head``), whose
     workers see the slow toy backend; yields (address, environment for equiv's processes)."""
     pytest.importorskip("ray")
-    site = tmp_path_factory.mktemp("site")
-    (site / "toy_slow-0.1.dist-info").mkdir()
-    (site / "toy_slow-0.1.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: toy-slow\nVersion: 0.1\n"
-    )
-    (site / "toy_slow-0.1.dist-info" / "entry_points.txt").write_text(
-        "[equiv.backends]\ntoy = toy_slow:backends\n"
-    )
-    (site / "toy_slow.py").write_text(textwrap.dedent(SLOW_PLUGIN))
+    site = backend_plugin(tmp_path_factory.mktemp("site"), "toy_slow", SLOW_PLUGIN)
     paths = [str(site), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     # a throwaway cluster on this machine: without Ray's token authentication (a real
     # cluster's token is the user's to set, as Ray's documentation says)
@@ -84,6 +78,7 @@ def cluster(tmp_path_factory):
         "PYTHONPATH": os.pathsep.join(paths),
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_AUTH_MODE": "disabled",
+        "TOY_SLOW_FAST": str(site / "fast"),
     }
     env.pop("RAY_ADDRESS", None)
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
@@ -275,7 +270,7 @@ def test_a_run_on_ray_cut_off_is_resumed_on_ray(cluster, tmp_path):
     out = tmp_path / "out"
     args = [
         "run", "--case", "two_layer_mlp", "--backend", "numpy", "--backend", "toy.slow",
-        "--dtype", "float64", "--steps", "6", "--bench-rounds", "0", "--jobs", "1",
+        "--dtype", "float64", "--steps", "120", "--bench-rounds", "0", "--threads", "1",
         "--executor", "ray", "--out", str(out),
     ]  # fmt: skip
     env = {**env, "RAY_ADDRESS": address}
@@ -284,7 +279,13 @@ def test_a_run_on_ray_cut_off_is_resumed_on_ray(cluster, tmp_path):
     try:
         journal = out / "journal.jsonl"
         deadline = time.monotonic() + 120
-        while not (journal.exists() and len(journal.read_text().splitlines()) >= 2):
+
+        # the numpy cell takes seconds, the slow one 120 (until the resume makes it fast);
+        # the journal's first line plans both, each later line is a finished cell
+        def finished() -> list[str]:
+            return journal.read_text().splitlines()[1:] if journal.exists() else []
+
+        while not any("two_layer_mlp-numpy-float64" in line for line in finished()):
             assert run.poll() is None and time.monotonic() < deadline, run.communicate()
             time.sleep(0.2)
         run.send_signal(signal.SIGTERM)
@@ -295,10 +296,15 @@ def test_a_run_on_ray_cut_off_is_resumed_on_ray(cluster, tmp_path):
     assert run.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     partial = json.loads((out / "parity.json").read_text())
     assert [c["id"] for c in partial["cells"]] == ["two_layer_mlp-numpy-float64"]
-    resumed = subprocess.run(
-        [sys.executable, "-m", "equiv", "run", "--resume", str(out)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    fast = Path(env["TOY_SLOW_FAST"])
+    fast.touch()  # the resumed slow cell need not take its 120 s
+    try:
+        resumed = subprocess.run(
+            [sys.executable, "-m", "equiv", "run", "--resume", str(out)],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        fast.unlink()
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     document = json.loads((out / "parity.json").read_text())
     assert document["run"]["executor"] == "ray" and "incomplete" not in document

@@ -41,6 +41,8 @@ T = TypeVar("T")
 
 #: times a cell whose process or node was lost is submitted again before it is an ``error``
 RETRIES = 1
+#: the longest the driver waits in Ray's ``wait`` at a time (see run_on_ray)
+WAIT_SLICE_S = 1.0
 #: seconds to wait for a cluster's address to answer before giving up
 CONNECT_TIMEOUT_S = 5.0
 #: the modules a task's process hides (``Backend.worker_hides``), comma-separated, in the
@@ -54,11 +56,17 @@ class ExecutorError(RuntimeError):
 
 
 def connect(address: str | None = None) -> None:
-    """Join the Ray cluster at ``address`` (else ``$RAY_ADDRESS``, else the cluster
-    ``ray start`` left on this machine, else a new local one: ``ray.init``'s own order).
+    """Join the Ray cluster at ``address`` (``auto``: the one ``ray start`` left on this
+    machine), else at ``$RAY_ADDRESS``, else start a new local one. Not ``ray.init``'s own
+    default, which tries the cluster last started here first: one that has since died
+    (its record left behind) made it wait for minutes.
 
     An address is first tried with a plain TCP connection: ``ray.init`` waits minutes on an
     address where nothing answers."""
+    # Ray's C++ failure signal handler (absl's) would take SIGTERM from equiv's own, which
+    # writes the partial document of a run cut off (seen: exit 15, nothing written); read by
+    # Ray when it is imported
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         import ray
     except ImportError:
@@ -67,13 +75,13 @@ def connect(address: str | None = None) -> None:
         ) from None
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     if address and address not in ("auto", "local"):
         _check_answers(address)
     try:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
     except Exception as exc:  # ray raises ConnectionError, RuntimeError, ValueError...
-        where = f" at {address}" if address else ""
+        where = "" if address == "local" else f" at {address}"
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExecutorError(f"cannot join the Ray cluster{where}: {message}") from None
 
@@ -156,9 +164,10 @@ def run_on_ray(
                 submit(pending.popleft())
             now = time.monotonic()
             deadline = min(started + options.timeout_s for _, started in running.values())
-            ready, _ = _unmasked(
-                ray.wait, list(running), num_returns=1, timeout=max(0.0, deadline - now)
-            )
+            # in slices: a signal's Python handler (equiv run's SIGTERM) runs only between
+            # them, as Ray's wait does not always return for it (seen joined to a cluster)
+            wait_s = min(WAIT_SLICE_S, max(0.0, deadline - now))
+            ready, _ = _unmasked(ray.wait, list(running), num_returns=1, timeout=wait_s)
             for ref in ready:
                 task, _ = running.pop(ref)
                 try:

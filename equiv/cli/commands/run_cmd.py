@@ -145,8 +145,8 @@ def add_executor_options(p: argparse.ArgumentParser) -> None:
         "--ray-address",
         metavar="ADDR",
         default=None,
-        help="with --executor ray: the cluster's address (default: $RAY_ADDRESS, else a "
-        "cluster started on this machine with `ray start`, else a new local one)",
+        help="with --executor ray: the cluster's address, or auto for the one `ray start` "
+        "started on this machine (default: $RAY_ADDRESS, else a new local cluster)",
     )
 
 
