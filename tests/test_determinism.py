@@ -54,6 +54,16 @@ def test_a_nondeterministic_implementation_is_reported_as_not_reproducible():
     assert result.reproducible is False
 
 
+def test_a_resynchronised_cell_is_reproducible_over_its_free_steps():
+    """A fresh run steps freely, so only the steps before the first resynchronised one can be
+    repeated bit for bit: resynchronised from step 1, a deterministic port is reproducible
+    (its steps 1-4, held to a free rerun's, read as not reproducible before)."""
+    options = RunOptions(seed=5, steps=6, bench_rounds=0, resync=True, resync_from=1)
+    result = run_cell(Cell("two_layer_mlp", "torch.eager", "float32"), options)
+    assert result.status == "pass" and result.resynchronised_from == 1, result.reason
+    assert result.reproducible is True
+
+
 def test_wrong_array_shapes_are_an_error_with_one_clear_reason():
     transposed = ImplSource(
         "cases.two_layer_mlp.torch_impl",

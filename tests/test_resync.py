@@ -101,10 +101,10 @@ def test_the_reference_steps_from_the_state_the_port_was_given(monkeypatch):
     loaded = []
     real = ReferenceTrainer.load_training_state
 
-    def spy(self, resume):
+    def spy(self, resume, copy=True):
         if sys._getframe(1).f_code.co_name == "step":  # Resync.step, not a calibration
             loaded.append(resume)
-        real(self, resume)
+        real(self, resume, copy)
 
     monkeypatch.setattr(ReferenceTrainer, "load_training_state", spy)
     options = RunOptions.verdict_only(steps=4, resync=True, resync_from=2)

@@ -402,7 +402,8 @@ class Check:
     the same policy (``follow``): every step is still compared (issue 15)."""
 
     label: str
-    reference: ReferenceTrainer
+    #: None once the lockstep is over (``release``)
+    reference: ReferenceTrainer | None
     comparison: Comparison
     active: bool = True
     #: the calibration of this check along a given branch path (``tolerance.calibrate_on_path``
@@ -417,6 +418,12 @@ class Check:
 
     def __post_init__(self) -> None:
         self.comparison.follow = self.follow
+
+    def release(self) -> None:
+        """Drops the reference trainer once its steps are compared: the cell's later work
+        (benchmark, reproducibility, localization) builds what it needs, and resnet18's
+        float64 reference holds 0.4 GB."""
+        self.reference = None
 
     def follow(self, step: int, branch: str) -> StepRecord | str:
         if self.recalibrate is None:

@@ -9,6 +9,10 @@ import numpy as np
 Arrays = dict[str, np.ndarray]
 
 
+def copied(value: np.ndarray, copy: bool) -> np.ndarray:
+    return value.copy() if copy else value
+
+
 class SGD:
     """p <- p - lr * g, the seed's manual update and ``optim.SGD`` without momentum.
 
@@ -22,13 +26,16 @@ class SGD:
         self.momentum = cfg.get("momentum", 0.0)
         self.buffer: Arrays = {}
 
-    def state_dict(self) -> Arrays:
-        """The carried state in the canonical vocabulary (``TrainingState.optimizer``)."""
-        return {f"momentum/{k}": b.copy() for k, b in self.buffer.items()}
+    def state_dict(self, copy: bool = True) -> Arrays:
+        """The carried state in the canonical vocabulary (``TrainingState.optimizer``); with
+        ``copy`` False, this rule's own arrays (see ``Carrying.training_state``)."""
+        return {f"momentum/{k}": copied(b, copy) for k, b in self.buffer.items()}
 
-    def load_state_dict(self, state: Arrays) -> None:
+    def load_state_dict(self, state: Arrays, copy: bool = True) -> None:
         self.buffer = {
-            k.split("/", 1)[1]: v.copy() for k, v in state.items() if k.startswith("momentum/")
+            k.split("/", 1)[1]: copied(v, copy)
+            for k, v in state.items()
+            if k.startswith("momentum/")
         }
 
     def step(self, params: Arrays, grads: Arrays) -> Arrays:
@@ -68,18 +75,18 @@ class Adam:
         self.m: Arrays = {}
         self.v: Arrays = {}
 
-    def state_dict(self) -> Arrays:
+    def state_dict(self, copy: bool = True) -> Arrays:
         """The carried state in the canonical vocabulary (``TrainingState.optimizer``)."""
         return {
             "t": np.asarray(self.t),
-            **{f"m/{k}": m.copy() for k, m in self.m.items()},
-            **{f"v/{k}": v.copy() for k, v in self.v.items()},
+            **{f"m/{k}": copied(m, copy) for k, m in self.m.items()},
+            **{f"v/{k}": copied(v, copy) for k, v in self.v.items()},
         }
 
-    def load_state_dict(self, state: Arrays) -> None:
+    def load_state_dict(self, state: Arrays, copy: bool = True) -> None:
         self.t = int(state.get("t", 0))
-        self.m = {k[2:]: v.copy() for k, v in state.items() if k.startswith("m/")}
-        self.v = {k[2:]: v.copy() for k, v in state.items() if k.startswith("v/")}
+        self.m = {k[2:]: copied(v, copy) for k, v in state.items() if k.startswith("m/")}
+        self.v = {k[2:]: copied(v, copy) for k, v in state.items() if k.startswith("v/")}
 
     def step(self, params: Arrays, grads: Arrays) -> Arrays:
         self.t += 1
@@ -192,11 +199,11 @@ class Frozen:
         self.inner = inner
         self.frozen = tuple(frozen)
 
-    def state_dict(self) -> Arrays:
-        return self.inner.state_dict()
+    def state_dict(self, copy: bool = True) -> Arrays:
+        return self.inner.state_dict(copy)
 
-    def load_state_dict(self, state: Arrays) -> None:
-        self.inner.load_state_dict(state)
+    def load_state_dict(self, state: Arrays, copy: bool = True) -> None:
+        self.inner.load_state_dict(state, copy)
 
     def step(self, params: Arrays, grads: Arrays) -> Arrays:
         unknown = [k for k in self.frozen if k not in params]

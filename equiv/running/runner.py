@@ -40,7 +40,7 @@ from equiv.checking.compare import (
     declared_not_observed,
     derived_observables,
 )
-from equiv.checking.diagnosis import localize, reproducible
+from equiv.checking.diagnosis import fingerprint, localize, reproducible
 from equiv.checking.steplog import StepLog
 from equiv.checking.verdict import decide, declared_explanation
 from equiv.contract.backend import CellSkip
@@ -249,8 +249,12 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
 
     traces_before = backend.traces
     losses = np.full(steps, np.nan)
-    snapshots: dict[str, StepRecord] = {}
-    early: list[StepRecord] = []
+    # the first and last records, only where a trajectory will hold them (each of resnet18's
+    # is 180 MB in float64)
+    snapshots: dict[str, StepRecord] | None = (
+        {} if options.keep_arrays and not _too_large(state) else None
+    )
+    early: list[tuple] = []
     timing = {"first_call": 0.0}
     log = StepLog() if options.digests else None
     #: per check, the port's and the reference's records of the step it first diverged at
@@ -277,6 +281,8 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
                 resync,
                 clock,
             )
+    for check in checks:
+        check.release()
     result.traces = backend.traces - traces_before if backend.compiled else None
 
     main = checks[0].comparison
@@ -340,6 +346,8 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
     # a declaration that does not account for the cell: the bug is what the declared variant
     # does not explain, so it is localized (and diagnosed) against the variant
     against = checks[1] if explanation and checks[1].comparison.first_divergence else None
+    if result.status != "fail":
+        trainer = None  # the reproducibility check builds its own: not both at once
     with clock("extras"), threadpool_limits(limits=1, user_api="blas"):
         if result.status == "fail":
             if against is None:
@@ -497,7 +505,10 @@ class Resync:
         check = self.followed
         if not check.active:
             return None
-        resume = check.reference.training_state().astype(self.state.dtype)
+        # the reference's own arrays, not copies: a float32 cell's astype makes new ones, and
+        # in a float64 cell the port copies them in (``load_state``'s contract)
+        own = check.reference.training_state(copy=False)
+        resume = own.astype(self.state.dtype)
         try:
             trainer.load_state(resume)
         except StateNotLoadable as exc:
@@ -506,8 +517,10 @@ class Resync:
         # The reference steps from the very state the port was given: in a float32 cell its
         # state rounded to float32 (measured: held to the unrounded state's step instead, a
         # correct torch.compile port left the one-step tolerance by 1.01x at step 7 of seed 3,
-        # the rounding of the loaded state being no part of what the tolerance bounds).
-        check.reference.load_training_state(resume.astype("float64"))
+        # the rounding of the loaded state being no part of what the tolerance bounds). In a
+        # float64 cell that is the state it holds already.
+        if self.state.dtype != "float64":
+            check.reference.load_training_state(resume.astype("float64"), copy=False)
         with clock("calibration"):
             return calibrate_resynced(
                 self.spec, check.start, self.seed, check.variant, resume, self.store
@@ -525,12 +538,13 @@ class Resync:
 @dataclass
 class Keep:
     """What the lockstep keeps beside the comparisons: the port's losses, its first and last
-    records, its early records (the reproducibility check), the first step's time, the step
+    records (None: not kept), its early records' fingerprints (the reproducibility check),
+    the first step's time, the step
     log (digests) and each check's records at its first divergence."""
 
     losses: np.ndarray
-    snapshots: dict[str, StepRecord]
-    early: list[StepRecord]
+    snapshots: dict[str, StepRecord] | None
+    early: list[tuple]
     timing: dict[str, float]
     log: StepLog | None = None
     at_divergence: dict[str, tuple[StepRecord, StepRecord]] = field(default_factory=dict)
@@ -554,11 +568,14 @@ def _lockstep(trainer, checks, backend, steps, keep: Keep, resync=None, clock=No
             timing["first_call"] = time.perf_counter() - tick
         record = trainer.record()
         losses[t] = record.loss
-        if t == 0:
-            snapshots["first"] = record
-        snapshots["last"] = record
-        if t < REPRODUCIBILITY_STEPS:
-            early.append(record)
+        if snapshots is not None:
+            snapshots.setdefault("first", record)
+            snapshots["last"] = record
+        # a fresh run steps freely: only the steps before the first resynchronised one can
+        # be repeated bit for bit (resnet18's float32 cells resynchronise from step 2; their
+        # steps 2-4 were held to a free rerun's and read as not reproducible)
+        if t < REPRODUCIBILITY_STEPS and one_step is None and len(early) == t:
+            early.append(fingerprint(record))
         with clock(COMPARE):
             if keep.log is not None:
                 keep.log.add(record)
@@ -574,6 +591,8 @@ def _lockstep(trainer, checks, backend, steps, keep: Keep, resync=None, clock=No
                 div = check.comparison.first_divergence
                 if div is not None and div.step == t and check.label not in keep.at_divergence:
                     keep.at_divergence[check.label] = (record, ref)
+        # not held through the next step (a resnet18 record is 180 MB in float64)
+        record = ref = None
         if not any(c.active for c in checks):
             return
 
@@ -582,6 +601,10 @@ def _lockstep(trainer, checks, backend, steps, keep: Keep, resync=None, clock=No
 #: gradients: five copies) of models up to this many parameters; resnet18's 11.2M would make
 #: 450 MB a float64 cell, 11 GB a run
 TRAJECTORY_MAX_PARAMETERS = 1_000_000
+
+
+def _too_large(state) -> bool:
+    return sum(v.size for v in state.params.values()) > TRAJECTORY_MAX_PARAMETERS
 
 
 def _divergence_arrays(state, losses, div, records) -> dict[str, np.ndarray]:
@@ -594,7 +617,7 @@ def _divergence_arrays(state, losses, div, records) -> dict[str, np.ndarray]:
         return out
     got, want = (record_values(r) for r in records)
     keys = [k for k in got if k in want]
-    if sum(v.size for v in state.params.values()) > TRAJECTORY_MAX_PARAMETERS:
+    if _too_large(state):
         key = div.quantity if div.name is None else f"{div.quantity}/{div.name}"
         keys = [k for k in keys if k == key]
     out["divergence/step"] = np.array(div.step)
@@ -609,7 +632,7 @@ def _trajectory(state, losses, comparison, snapshots) -> dict[str, np.ndarray]:
     out["losses"] = losses
     if comparison.branches_impl:
         out["branches"] = np.array([b or "" for b in comparison.branches_impl])
-    if sum(v.size for v in state.params.values()) > TRAJECTORY_MAX_PARAMETERS:
+    if snapshots is None:
         out["omitted"] = np.array(
             f"parameter snapshots: more than {TRAJECTORY_MAX_PARAMETERS:,} parameters"
         )
