@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 from equiv.backends.implementations import ImplSource
 from equiv.contract.records import Cell, CellResult
+from equiv.running.memory import release_freed_memory
 from equiv.running.runner import RunOptions, run_cell
 from equiv.running.workers import failure, hide_modules
 
@@ -104,7 +105,10 @@ def _check_answers(address: str) -> None:
 def _cell_task(cell: Cell, impl: ImplSource | None, options: RunOptions) -> CellResult:
     """One cell, in a Ray worker process whose environment the task's ``runtime_env`` set."""
     hide_modules(filter(None, os.environ.get(HIDES_VARIABLE, "").split(",")))
-    return run_cell(cell, options, impl=impl)
+    try:
+        return run_cell(cell, options, impl=impl)
+    finally:
+        release_freed_memory()  # Ray reuses the process for the environment's next cell
 
 
 @dataclass(eq=False)

@@ -48,6 +48,7 @@ from multiprocessing.connection import Connection, wait
 
 from equiv.backends.implementations import ImplSource
 from equiv.contract.records import Cell, CellResult
+from equiv.running.memory import release_freed_memory
 from equiv.running.runner import RunOptions, run_cell
 
 Job = tuple[Cell, ImplSource | None]
@@ -215,6 +216,7 @@ def _worker_main(
                 on_phase=lambda phase: conn.send(("phase", phase)),
             )
             conn.send(("result", result))
+            release_freed_memory()  # the next cell starts from the live memory, not the peak
     finally:
         conn.close()
 
