@@ -45,14 +45,30 @@ def test_freed_heap_memory_is_handed_back():
     assert before - after > 300, (before, after)  # of the 399 MB freed
 
 
-def test_the_workers_and_the_pytest_plugin_release_after_each_cell_and_module():
-    """Where it is called: after every cell in a local or Ray worker, and between test
-    modules in pytest (the plugin's teardown hook)."""
-    import inspect
+def test_the_pytest_plugin_releases_between_test_modules(monkeypatch):
+    from pathlib import Path
+    from types import SimpleNamespace
 
     from equiv.cli import pytest_plugin
+    from equiv.running import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "release_freed_memory", lambda: calls.append(1) or True)
+    a1, a2 = SimpleNamespace(path=Path("test_a.py")), SimpleNamespace(path=Path("test_a.py"))
+    b = SimpleNamespace(path=Path("test_b.py"))
+    pytest_plugin.pytest_runtest_teardown(a1, a2)
+    assert calls == []  # within a module: nothing
+    pytest_plugin.pytest_runtest_teardown(a2, b)
+    pytest_plugin.pytest_runtest_teardown(b, None)
+    assert calls == [1, 1]
+
+
+def test_the_workers_release_after_each_cell():
+    """Local and Ray workers call it after every cell (inside their processes, where a test
+    cannot count the calls)."""
+    import inspect
+
     from equiv.running import ray_executor, workers
 
     assert "release_freed_memory()" in inspect.getsource(workers._worker_main)
     assert "release_freed_memory()" in inspect.getsource(ray_executor._cell_task)
-    assert "release_freed_memory()" in inspect.getsource(pytest_plugin.pytest_runtest_teardown)
