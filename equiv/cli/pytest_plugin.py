@@ -283,13 +283,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    """Between test modules, the memory their cells freed goes back to the system
-    (``equiv.running.memory``): an xdist worker otherwise stays near the largest it has held
-    and grows module by module (measured on equiv's own suite: 12 GB in one worker)."""
-    if nextitem is None or nextitem.path != item.path:
-        from equiv.running.memory import release_freed_memory
+    """After a test that grew the process, its cyclic garbage is collected; between test
+    modules the memory their cells freed goes back to the system (``equiv.running.memory``):
+    an xdist worker otherwise stays near the largest it has held and grows module by module
+    (measured on equiv's own suite: 12 GB in one worker)."""
+    from equiv.running.memory import release_freed_memory
 
-        release_freed_memory()
+    release_freed_memory(trim=nextitem is None or nextitem.path != item.path)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
