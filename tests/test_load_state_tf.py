@@ -96,6 +96,14 @@ def reference_at(case: str, steps: int, prev_loss: float | None = None):
     return resume, reference.record()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_the_cached_references():
+    """resnet18's reference states go with the module's last test (a worker runs other
+    modules' resnet18 cells after it)."""
+    yield
+    reference_at.cache_clear()
+
+
 def loaded_next_step(case: str, backend_id: str, port_steps: int | None = None, prev_loss=None):
     """Load the reference's state after ``STEPS`` steps into a port that stepped
     ``port_steps`` times (a pipeline's ports as often, from halved parameters; others none),

@@ -72,6 +72,15 @@ def reference_records(variant: tuple) -> tuple:
     return tuple(out)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_the_cached_runs():
+    """The cached ports and records (0.7 GB together) go with the module's last test: an xdist
+    worker runs other modules' resnet18 cells after it."""
+    yield
+    stepped_port.cache_clear()
+    reference_records.cache_clear()
+
+
 def assert_agree(ours, theirs, fields=("grads", "params", "state"), loss=True) -> None:
     """Every step's loss and every array of ``fields`` within RTOL of the reference's scale."""
     assert len(ours) == len(theirs) == STEPS
