@@ -130,3 +130,25 @@ def test_the_workers_release_after_each_cell():
 
     assert "release_freed_memory()" in inspect.getsource(workers._worker_main)
     assert "release_freed_memory()" in inspect.getsource(ray_executor._cell_task)
+
+
+def test_every_cell_releases_its_frameworks_caches(monkeypatch):
+    """After each cell, whatever its outcome, the backend drops the caches its framework keeps
+    for the process's lifetime; a release that fails is a warning, and the verdict stands."""
+    from equiv.backends.numpy import NumpyBackend
+    from equiv.contract.records import Cell
+    from equiv.running.runner import RunOptions, run_cell
+
+    calls = []
+    monkeypatch.setattr(NumpyBackend, "release_caches", lambda self: calls.append(self.id))
+    options = RunOptions.verdict_only(steps=2)
+    passed = run_cell(Cell("two_layer_mlp", "numpy", "float64"), options)
+    assert passed.status == "pass" and calls == ["numpy"]
+
+    def broken(self):
+        raise RuntimeError("cache gone")
+
+    monkeypatch.setattr(NumpyBackend, "release_caches", broken)
+    with pytest.warns(RuntimeWarning, match="two_layer_mlp-numpy-float64: releasing numpy"):
+        again = run_cell(Cell("two_layer_mlp", "numpy", "float64"), options)
+    assert again.status == "pass"

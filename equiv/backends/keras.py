@@ -294,6 +294,13 @@ class KerasJax(KerasBackend):
         "BIT64_TO_BIT32_DTYPE); the cases that use them declare it"
     )
 
+    def release_caches(self) -> None:
+        """As equiv-jax's backends: JAX's compiled programs and traces, kept for the process's
+        lifetime, held 1.5 GB of a 2.4 GB worker after one resnet18 cell (measured)."""
+        import jax
+
+        jax.clear_caches()
+
     def configure_framework(self, threads: int) -> None:
         # One thread: XLA's CPU kernels single-threaded, as tf.xla and equiv-jax set it. Without
         # it a keras.jax worker inherited the flag or not from the process that started it (a

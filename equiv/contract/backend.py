@@ -82,6 +82,11 @@ class Backend(ABC):
     @abstractmethod
     def to_numpy(self, value: Any) -> np.ndarray: ...
 
+    def release_caches(self) -> None:  # noqa: B027 - most frameworks free a cell with it
+        """Drop what the framework keeps for the process's lifetime once a cell is done
+        (compiled programs, traces): called after every cell, so a long-lived worker does not
+        grow with the cells it ran. A later cell that needs them compiles them again."""
+
     def synchronize(self) -> None:  # noqa: B027 - CPU frameworks are synchronous by default
         """Wait for queued work, so that a timed step includes all of its computation."""
 

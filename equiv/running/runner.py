@@ -20,6 +20,7 @@ import functools
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -175,6 +176,7 @@ def run_cell(
     steps = options.steps_for(cell.case)
     result = CellResult(cell=cell, status="error", steps=steps)
     clock = PhaseClock(result.phases_s, on_phase)
+    backend = None
     try:
         broken = unavailable_cases().get(cell.case)
         if broken is not None:  # a case package that failed to load: listed with its reason
@@ -201,7 +203,23 @@ def run_cell(
     finally:
         result.duration_s = time.perf_counter() - started
         result.peak_rss_mb = peak_rss_mb()
+        if backend is not None:
+            _release_caches(backend, result)
     return result
+
+
+def _release_caches(backend, result: CellResult) -> None:
+    """The framework's caches go once the cell is judged; a failure to drop them is a
+    warning, never a change of the cell's verdict."""
+    try:
+        backend.release_caches()
+    except Exception as exc:  # noqa: BLE001 - the cell's verdict stands either way
+        warnings.warn(
+            f"{result.cell.id}: releasing {backend.id}'s caches failed: "
+            f"{type(exc).__name__}: {exc}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def peak_rss_mb() -> float | None:

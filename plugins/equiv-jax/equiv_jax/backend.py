@@ -97,6 +97,14 @@ class JaxBackend(Backend):
                 out[name] = "unknown"
         return out
 
+    def release_caches(self) -> None:
+        """JAX keeps every compiled program and trace for the process's lifetime: after a
+        resnet18 cell on keras.jax 1.5 GB of a 2.4 GB process (measured), compiled again from
+        the persistent compilation cache where a later cell needs it."""
+        import jax
+
+        jax.clear_caches()
+
     def configure(self, threads: int) -> None:
         flags = ["--xla_gpu_deterministic_ops=true"]
         if threads == 1:

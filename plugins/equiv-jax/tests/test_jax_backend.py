@@ -130,3 +130,21 @@ def test_configure_sets_x64_and_the_xla_thread_flag_before_xla_starts():
     assert "--xla_cpu_multi_thread_eigen=false" in out.stdout
     assert "--xla_gpu_deterministic_ops=true" in out.stdout
     assert out.stdout.split()[-2:] == ["True", "float64"]
+
+
+@pytest.mark.parametrize("backend_id", ["jax.eager", "jax.jit", "keras.jax"])
+def test_a_cells_end_empties_jaxs_compilation_caches(backend_id):
+    """JAX keeps every compiled program for the process's lifetime (after a resnet18 cell on
+    keras.jax: 1.5 GB of a 2.4 GB worker); the backend drops them once a cell is done."""
+    if reason := get_backend(backend_id).availability():
+        pytest.skip(reason)
+    import jax
+
+    @jax.jit
+    def step(x):
+        return x * 2.0 + 1.0
+
+    step(np.ones(3))
+    assert step._cache_size() == 1
+    get_backend(backend_id).release_caches()
+    assert step._cache_size() == 0
