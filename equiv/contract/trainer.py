@@ -49,6 +49,7 @@ HARNESS_CALLS: tuple[str, ...] = (
     "to_native",
     "to_numpy",
     "synchronize",
+    "release_caches",
     "transform",
     "implementation_module",
     "build_trainer",
