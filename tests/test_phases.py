@@ -92,3 +92,29 @@ def test_a_document_from_before_the_split_shows_no_share():
     """Its ``lockstep`` holds the harness's work too: a share from it would be wrong."""
     document = _document([{"lockstep": 3.0, "calibration": 1.0}])
     assert build_context(copy.deepcopy(document))["harness_costs"] == []
+
+
+@needs_torch
+def test_the_reproducibility_fingerprints_are_harness_work_and_only_where_read(monkeypatch):
+    """The first steps' fingerprints (the reproducibility check) are timed as ``compare``, not
+    as the port's ``lockstep``, and not taken at all where the check is off (the matrix,
+    sweeps). Planted: a pause in taking one."""
+    import dataclasses
+
+    from equiv.running import runner
+
+    calls = []
+
+    def slow_fingerprint(record):
+        calls.append(1)
+        time.sleep(PAUSE_S)
+        return ()
+
+    monkeypatch.setattr(runner, "fingerprint", slow_fingerprint)
+    run_cell(CELL, OPTIONS)
+    assert calls == []  # check_reproducible off
+    checked = run_cell(CELL, dataclasses.replace(OPTIONS, check_reproducible=True))
+    paused = runner.REPRODUCIBILITY_STEPS * PAUSE_S
+    assert len(calls) == runner.REPRODUCIBILITY_STEPS
+    assert checked.phases_s[COMPARE] >= paused
+    assert checked.phases_s["lockstep"] < paused, checked.phases_s

@@ -272,7 +272,8 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
     snapshots: dict[str, StepRecord] | None = (
         {} if options.keep_arrays and not _too_large(state) else None
     )
-    early: list[tuple] = []
+    # fingerprints of the first free steps, only where the reproducibility check reads them
+    early: list[tuple] | None = [] if options.check_reproducible else None
     timing = {"first_call": 0.0}
     log = StepLog() if options.digests else None
     #: per check, the port's and the reference's records of the step it first diverged at
@@ -556,13 +557,14 @@ class Resync:
 @dataclass
 class Keep:
     """What the lockstep keeps beside the comparisons: the port's losses, its first and last
-    records (None: not kept), its early records' fingerprints (the reproducibility check),
+    records (None: not kept), its early records' fingerprints (the reproducibility check;
+    None: not run),
     the first step's time, the step
     log (digests) and each check's records at its first divergence."""
 
     losses: np.ndarray
     snapshots: dict[str, StepRecord] | None
-    early: list[tuple]
+    early: list[tuple] | None
     timing: dict[str, float]
     log: StepLog | None = None
     at_divergence: dict[str, tuple[StepRecord, StepRecord]] = field(default_factory=dict)
@@ -589,12 +591,12 @@ def _lockstep(trainer, checks, backend, steps, keep: Keep, resync=None, clock=No
         if snapshots is not None:
             snapshots.setdefault("first", record)
             snapshots["last"] = record
-        # a fresh run steps freely: only the steps before the first resynchronised one can
-        # be repeated bit for bit (resnet18's float32 cells resynchronise from step 2; their
-        # steps 2-4 were held to a free rerun's and read as not reproducible)
-        if t < REPRODUCIBILITY_STEPS and one_step is None and len(early) == t:
-            early.append(fingerprint(record))
         with clock(COMPARE):
+            # a fresh run steps freely: only the steps before the first resynchronised one can
+            # be repeated bit for bit (resnet18's float32 cells resynchronise from step 2;
+            # their steps 2-4 were held to a free rerun's and read as not reproducible)
+            if early is not None and one_step is None and len(early) == t < REPRODUCIBILITY_STEPS:
+                early.append(fingerprint(record))
             if keep.log is not None:
                 keep.log.add(record)
             for check in checks:
