@@ -368,9 +368,9 @@ PLANTS = {
     "kernel transposed the wrong way": (
         [
             (
-                "variable.assign(layout.param_to_channels_last(name, canonical[name]))",
+                "variable.assign(channels_last(name, canonical[name]))",
                 "variable.assign(canonical[name].T if canonical[name].ndim == 4 "
-                "else layout.param_to_channels_last(name, canonical[name]))",
+                "else channels_last(name, canonical[name]))",
             )
         ],
         "convolutions",

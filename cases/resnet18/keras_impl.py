@@ -45,6 +45,7 @@ replace them, and on jax Keras's random initializers compile per shape (35 s of 
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from cases.resnet18 import layout
@@ -59,6 +60,7 @@ from cases.resnet18.spec import (
     initial_state,
 )
 from equiv.contract.trainer import StateNotLoadable
+from equiv.layouts.transposition import contiguous
 from equiv.support.keras import load_optimizer
 from equiv.support.records import step_record
 
@@ -163,16 +165,22 @@ def load(variables: dict, canonical: dict) -> None:
     """Assigns canonical arrays (by name) to the model's variables, converted to channels-last;
     ``Variable.assign`` refuses a wrong shape."""
     for name, variable in variables.items():
-        variable.assign(layout.param_to_channels_last(name, canonical[name]))
+        variable.assign(channels_last(name, canonical[name]))
 
 
 def optimizer_to_channels_last(canonical: dict) -> dict:
     """The canonical optimizer state (``momentum/<param>`` in its parameter's canonical layout)
     in the layout of the variables it goes with; a key without a parameter (``t``) as it is."""
     return {
-        key: layout.param_to_channels_last(key.partition("/")[2], value) if "/" in key else value
+        key: channels_last(key.partition("/")[2], value) if "/" in key else value
         for key, value in canonical.items()
     }
+
+
+def channels_last(name: str, value: np.ndarray) -> np.ndarray:
+    """A canonical array channels-last and contiguous: every Keras backend copies a strided
+    view (the transposed kernel) element by element (``equiv.layouts.transposition``)."""
+    return contiguous(layout.param_to_channels_last(name, value))
 
 
 class Trainer:

@@ -358,9 +358,9 @@ RESNET18 = [
         "resnet18",
         "keras.tensorflow",
         "float64",
-        "variable.assign(layout.param_to_channels_last(name, canonical[name]))",
+        "variable.assign(channels_last(name, canonical[name]))",
         "variable.assign(canonical[name].T if canonical[name].ndim == 4 else "
-        "layout.param_to_channels_last(name, canonical[name]))",
+        "channels_last(name, canonical[name]))",
         {"step": 0, "quantity": "activations", "name": "conv1"},
         steps=2,
     ),

@@ -38,6 +38,7 @@ from equiv.checking.compare import (
     Comparison,
     NonFinite,
     ShapeMismatch,
+    contiguous_arrays,
     declared_not_observed,
     derived_observables,
 )
@@ -592,6 +593,7 @@ def _lockstep(trainer, checks, backend, steps, keep: Keep, resync=None, clock=No
             snapshots.setdefault("first", record)
             snapshots["last"] = record
         with clock(COMPARE):
+            record = contiguous_arrays(record)
             # a fresh run steps freely: only the steps before the first resynchronised one can
             # be repeated bit for bit (resnet18's float32 cells resynchronise from step 2;
             # their steps 2-4 were held to a free rerun's and read as not reproducible)

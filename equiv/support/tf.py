@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from equiv.contract.records import CaseState, StepRecord, TrainingState
 from equiv.contract.trainer import StateNotLoadable
+from equiv.layouts.transposition import contiguous
 from equiv.support.records import step_record
 
 if TYPE_CHECKING:
@@ -164,7 +165,8 @@ class Loading:
 
 
 def _as_value(variable: Any, value: Any) -> np.ndarray:
-    return np.asarray(value, dtype=variable.dtype.as_numpy_dtype)
+    # contiguous: TF copies a strided view (a kernel put channels-last) element by element
+    return contiguous(np.asarray(value, dtype=variable.dtype.as_numpy_dtype))
 
 
 class Trainer(Loading):
