@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import xxhash
 
+from equiv.layouts.transposition import contiguous
 from equiv.tolerance.policy import max_abs, record_values
 
 #: the digests' algorithm, recorded in a run's settings: digests of two algorithms are not
@@ -23,7 +24,10 @@ ALGORITHM = "xxh3_64"
 
 def digest(value) -> int:
     """The array's 64-bit digest (dtype, shape and bytes); a Python float counts as float64."""
-    a = np.ascontiguousarray(value)
+    # a transposed view is copied in two passes (equiv.layouts.transposition), not strided
+    # through; 0-d as 1-d, as np.ascontiguousarray has always made it (the digests of runs
+    # kept by earlier versions stay comparable)
+    a = contiguous(value).reshape(np.shape(value) or (1,))
     h = xxhash.xxh3_64(f"{a.dtype.str}{a.shape}".encode())
     if a.size:
         h.update(memoryview(a).cast("B"))
