@@ -11,7 +11,7 @@ import pytest
 
 from equiv.backends.implementations import ImplSource, Patch
 from equiv.backends.registry import get_backend
-from equiv.contract.records import COMPARE, HARNESS_PHASES, Cell, harness_split
+from equiv.contract.records import COMPARE, HARNESS_PHASES, REFERENCE, Cell, harness_split
 from equiv.reference.trainer import ReferenceTrainer
 from equiv.report.render import build_context
 from equiv.running.runner import RunOptions, run_cell
@@ -36,19 +36,30 @@ def _slow_port() -> ImplSource:
 @needs_torch
 def test_a_slow_port_is_the_ports_time_and_a_slow_reference_the_harnesss(monkeypatch):
     """Planted: a pause in the port's step lands in ``lockstep``, the same pause in the
-    reference's step in ``compare``; every second of the cell is in exactly one phase."""
+    reference's step in ``reference``, in a comparison in ``compare``; every second of the
+    cell is in exactly one phase."""
+    from equiv.checking.compare import Comparison
+
     plain = run_cell(CELL, OPTIONS)
     slow_port = run_cell(CELL, OPTIONS, impl=_slow_port())
     reference_step = ReferenceTrainer.run_step
+    compare_step = Comparison.add
 
-    def slow_reference_step(self):
+    def slow_reference_step(self, *args, **kwargs):
         time.sleep(PAUSE_S)
-        reference_step(self)
+        reference_step(self, *args, **kwargs)
+
+    def slow_comparison(self, *args, **kwargs):
+        time.sleep(PAUSE_S)
+        return compare_step(self, *args, **kwargs)
 
     monkeypatch.setattr(ReferenceTrainer, "run_step", slow_reference_step)
     slow_reference = run_cell(CELL, OPTIONS)
+    monkeypatch.setattr(ReferenceTrainer, "run_step", reference_step)
+    monkeypatch.setattr(Comparison, "add", slow_comparison)
+    slow_compare = run_cell(CELL, OPTIONS)
     steps = OPTIONS.steps
-    for result in (plain, slow_port, slow_reference):
+    for result in (plain, slow_port, slow_reference, slow_compare):
         assert result.status == "pass", result.reason
         assert COMPARE in result.phases_s and "lockstep" in result.phases_s
         port, harness = harness_split(result.phases_s)
@@ -57,8 +68,11 @@ def test_a_slow_port_is_the_ports_time_and_a_slow_reference_the_harnesss(monkeyp
     grown = steps * PAUSE_S * 0.9
     assert slow_port.phases_s["lockstep"] - plain.phases_s["lockstep"] > grown
     assert slow_port.phases_s[COMPARE] - plain.phases_s[COMPARE] < grown / 2
-    assert slow_reference.phases_s[COMPARE] - plain.phases_s[COMPARE] > grown
+    assert slow_reference.phases_s[REFERENCE] - plain.phases_s[REFERENCE] > grown
+    assert slow_reference.phases_s[COMPARE] - plain.phases_s[COMPARE] < grown / 2
     assert slow_reference.phases_s["lockstep"] - plain.phases_s["lockstep"] < grown / 2
+    assert slow_compare.phases_s[COMPARE] - plain.phases_s[COMPARE] > grown
+    assert slow_compare.phases_s[REFERENCE] - plain.phases_s[REFERENCE] < grown / 2
 
 
 def _document(phases: list[dict[str, float]]) -> dict:
@@ -76,16 +90,24 @@ def _document(phases: list[dict[str, float]]) -> dict:
 
 def test_the_speed_section_shows_the_harnesss_share_per_backend_and_for_the_run():
     phases = [
-        {"imports": 1.0, "calibration": 2.0, "lockstep": 3.0, COMPARE: 4.0},
+        {"imports": 1.0, "calibration": 2.0, "lockstep": 3.0, REFERENCE: 1.5, COMPARE: 2.5},
         {"lockstep": 6.0, COMPARE: 1.0, "benchmark": 2.0, "extras": 1.0},
         {"lockstep": 1.0, COMPARE: 1.0},
-        {"startup": 2.0, "lockstep": 2.0, "diagnosis": 4.0},
+        {"startup": 2.0, "lockstep": 2.0, "diagnosis": 3.0, REFERENCE: 1.0},
     ]
     rows = {r["backend"]: r for r in build_context(_document(phases))["harness_costs"]}
-    assert set(HARNESS_PHASES) == {"calibration", COMPARE, "extras", "diagnosis"}
+    assert set(HARNESS_PHASES) == {"calibration", REFERENCE, COMPARE, "extras", "diagnosis"}
     assert (rows["numpy"]["port_s"], rows["numpy"]["harness_s"]) == (5.0, 7.0)
     assert (rows["torch.eager"]["port_s"], rows["torch.eager"]["harness_s"]) == (12.0, 6.0)
+    assert (rows["numpy"]["reference_s"], rows["torch.eager"]["reference_s"]) == (1.5, 1.0)
     assert rows["run"]["cells"] == 4 and rows["run"]["share"] == pytest.approx(13 / 30)
+    assert rows["run"]["reference_s"] == 2.5
+
+
+def test_a_document_from_before_the_reference_was_timed_apart_shows_no_reference_column():
+    """Its ``compare`` holds the reference's steps: a 0 there would read as none."""
+    rows = build_context(_document([{"lockstep": 3.0, COMPARE: 1.0}]))["harness_costs"]
+    assert rows and all(r["reference_s"] is None for r in rows)
 
 
 def test_a_document_from_before_the_split_shows_no_share():

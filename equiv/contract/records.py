@@ -138,15 +138,19 @@ class Caveat:
 NO_TRACE = "no_trace"
 
 
-#: the phase of ``CellResult.phases_s`` that times the harness's own work inside the lockstep
-#: (the reference's steps, the comparisons, the step log, resynchronising)
+#: the phase of ``CellResult.phases_s`` that times the harness's own bookkeeping inside the
+#: lockstep (the comparisons, the step log, resynchronising)
 COMPARE = "compare"
+#: the phase that times the float64 reference's own steps beside the port's (inside the
+#: lockstep): the part of the harness's share that is the ground truth computed, as much work
+#: as a numpy port's, where ``compare`` is what checking it against the port adds
+REFERENCE = "reference"
 #: the phases that are the harness's work, not the port's: the float64 reference's runs
-#: (calibration; its steps and the comparisons beside the port's: compare) and what equiv
-#: adds after the verdict (localization, diagnosis, the reproducibility re-run, the step
-#: records: extras, diagnosis). The others (startup, imports, lockstep, benchmark) are the
-#: port's own: its framework's import, its build, steps, synchronisation and records.
-HARNESS_PHASES = ("calibration", COMPARE, "extras", "diagnosis")
+#: (calibration; its steps beside the port's: reference), the comparisons (compare) and what
+#: equiv adds after the verdict (localization, diagnosis, the reproducibility re-run, the
+#: step records: extras, diagnosis). The others (startup, imports, lockstep, benchmark) are
+#: the port's own: its framework's import, its build, steps, synchronisation and records.
+HARNESS_PHASES = ("calibration", REFERENCE, COMPARE, "extras", "diagnosis")
 
 
 def harness_split(phases_s: dict[str, float]) -> tuple[float, float]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import jinja2
 
-from equiv.contract.records import COMPARE, DTYPES, STATUSES, harness_split
+from equiv.contract.records import COMPARE, DTYPES, REFERENCE, STATUSES, harness_split
 from equiv.report import model, plotdata
 from equiv.results.document import atomic_write_bytes
 
@@ -139,11 +139,15 @@ def _benchmarks(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _harness_costs(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per backend, and for the run (last row): the seconds its cells spent in the port's own
-    work and in the harness's (``harness_split`` of their ``phases_s``). Empty for a document
-    recorded before the lockstep was split (no cell has a ``compare`` phase)."""
+    work and in the harness's (``harness_split`` of their ``phases_s``), and of the harness's
+    the float64 reference's own steps (None for a document recorded before they were timed
+    apart). Empty for a document recorded before the lockstep was split (no cell has a
+    ``compare`` phase)."""
     cells: Counter[str] = Counter()
     port: Counter[str] = Counter()
     harness: Counter[str] = Counter()
+    reference: Counter[str] = Counter()
+    timed_apart = False
     split = False
     for v in views:
         phases = v["raw"].get("phases_s")
@@ -155,25 +159,28 @@ def _harness_costs(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not phases:
             continue
         split = split or COMPARE in phases
+        timed_apart = timed_apart or REFERENCE in phases
         name = v["backend"]
         own, equivs = harness_split(phases)
         cells[name] += 1
         port[name] += own
         harness[name] += equivs
+        reference[name] += phases.get(REFERENCE, 0.0)
     if not split:
         return []
     names = model.ordered(list(cells), ("numpy",))
-    rows = [(name, cells[name], port[name], harness[name]) for name in names]
-    rows.append(("run", cells.total(), port.total(), harness.total()))
+    rows = [(name, cells[name], port[name], harness[name], reference[name]) for name in names]
+    rows.append(("run", cells.total(), port.total(), harness.total(), reference.total()))
     return [
         {
             "backend": name,
             "cells": n,
             "port_s": p,
             "harness_s": h,
+            "reference_s": r if timed_apart else None,
             "share": h / (p + h) if p + h > 0 else None,
         }
-        for name, n, p, h in rows
+        for name, n, p, h, r in rows
     ]
 
 

@@ -48,7 +48,7 @@ from equiv.checking.verdict import decide, declared_explanation
 from equiv.contract.backend import CellSkip
 from equiv.contract.case import get_case, unavailable_cases
 from equiv.contract.divergence import Divergence
-from equiv.contract.records import COMPARE, NO_TRACE, Cell, CellResult, StepRecord
+from equiv.contract.records import COMPARE, NO_TRACE, REFERENCE, Cell, CellResult, StepRecord
 from equiv.contract.trainer import StateNotLoadable, check_trainer
 from equiv.layouts.core import LayoutError
 from equiv.running.bench import benchmark_steps
@@ -573,8 +573,9 @@ class Keep:
 
 def _lockstep(trainer, checks, backend, steps, keep: Keep, resync=None, clock=None) -> None:
     """The port's steps, each followed by the reference's and the comparisons. Within the
-    lockstep phase, the harness's own work (reference steps, comparisons, the step log,
-    resynchronising) is timed as the ``compare`` phase, so that ``lockstep`` is the port's."""
+    lockstep phase, the harness's own work is timed apart, so that ``lockstep`` is the port's:
+    the reference's steps as ``reference``, the comparisons, the step log and resynchronising
+    as ``compare``."""
     losses, snapshots, early, timing = keep.losses, keep.snapshots, keep.early, keep.timing
     clock = clock or PhaseClock({})
     for t in range(steps):
@@ -604,8 +605,9 @@ def _lockstep(trainer, checks, backend, steps, keep: Keep, resync=None, clock=No
             for check in checks:
                 if not check.active:
                     continue
-                check.reference.run_step()
-                ref = check.reference.record()
+                with clock(REFERENCE):
+                    check.reference.run_step()
+                    ref = check.reference.record()
                 if one_step is not None and check is resync.followed:
                     check.comparison.add_resynced(t, record, ref, one_step)
                 else:
