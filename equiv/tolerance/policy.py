@@ -403,6 +403,9 @@ def _calibrate(
             scale[k][t] = max_abs(v64[k])
             spread[k][t] = max_abs_diff(v32[k], v64[k])
         loss_off = abs(v32["loss"] - r64.loss) > np.max(np.abs(losses[: t + 1])) / K
+        # Each trainer's record (its gradients, activations) is let go once read, not held
+        # until its next step: resnet18's calibration keeps up to seven trainers side by side
+        shadow.last = v32 = None
         if plain is not None and horizon is None and loss_off:
             # Measured kinks (a deep ReLU network) in float32: where the flipping shadow's loss
             # is off by more than 1/K of the loss's range so far, its trajectory has left the
@@ -414,6 +417,7 @@ def _calibrate(
             v_plain = record_values(plain.record())
             for k in keys:
                 spread[k][t] = max(spread[k][t], max_abs_diff(v_plain[k], v64[k]))
+            plain.last = v_plain = None
         if measured_rounding and t == 0:
             # before any drift: the float32 shadow's rounding, scaled, and the float64
             # reference's own, measured against extended precision; whichever is larger.
@@ -430,11 +434,13 @@ def _calibrate(
             v_noisy = record_values(noisy.record())
             for k in keys:
                 spread_noisy[k][t] = max(spread_noisy[k][t], max_abs_diff(v_noisy[k], v64[k]))
+            noisy.last = v_noisy = None
             if dtype == "float64":
                 noisy.params = {
                     k: v * (1 + EPS["float64"] * jitter.choice((-1.0, 1.0), size=v.shape))
                     for k, v in noisy.params.items()
                 }
+        ref64.last = r64 = v64 = None
     return _tolerances(spec, dtype, scale, spread, spread_noisy, branches, losses, horizon)
 
 
