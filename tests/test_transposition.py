@@ -136,3 +136,12 @@ def _digest_as_stored(value) -> int:
 )
 def test_a_digest_is_what_it_was(value):
     assert digest(value) == _digest_as_stored(value)
+
+
+def test_a_record_of_a_ports_own_type_is_read_as_it_is():
+    """The comparisons read a record by its attributes; one that is not a StepRecord is left
+    alone, not an error."""
+    from types import SimpleNamespace
+
+    record = SimpleNamespace(loss=1.0, grads={"w": np.ones((2, 3)).T}, params={})
+    assert contiguous_arrays(record) is record

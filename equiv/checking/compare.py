@@ -110,6 +110,8 @@ def contiguous_arrays(record: StepRecord) -> StepRecord:
             for k, v in values.items()
         }
 
+    if not isinstance(record, StepRecord):  # a port's own record type: read as it is
+        return record
     return replace(
         record,
         grads=arrays(record.grads),
