@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from equiv.layouts.transposition import contiguous
+
 Array = np.ndarray
 Shape = tuple[int, ...]
 
@@ -107,7 +109,8 @@ class Rule:
 
 
 def _contiguous(array: Array) -> Array:
-    return np.ascontiguousarray(array)
+    # a transposed kernel copied in two passes, not strided through (equiv.layouts.transposition)
+    return contiguous(array)
 
 
 def copy(
