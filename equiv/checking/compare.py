@@ -98,6 +98,10 @@ def derived_observables(trainer) -> dict[str, tuple[tuple[str, ...], Callable]]:
     return out
 
 
+#: a ``StepRecord``'s groups of named arrays
+RECORD_GROUPS = ("activations", "grads", "params", "state", "evaluation")
+
+
 def contiguous_arrays(record: StepRecord) -> StepRecord:
     """``record`` with each array that is a strided view (a channels-last port's kernels read
     canonical through ``np.transpose``) copied C-contiguous, once. Its digest and each of its
@@ -112,14 +116,7 @@ def contiguous_arrays(record: StepRecord) -> StepRecord:
 
     if not isinstance(record, StepRecord):  # a port's own record type: read as it is
         return record
-    return replace(
-        record,
-        grads=arrays(record.grads),
-        params=arrays(record.params),
-        activations=arrays(record.activations),
-        state=arrays(record.state),
-        evaluation=arrays(record.evaluation),
-    )
+    return replace(record, **{group: arrays(getattr(record, group)) for group in RECORD_GROUPS})
 
 
 def divergence(

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 
 from equiv.backends.reference_port import reference_trainer
-from equiv.checking.compare import Check, Comparison
+from equiv.checking.compare import RECORD_GROUPS, Check, Comparison
 from equiv.contract.records import Localization, StepRecord
 from equiv.contract.trainer import StateNotLoadable
 from equiv.tolerance.policy import calibrate_state
@@ -110,9 +110,6 @@ def _verdict(where: dict, again) -> Localization:
             "are not reset) or from drift accumulated over earlier steps"
         )
     return Localization(**where, diagnosis=diagnosis, forced=True, forced_divergence=again)
-
-
-RECORD_GROUPS = ("activations", "grads", "params", "state", "evaluation")
 
 
 def fingerprint(record: StepRecord) -> tuple:

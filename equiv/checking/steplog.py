@@ -27,7 +27,9 @@ def digest(value) -> int:
     # a transposed view is copied in two passes (equiv.layouts.transposition), not strided
     # through; 0-d as 1-d, as np.ascontiguousarray has always made it (the digests of runs
     # kept by earlier versions stay comparable)
-    a = contiguous(value).reshape(np.shape(value) or (1,))
+    a = contiguous(value)
+    if a.ndim == 0:
+        a = a.reshape(1)
     h = xxhash.xxh3_64(f"{a.dtype.str}{a.shape}".encode())
     if a.size:
         h.update(memoryview(a).cast("B"))
