@@ -92,21 +92,18 @@ def test_the_reference_steps_from_the_state_the_port_was_given(monkeypatch):
     """In a float32 cell the loaded state is the reference's rounded to float32; the step the
     port is held to starts from that same rounded state (a correct torch.compile port was
     1.01x the one-step tolerance at seed 3 when held to the unrounded state's step)."""
-    import sys
-
     import numpy as np
 
     from equiv.reference.trainer import ReferenceTrainer
 
     loaded = []
-    real = ReferenceTrainer.load_training_state
+    real = ReferenceTrainer.round_state
 
-    def spy(self, resume, copy=True):
-        if sys._getframe(1).f_code.co_name == "step":  # Resync.step, not a calibration
-            loaded.append(resume)
-        real(self, resume, copy)
+    def spy(self, dtype):
+        real(self, dtype)
+        loaded.append(self.training_state())
 
-    monkeypatch.setattr(ReferenceTrainer, "load_training_state", spy)
+    monkeypatch.setattr(ReferenceTrainer, "round_state", spy)
     options = RunOptions.verdict_only(steps=4, resync=True, resync_from=2)
     result = run_cell(Cell("parallel_blocks", "numpy", "float32"), options)
     assert result.status == "pass" and result.resynchronised_from == 2, result.reason
@@ -118,3 +115,39 @@ def test_the_reference_steps_from_the_state_the_port_was_given(monkeypatch):
         for value in floating:
             assert value.dtype == np.float64
             np.testing.assert_array_equal(value, value.astype(np.float32))
+
+
+def test_rounding_the_references_state_is_loading_it_rounded_and_leaves_records_alone():
+    """``round_state`` (resynchronising a float32 cell without holding resnet18's state twice)
+    steps on as loading the state cast to float32 and back does, bit for bit, and a record
+    taken before it (one kept at a divergence) keeps its values. Adam's moments are rounded
+    in place (no record holds them), the parameters replaced."""
+    import numpy as np
+
+    from equiv.contract.case import get_case
+    from equiv.reference.trainer import ReferenceTrainer
+
+    spec = get_case("parallel_blocks")
+    start = spec.make_state(0, "float64")
+    rounded, loaded = ReferenceTrainer(spec, start), ReferenceTrainer(spec, start)
+    for trainer in (rounded, loaded):
+        trainer.run_step()
+        trainer.run_step()
+    kept = rounded.record()
+    before = {k: v.copy() for k, v in kept.params.items()}
+    rounded.round_state("float32")
+    loaded.load_training_state(loaded.training_state().astype("float32").astype("float64"))
+    for name, value in kept.params.items():
+        np.testing.assert_array_equal(value, before[name])
+    ours, theirs = rounded.training_state(), loaded.training_state()
+    for group in ("params", "optimizer", "state"):
+        a, b = getattr(ours, group), getattr(theirs, group)
+        assert a.keys() == b.keys()
+        for name in a:
+            assert a[name].dtype == b[name].dtype, name
+            np.testing.assert_array_equal(a[name], b[name])
+    rounded.run_step()
+    loaded.run_step()
+    assert rounded.record().loss == loaded.record().loss
+    for name, value in rounded.record().params.items():
+        np.testing.assert_array_equal(value, loaded.record().params[name])

@@ -231,6 +231,7 @@ class Trainer:
         return self.loss_fn(self.y, outputs[-1]), (outputs, non_trainable)
 
     def run_step(self) -> None:
+        self.last = self.evaluation = None  # not held through this step (45 MB in float32)
         (loss, (outputs, non_trainable)), grads = self.backend.value_and_grad(
             self.compute_loss, self.variables, has_aux=True
         )

@@ -162,6 +162,7 @@ class Trainer:
         return self.loss_fn(self.y, self.model(self.x))
 
     def run_step(self) -> None:
+        self.last = None  # the last step's gradients are not held through this one
         loss, grads = self.backend.value_and_grad(self.compute_loss, self.variables)
         self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
         self.last = (loss, grads)

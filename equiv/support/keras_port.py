@@ -277,6 +277,7 @@ class Port(support.Trainer):
         return self.loss_fn(self.y, outputs[-1]), (outputs, non_trainable)
 
     def run_step(self) -> None:
+        self.last = None  # the last step's gradients are not held through this one
         (loss, (outputs, new_state)), grads = self.backend.value_and_grad(
             self.compute_loss, self.variables, has_aux=True
         )

@@ -221,6 +221,7 @@ class Trainer(Loading):
             variable.assign(_as_value(variable, value))
 
     def run_step(self) -> None:
+        self.last = None  # the last step's gradients are not held through this one
         self.last = self.step(self.x, self.y, *self.weights.values())
 
     def record(self) -> StepRecord:
@@ -306,6 +307,7 @@ class GraphTrainer(Loading):
         self.sess.run(initializers, feed_dict=feed)
 
     def run_step(self) -> None:
+        self.last = None  # the last step's gradients are not held through this one
         self.last = self.sess.run(self.fetches, feed_dict=self.feed)
 
     def record(self) -> StepRecord:
