@@ -277,8 +277,11 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
     early: list[tuple] | None = [] if options.check_reproducible else None
     timing = {"first_call": 0.0}
     log = StepLog() if options.digests else None
-    #: per check, the port's and the reference's records of the step it first diverged at
-    at_divergence: dict[str, tuple[StepRecord, StepRecord]] = {}
+    #: per check, the port's and the reference's values at the step it first diverged at,
+    #: where a failing cell's arrays will be written
+    at_divergence: dict[str, tuple[dict, dict]] | None = (
+        {} if options.keep_trajectories and not options.keep_arrays else None
+    )
     # numpy's BLAS threads and the framework's OpenMP threads spin-wait on each other when they
     # alternate step by step (measured: 13x slower); the parity phase gives numpy one thread.
     with clock("lockstep"):
@@ -297,7 +300,7 @@ def _run(cell, backend, options, steps, impl, bench: BenchPlan, result, clock) -
                 checks,
                 backend,
                 steps,
-                Keep(losses, snapshots, early, timing, log, at_divergence),
+                Keep(losses, snapshots, early, timing, log, at_divergence, _too_large(state)),
                 resync,
                 clock,
             )
@@ -522,6 +525,7 @@ class Resync:
                 if other is not self.followed and other.active:
                     other.active = False
                     other.comparison.stop(t, self.not_followed(other))
+                    other.release()  # resnet18's float64 reference: 0.4 GB
         check = self.followed
         if not check.active:
             return None
@@ -571,7 +575,11 @@ class Keep:
     early: list[tuple] | None
     timing: dict[str, float]
     log: StepLog | None = None
-    at_divergence: dict[str, tuple[StepRecord, StepRecord]] = field(default_factory=dict)
+    #: None: nothing kept (no failing cell's arrays will be written)
+    at_divergence: dict[str, tuple[dict, dict]] | None = None
+    #: keep the diverging quantity alone, not every quantity of the step (a model past
+    #: ``TRAJECTORY_MAX_PARAMETERS``: resnet18's two records are 340 MB in float64)
+    diverging_only: bool = False
 
 
 def _lockstep(trainer, checks, backend, steps, keep: Keep, resync=None, clock=None) -> None:
@@ -616,8 +624,16 @@ def _lockstep(trainer, checks, backend, steps, keep: Keep, resync=None, clock=No
                 else:
                     check.active = check.comparison.add(t, record, ref)
                 div = check.comparison.first_divergence
-                if div is not None and div.step == t and check.label not in keep.at_divergence:
-                    keep.at_divergence[check.label] = (record, ref)
+                kept = keep.at_divergence
+                if (
+                    div is not None
+                    and div.step == t
+                    and kept is not None
+                    and check.label not in kept
+                ):
+                    kept[check.label] = _values_at(div, record, ref, keep.diverging_only)
+                if not check.active:  # decided: its trainer goes now, not with the cell's
+                    check.release()
         # not held through the next step (a resnet18 record is 180 MB in float64)
         record = ref = None
         if not any(c.active for c in checks):
@@ -634,19 +650,27 @@ def _too_large(state) -> bool:
     return sum(v.size for v in state.params.values()) > TRAJECTORY_MAX_PARAMETERS
 
 
-def _divergence_arrays(state, losses, div, records) -> dict[str, np.ndarray]:
-    """A failing cell's arrays where a person needs them: the data, the losses, and the port's
-    and the reference's values of every quantity at the first diverging step (of the
-    diverging quantity alone in a model past ``TRAJECTORY_MAX_PARAMETERS``)."""
-    out: dict[str, np.ndarray] = {f"data/{k}": v for k, v in state.data.items()}
-    out["losses"] = losses
-    if div is None or records is None:
-        return out
-    got, want = (record_values(r) for r in records)
+def _values_at(div, record, ref, diverging_only: bool) -> tuple[dict, dict]:
+    """The port's and the reference's values at a check's first divergence, as
+    ``_divergence_arrays`` writes them: every quantity both have, or the diverging one alone."""
+    got, want = record_values(record), record_values(ref)
     keys = [k for k in got if k in want]
-    if _too_large(state):
+    if diverging_only:
         key = div.quantity if div.name is None else f"{div.quantity}/{div.name}"
         keys = [k for k in keys if k == key]
+    return {k: got[k] for k in keys}, {k: want[k] for k in keys}
+
+
+def _divergence_arrays(state, losses, div, values) -> dict[str, np.ndarray]:
+    """A failing cell's arrays where a person needs them: the data, the losses, and the port's
+    and the reference's values of every quantity at the first diverging step (of the
+    diverging quantity alone in a model past ``TRAJECTORY_MAX_PARAMETERS``: ``_values_at``)."""
+    out: dict[str, np.ndarray] = {f"data/{k}": v for k, v in state.data.items()}
+    out["losses"] = losses
+    if div is None or values is None:
+        return out
+    got, want = values
+    keys = list(got)
     out["divergence/step"] = np.array(div.step)
     out.update({f"divergence/implementation/{k}": np.asarray(got[k]) for k in keys})
     out.update({f"divergence/reference/{k}": np.asarray(want[k]) for k in keys})
