@@ -567,8 +567,8 @@ class Resync:
 class Keep:
     """What the lockstep keeps beside the comparisons: the port's losses, its first and last
     records (None: not kept), its early records' fingerprints (the reproducibility check;
-    None: not run), the first step's time, the step log (digests) and each check's records at
-    its first divergence."""
+    None: not run), the first step's time, the step log (digests) and each check's values at
+    its first divergence (what a failing cell's trajectory file holds)."""
 
     losses: np.ndarray
     snapshots: dict[str, StepRecord] | None
