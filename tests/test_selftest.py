@@ -99,3 +99,19 @@ def test_a_late_mutant_is_described_by_its_step_alone():
 
     assert describe_expected({"step": 3}) == "step 3"
     assert describe_expected({"step": 0, "quantity": "grads", "name": "w1"}) == "step 0 grads w1"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--mutant", "no-such-mutant"], "unknown mutant no-such-mutant; see --list"),
+        (["--reference", "no.such.backend"], "no.such.backend"),
+    ],
+)
+def test_bad_selftest_input_is_one_line_on_stderr_and_exit_2(capsys, argv, message):
+    from equiv.cli.main import main
+
+    assert main(["selftest", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("equiv selftest: error: ") and message in err

@@ -34,10 +34,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _fail(message: str) -> int:
-    return fail("baseline", message)
-
-
 def run(args: argparse.Namespace) -> int:
     from equiv.cli.commands.run_cmd import check_writable
     from equiv.drift.baseline import CannotMerge, make_baseline, merge_baselines
@@ -52,23 +48,27 @@ def run(args: argparse.Namespace) -> int:
     try:
         made = make_baseline(load_document(document_path(Path(args.run), "RUN")))
     except InvalidResults as exc:
-        return _fail(str(exc))
+        return fail("baseline", str(exc))
     target = Path(args.out or args.into)
     if problem := check_writable(target.parent):
-        return _fail(problem)
+        return fail("baseline", problem)
     if args.into:
         try:
             base = read_json(target)
         except InvalidResults as exc:
-            return _fail(f"the baseline {exc}")
+            return fail("baseline", f"the baseline {exc}")
         if not isinstance(base, dict) or base.get("schema") != BASELINE:
-            return _fail(f"{target} is not an equiv baseline (expected schema {BASELINE!r})")
+            return fail(
+                "baseline", f"{target} is not an equiv baseline (expected schema {BASELINE!r})"
+            )
         try:
             made = merge_baselines(base, made)
         except CannotMerge as exc:
-            return _fail(f"cannot merge into {target}: {exc}")
+            return fail("baseline", f"cannot merge into {target}: {exc}")
         except (KeyError, TypeError) as exc:
-            return _fail(f"cannot merge into {target}: malformed baseline ({exc!r:.200})")
+            return fail(
+                "baseline", f"cannot merge into {target}: malformed baseline ({exc!r:.200})"
+            )
     # indented and sorted: a baseline is committed, and its diffs are read in review
     atomic_write_bytes(target, (json.dumps(made, indent=1, sort_keys=True) + "\n").encode())
     print(f"Wrote {target} ({len(made['cells'])} cells)")

@@ -42,10 +42,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _fail(message: str) -> int:
-    return fail("diagnose", message)
-
-
 def _cells_from(args) -> tuple[list, dict] | str:
     """The cells to diagnose and the run settings, or why not, in one line."""
     from equiv.running.matrix import SelectionError, select_cells
@@ -94,10 +90,10 @@ def run(args: argparse.Namespace) -> int:
 
     chosen = _cells_from(args)
     if isinstance(chosen, str):
-        return _fail(chosen)
+        return fail("diagnose", chosen)
     cells, settings = chosen
     if problem := reference_problem(settings["reference"], cells):
-        return _fail(problem)
+        return fail("diagnose", problem)
     options = RunOptions.verdict_only(
         seed=settings["seed"],
         steps=settings["steps"],

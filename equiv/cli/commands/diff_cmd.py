@@ -32,10 +32,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _fail(message: str) -> int:
-    return fail("diff", message)
-
-
 def run(args: argparse.Namespace) -> int:
     from equiv.cli.commands.run_cmd import check_writable
     from equiv.drift.labels import diff_sides
@@ -47,19 +43,21 @@ def run(args: argparse.Namespace) -> int:
         old, new = load_side(args.old, "OLD"), load_side(args.new, "NEW")
         check_compatible(old, new)
     except InvalidResults as exc:
-        return _fail(str(exc))
+        return fail("diff", str(exc))
     folders = [Path(args.out)] if args.out else []
     if args.json:
         folders.append(Path(args.json).parent)
     for folder in folders:
         if problem := check_writable(folder):
-            return _fail(problem)
+            return fail("diff", problem)
     try:
         result = diff_sides(old, new)
         document = diff_document(result)
         html = render_html(result) if args.out else None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        return _fail(f"cannot compare {args.old} and {args.new}: malformed results ({exc!r:.200})")
+        return fail(
+            "diff", f"cannot compare {args.old} and {args.new}: malformed results ({exc!r:.200})"
+        )
     print(text_summary(result))
     if args.json:
         write_json(Path(args.json), document)

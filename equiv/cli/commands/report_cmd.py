@@ -36,10 +36,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _fail(message: str) -> int:
-    return fail("report", message)
-
-
 def run(args: argparse.Namespace) -> int:
     from equiv.cli.commands.run_cmd import check_writable
     from equiv.report.merge import merge_documents, settings_differ
@@ -51,19 +47,21 @@ def run(args: argparse.Namespace) -> int:
     if merging:
         inputs = inputs[1:]
         if not inputs:
-            return _fail("merge needs at least one PARITY.json")
+            return fail("report", "merge needs at least one PARITY.json")
         if args.out is None:
-            return _fail("merge needs --out DIR")
+            return fail("report", "merge needs --out DIR")
     elif len(inputs) > 1:
-        return _fail("give one PARITY.json, or merge several with `equiv report merge A B ...`")
+        return fail(
+            "report", "give one PARITY.json, or merge several with `equiv report merge A B ...`"
+        )
     try:
         documents = [(path, load_document(Path(path))) for path in inputs]
     except InvalidResults as exc:
-        return _fail(str(exc))
+        return fail("report", str(exc))
     out = Path(args.out) if args.out is not None else Path(inputs[0]).parent
     problem = check_writable(out)
     if problem:
-        return _fail(problem)
+        return fail("report", problem)
     target = out / "parity.json"
     try:
         if merging:
@@ -76,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
             data = source.read_bytes()
             html = render_html(document, out_dir=out, json_dir=source.parent)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        return _fail(f"cannot render {', '.join(inputs)}: malformed results ({exc!r:.200})")
+        return fail(
+            "report", f"cannot render {', '.join(inputs)}: malformed results ({exc!r:.200})"
+        )
     same = target.exists() and not merging and os.path.samefile(target, inputs[0])
     if not same:
         atomic_write_bytes(target, data)

@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from equiv.cli.commands import fail
+
 
 def positive_int(text: str) -> int:
     try:
@@ -307,19 +309,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         cells = select_cells(args.case, args.backend, args.dtype)
     except SelectionError as exc:
-        print(f"equiv run: error: {exc}", file=sys.stderr)
-        return 2
+        return fail("run", str(exc))
     if problem := reference_problem(args.reference, cells):
-        print(f"equiv run: error: {problem}", file=sys.stderr)
-        return 2
+        return fail("run", str(problem))
     out = Path(args.out)
     problem = check_writable(out)
     if problem:
-        print(f"equiv run: error: {problem}", file=sys.stderr)
-        return 2
+        return fail("run", str(problem))
     if problem := executor_problem(args.executor, args.ray_address):
-        print(f"equiv run: error: {problem}", file=sys.stderr)
-        return 2
+        return fail("run", str(problem))
     settings = {name: getattr(args, name) for name in RESUMED_SETTINGS}
     if settings["jobs"] is None:
         from equiv.running.capacity import default_jobs
@@ -347,12 +345,9 @@ def resume(args: argparse.Namespace) -> int:
         if getattr(args, name) != DEFAULTS.get(name)
     ]
     if given:
-        print(
-            f"equiv run: error: --resume takes the run's settings from its journal; "
-            f"drop {', '.join(given)}",
-            file=sys.stderr,
+        return fail(
+            "run", f"--resume takes the run's settings from its journal; drop {', '.join(given)}"
         )
-        return 2
     out = Path(args.resume)
     try:
         contents = read(out)
@@ -361,24 +356,17 @@ def resume(args: argparse.Namespace) -> int:
             c.id: c for c in select_cells(settings["case"], settings["backend"], settings["dtype"])
         }
     except (JournalError, SelectionError, KeyError) as exc:
-        print(f"equiv run: error: cannot resume {str(out)!r}: {exc}", file=sys.stderr)
-        return 2
+        return fail("run", f"cannot resume {str(out)!r}: {exc}")
     unknown = [cell_id for cell_id in contents.missing if cell_id not in known]
     if unknown:
-        print(
-            f"equiv run: error: cannot resume {str(out)!r}: cells no longer available here: "
-            + ", ".join(unknown),
-            file=sys.stderr,
-        )
-        return 2
+        missing = ", ".join(unknown)
+        return fail("run", f"cannot resume {str(out)!r}: cells no longer available here: {missing}")
     problem = check_writable(out)
     if problem:
-        print(f"equiv run: error: {problem}", file=sys.stderr)
-        return 2
+        return fail("run", str(problem))
     cells = [known[cell_id] for cell_id in contents.missing]
     if problem := executor_problem(settings.get("executor", "local"), args.ray_address):
-        print(f"equiv run: error: {problem}", file=sys.stderr)
-        return 2
+        return fail("run", str(problem))
     print(f"equiv run: resuming {out}: {len(contents.done)} cells done, {len(cells)} to run")
     return execute(
         out,

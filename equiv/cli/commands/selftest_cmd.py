@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from equiv.cli.commands import fail
+
 
 def register(sub) -> None:
     p = sub.add_parser("selftest", help="plant realistic bugs and check that each is detected")
@@ -25,15 +27,13 @@ def run(args: argparse.Namespace) -> int:
     from equiv.quality.selftest import describe_expected, run_selftest
 
     if problem := reference_problem(args.reference, []):
-        print(f"equiv selftest: error: {problem}")
-        return 2
+        return fail("selftest", str(problem))
     mutants = CATALOGUE
     if args.mutant:
         known = {m.id: m for m in CATALOGUE}
         unknown = [m for m in args.mutant if m not in known]
         if unknown:
-            print(f"equiv selftest: error: unknown mutant {', '.join(unknown)}; see --list")
-            return 2
+            return fail("selftest", f"unknown mutant {', '.join(unknown)}; see --list")
         mutants = [known[m] for m in args.mutant]
     if args.list:
         for m in mutants:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from equiv.cli.commands import fail
 from equiv.cli.commands.run_cmd import (
     add_executor_options,
     add_reference_option,
@@ -82,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if problem := check_writable(out):
-        print(f"equiv sweep: error: {problem}", file=sys.stderr)
-        return 2
+        return fail("sweep", str(problem))
 
     def write(report):
         atomic_write_bytes(out / "sweep.json", json.dumps(report, indent=1).encode())
@@ -93,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
             sources = [json.loads(Path(s).read_text()) for s in args.sources]
             report = merge_reports(sources)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            print(f"equiv sweep: error: cannot merge {args.sources}: {exc}", file=sys.stderr)
-            return 2
+            return fail("sweep", f"cannot merge {args.sources}: {exc}")
         for name, source in zip(args.sources, sources, strict=True):
             if not source.get("complete", True):  # a checkpoint of a sweep that was cut off
                 seeds = ", ".join(str(s) for s in source.get("seeds", []))
@@ -103,14 +101,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             cells = select_cells(args.case, args.backend, args.dtype)
         except SelectionError as exc:
-            print(f"equiv sweep: error: {exc}", file=sys.stderr)
-            return 2
+            return fail("sweep", str(exc))
         if problem := reference_problem(args.reference, cells):
-            print(f"equiv sweep: error: {problem}", file=sys.stderr)
-            return 2
+            return fail("sweep", str(problem))
         if problem := executor_problem(args.executor, args.ray_address):
-            print(f"equiv sweep: error: {problem}", file=sys.stderr)
-            return 2
+            return fail("sweep", str(problem))
         seeds = range(args.first_seed, args.first_seed + args.seeds)
         settings = {"cache_dir": args.cache_dir, "no_cache": args.no_cache}
         with calibration_directory(settings) as cache_dir:
