@@ -55,3 +55,32 @@ def test_a_large_model_keeps_the_diverging_quantity_alone_at_a_divergence():
     assert list(got) == list(want) == ["grads/w"]
     got, _ = _values_at(div, record, record, diverging_only=False)
     assert set(got) == {"loss", "grads/w", "grads/v", "params/w", "params/v"}
+
+
+@pytest.mark.parametrize(("limit", "large"), [(None, False), (0, True)])
+def test_a_failing_cells_file_holds_the_diverging_quantity_alone_past_the_size_limit(
+    monkeypatch, limit, large
+):
+    """The lockstep keeps at a divergence what the failing cell's file then holds: every
+    quantity of a small model, the diverging one alone of a model past
+    ``TRAJECTORY_MAX_PARAMETERS`` (here lowered to 0). Planted: the second update doubled."""
+    from equiv.backends.implementations import ImplSource, Patch
+    from equiv.backends.registry import get_backend
+    from equiv.running import runner
+
+    if reason := get_backend("torch.eager").availability():
+        pytest.skip(reason)
+    if limit is not None:
+        monkeypatch.setattr(runner, "TRAJECTORY_MAX_PARAMETERS", limit)
+    update = "            self.w2 -= self.lr * self.w2.grad\n"
+    impl = ImplSource(
+        "cases.two_layer_mlp.torch_impl", (Patch(update, update.replace("self.lr", "2 * self.lr")),)
+    )
+    options = RunOptions(steps=3, bench_rounds=0, check_reproducible=False, digests=False)
+    result = run_cell(Cell("two_layer_mlp", "torch.eager", "float64"), options, impl=impl)
+    assert result.status == "fail", result.reason
+    div = result.first_divergence
+    key = div.quantity if div.name is None else f"{div.quantity}/{div.name}"
+    kept = {k.split("/", 2)[2] for k in result.trajectory if k.startswith("divergence/reference/")}
+    assert key in kept
+    assert (kept == {key}) is large, kept
