@@ -311,13 +311,13 @@ def run(args: argparse.Namespace) -> int:
     except SelectionError as exc:
         return fail("run", str(exc))
     if problem := reference_problem(args.reference, cells):
-        return fail("run", str(problem))
+        return fail("run", problem)
     out = Path(args.out)
     problem = check_writable(out)
     if problem:
-        return fail("run", str(problem))
+        return fail("run", problem)
     if problem := executor_problem(args.executor, args.ray_address):
-        return fail("run", str(problem))
+        return fail("run", problem)
     settings = {name: getattr(args, name) for name in RESUMED_SETTINGS}
     if settings["jobs"] is None:
         from equiv.running.capacity import default_jobs
@@ -363,10 +363,10 @@ def resume(args: argparse.Namespace) -> int:
         return fail("run", f"cannot resume {str(out)!r}: cells no longer available here: {missing}")
     problem = check_writable(out)
     if problem:
-        return fail("run", str(problem))
+        return fail("run", problem)
     cells = [known[cell_id] for cell_id in contents.missing]
     if problem := executor_problem(settings.get("executor", "local"), args.ray_address):
-        return fail("run", str(problem))
+        return fail("run", problem)
     print(f"equiv run: resuming {out}: {len(contents.done)} cells done, {len(cells)} to run")
     return execute(
         out,

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from equiv.quality.selftest import describe_expected, run_selftest
 
     if problem := reference_problem(args.reference, []):
-        return fail("selftest", str(problem))
+        return fail("selftest", problem)
     mutants = CATALOGUE
     if args.mutant:
         known = {m.id: m for m in CATALOGUE}

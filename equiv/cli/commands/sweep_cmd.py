@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if problem := check_writable(out):
-        return fail("sweep", str(problem))
+        return fail("sweep", problem)
 
     def write(report):
         atomic_write_bytes(out / "sweep.json", json.dumps(report, indent=1).encode())
@@ -103,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
         except SelectionError as exc:
             return fail("sweep", str(exc))
         if problem := reference_problem(args.reference, cells):
-            return fail("sweep", str(problem))
+            return fail("sweep", problem)
         if problem := executor_problem(args.executor, args.ray_address):
-            return fail("sweep", str(problem))
+            return fail("sweep", problem)
         seeds = range(args.first_seed, args.first_seed + args.seeds)
         settings = {"cache_dir": args.cache_dir, "no_cache": args.no_cache}
         with calibration_directory(settings) as cache_dir:
